@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: serve test train bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# The service alone: no [train] extra, so torch is never installed for serving.
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[train,test]'
+	touch $@
+
+serve: $(VENV)/.serve
+	$(BIN)/nnserve
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest
+
+# Retrains every model (or one: make train MODEL=digit) into a new version folder under models/.
+MODEL ?= all
+train: $(VENV)/.test
+	$(BIN)/python -m training $(MODEL)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,26 @@
+"""The `nnserve` console script: what `make serve`, the tests and the container all run."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from service.config import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

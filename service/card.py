@@ -1,0 +1,73 @@
+"""The model card: the contract between training (which writes it) and the service (which reads it).
+
+A model version is a folder `models/<name>/<version>/` holding `model.onnx` and `card.json`. The card
+states everything the service must not guess: the tensors in and out, and the parameters of the
+shared preprocessing (the roster, the vocabulary, the image normalisation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CARD_FILE = "card.json"
+MODEL_FILE = "model.onnx"
+
+
+class TensorSpec(BaseModel):
+    """One graph input or output; -1 marks the dynamic batch dimension."""
+
+    name: str
+    dtype: Literal["float32", "int64"]
+    shape: list[int]
+
+
+class GuestRoster(BaseModel):
+    kind: Literal["guest_roster"] = "guest_roster"
+    roster: list[str]
+
+
+class BagOfWordsVocabulary(BaseModel):
+    kind: Literal["bag_of_words"] = "bag_of_words"
+    vocabulary: list[str]
+
+
+class MnistNormalisation(BaseModel):
+    kind: Literal["mnist_normalisation"] = "mnist_normalisation"
+    size: int = 28
+    box: int = 20
+    polarity: Literal["light_on_dark"] = "light_on_dark"
+
+
+Preprocessing = Annotated[
+    GuestRoster | BagOfWordsVocabulary | MnistNormalisation, Field(discriminator="kind")
+]
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: int
+    created: str
+    task: Literal["regression", "binary_classification", "multiclass_classification"]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[str] | None = None
+    preprocessing: Preprocessing
+    metrics: dict[str, Any] = {}
+    baseline: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    libraries: dict[str, str] = {}
+
+    @classmethod
+    def read(cls, folder: Path) -> ModelCard:
+        return cls.model_validate_json((folder / CARD_FILE).read_bytes())
+
+    def write(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CARD_FILE).write_text(self.model_dump_json(indent=2) + "\n")

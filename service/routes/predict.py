@@ -1,0 +1,212 @@
+"""The domain endpoints: /predict/wine, /predict/spam, /predict/digit.
+
+Each reads top-down: validated body -> shared preprocessing per item -> the model's runner ->
+response. A `version` query parameter pins a model version; without it the highest ready
+version answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from service.config import Settings
+from service.errors import ApiError
+from service.features import (
+    BagOfWords,
+    FeatureError,
+    GuestEncoder,
+    ImageTooLargeError,
+    UnknownGuestError,
+    decode_base64_image,
+    image_bytes_to_digit,
+    pixels_to_digit,
+)
+from service.registry import ModelRepository, ModelVersion
+from service.schemas import (
+    DigitBatchResponse,
+    DigitItem,
+    DigitPrediction,
+    DigitRequest,
+    DigitResponse,
+    ErrorResponse,
+    ModelRef,
+    SpamBatchResponse,
+    SpamItem,
+    SpamPrediction,
+    SpamRequest,
+    SpamResponse,
+    WineBatchResponse,
+    WineItem,
+    WinePrediction,
+    WineRequest,
+    WineResponse,
+)
+
+router = APIRouter(
+    prefix="/predict",
+    tags=["predict"],
+    responses={
+        code: {"model": ErrorResponse}
+        for code in (400, 401, 404, 413, 415, 422, 503, 504)
+    },
+)
+
+Item = TypeVar("Item")
+VersionQuery = Query(None, ge=1, description="model version; default: the highest ready one")
+
+
+def _model(request: Request, name: str, version: int | None, encoder: type | None) -> ModelVersion:
+    registry: ModelRepository = request.app.state.registry
+    model = registry.get(name, version)
+    if encoder is not None and not isinstance(model.encoder, encoder):
+        raise ApiError(503, "model_not_ready", f"model {name!r} does not take {encoder.__name__}")
+    return model
+
+
+def _check_batch(settings: Settings, items: Sequence[Any]) -> None:
+    if len(items) > settings.max_batch_size:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"batch of {len(items)} items is over the limit of {settings.max_batch_size}",
+        )
+    if not items:
+        raise ApiError(422, "invalid_input", "batch: give at least one item")
+
+
+def _feature_error(exc: FeatureError, where: str) -> ApiError:
+    status = 413 if isinstance(exc, ImageTooLargeError) else 422
+    details: dict[str, Any] = {"loc": where}
+    if isinstance(exc, UnknownGuestError):
+        details |= {"unknown": exc.unknown, "known_guests": exc.roster}
+    code = "payload_too_large" if status == 413 else "invalid_input"
+    return ApiError(status, code, f"{where}: {exc}", details)
+
+
+def _encode_each(
+    items: Sequence[Item],
+    batched: bool,
+    field_of: Callable[[Item], str],
+    encode: Callable[[Item], np.ndarray],
+) -> np.ndarray:
+    """Encodes every item; the first one that fails is reported by its index in the batch."""
+    rows = []
+    for index, item in enumerate(items):
+        try:
+            rows.append(encode(item))
+        except FeatureError as exc:
+            where = f"batch.{index}.{field_of(item)}" if batched else field_of(item)
+            raise _feature_error(exc, where) from exc
+    return np.stack(rows)
+
+
+async def _run(model: ModelVersion, rows: np.ndarray) -> np.ndarray:
+    assert model.card is not None and model.runner is not None
+    (output,) = await model.runner.run({model.card.inputs[0].name: rows})
+    return output
+
+
+def _ref(model: ModelVersion) -> ModelRef:
+    return ModelRef(name=model.name, version=model.version)
+
+
+@router.post("/wine", response_model=WineResponse | WineBatchResponse)
+async def predict_wine(
+    body: WineRequest, request: Request, version: int | None = VersionQuery
+) -> WineResponse | WineBatchResponse:
+    """Bottles of wine for a dinner party: the guest list in, bottles out (you included)."""
+    model = _model(request, "wine", version, GuestEncoder)
+    encoder: GuestEncoder = model.encoder  # type: ignore[assignment]
+    items = body.batch if body.batch is not None else [WineItem(guests=body.guests or [])]
+    _check_batch(request.app.state.settings, items)
+    rows = _encode_each(
+        items, body.batch is not None, lambda _: "guests", lambda i: encoder.encode(i.guests)
+    )
+    bottles = (await _run(model, rows))[:, 0]
+    predictions = [
+        WinePrediction(bottles=round(float(b), 4), buy=math.ceil(round(float(b), 4)))
+        for b in bottles
+    ]
+    if body.batch is not None:
+        return WineBatchResponse(predictions=predictions, model=_ref(model))
+    return WineResponse(**predictions[0].model_dump(), model=_ref(model))
+
+
+@router.post("/spam", response_model=SpamResponse | SpamBatchResponse)
+async def predict_spam(
+    body: SpamRequest, request: Request, version: int | None = VersionQuery
+) -> SpamResponse | SpamBatchResponse:
+    """Spam probability of an email: raw RFC 822 with headers, or just a body."""
+    settings: Settings = request.app.state.settings
+    model = _model(request, "spam", version, BagOfWords)
+    encoder: BagOfWords = model.encoder  # type: ignore[assignment]
+    items = body.batch if body.batch is not None else [SpamItem(text=body.text or "")]
+    _check_batch(settings, items)
+
+    def encode(item: SpamItem) -> np.ndarray:
+        if len(item.text) > settings.max_email_chars:
+            raise FeatureError(
+                f"text is {len(item.text)} characters; the limit is {settings.max_email_chars}"
+            )
+        return encoder.encode(item.text)
+
+    rows = _encode_each(items, body.batch is not None, lambda _: "text", encode)
+    probabilities = (await _run(model, rows))[:, 1]
+    predictions = [
+        SpamPrediction(spam=bool(p >= settings.spam_threshold), probability=float(p))
+        for p in probabilities
+    ]
+    if body.batch is not None:
+        return SpamBatchResponse(predictions=predictions, model=_ref(model))
+    return SpamResponse(**predictions[0].model_dump(), model=_ref(model))
+
+
+def _digit_tensor(item: DigitItem, settings: Settings) -> np.ndarray:
+    if item.image is not None:
+        data = decode_base64_image(item.image, settings.max_image_bytes)
+        return image_bytes_to_digit(data, settings.max_image_pixels)
+    try:
+        pixels = np.asarray(item.pixels, dtype=np.float32)
+    except ValueError as exc:
+        raise FeatureError("pixels must be 784 numbers or 28 rows of 28") from exc
+    if pixels.ndim == 2 and pixels.shape != (28, 28):
+        raise FeatureError(f"nested pixels must be 28 rows of 28, got {pixels.shape}")
+    return pixels_to_digit(pixels)
+
+
+@router.post("/digit", response_model=DigitResponse | DigitBatchResponse)
+async def predict_digit(
+    body: DigitRequest, request: Request, version: int | None = VersionQuery
+) -> DigitResponse | DigitBatchResponse:
+    """The handwritten digit in an image of any size and polarity, or in 784 MNIST pixels."""
+    settings: Settings = request.app.state.settings
+    model = _model(request, "digit", version, None)
+    items = body.items()
+    _check_batch(settings, items)
+    batched = body.batch is not None
+
+    def encode(item: DigitItem) -> np.ndarray:
+        return _digit_tensor(item, settings)[np.newaxis]
+
+    def field_of(item: DigitItem) -> str:
+        return "image" if item.image is not None else "pixels"
+
+    if any(item.image is not None for item in items):
+        # Decoding images costs milliseconds: keep it off the event loop.
+        rows = await run_in_threadpool(_encode_each, items, batched, field_of, encode)
+    else:
+        rows = _encode_each(items, batched, field_of, encode)
+    probabilities = await _run(model, rows)
+    predictions = [
+        DigitPrediction(digit=int(p.argmax()), probabilities=[float(x) for x in p])
+        for p in probabilities
+    ]
+    if batched:
+        return DigitBatchResponse(predictions=predictions, model=_ref(model))
+    return DigitResponse(**predictions[0].model_dump(), model=_ref(model))

@@ -1,0 +1,117 @@
+"""Fixtures that start the real service: the `nnserve` console script under uvicorn, in a
+subprocess on a free port, spoken to over HTTP with httpx."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO / "models"
+NNSERVE = Path(sys.executable).parent / "nnserve"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `nnserve` process; its combined stdout/stderr is in `log_path`."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+StartServer = Callable[..., Server]
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServer]:
+    """A factory: start_server(NNSERVE_X="..", wait_ready=True) -> Server. Every server it
+    starts is stopped at the end of the session."""
+    started: list[Server] = []
+
+    def start(*, wait_ready: bool = True, timeout: float = 60, **env_overrides: str) -> Server:
+        port = free_port()
+        log_path = tmp_path_factory.mktemp("server") / "server.log"
+        env = {
+            **os.environ,
+            "NNSERVE_HOST": "127.0.0.1",
+            "NNSERVE_PORT": str(port),
+            "NNSERVE_MODELS_DIR": str(MODELS_DIR),
+            **{k: str(v) for k, v in env_overrides.items()},
+        }
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [str(NNSERVE)], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        server = Server(process, port, log_path, env_overrides)
+        started.append(server)
+        _wait_until_up(server, "/ready" if wait_ready else "/health", timeout)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _wait_until_up(server: Server, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"nnserve exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.url + path, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"nnserve did not answer 200 on {path} in {timeout}s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(start_server: StartServer) -> Server:
+    """The service on the committed models with default settings, shared by the session."""
+    return start_server()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as http:
+        yield http
