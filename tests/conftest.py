@@ -115,3 +115,18 @@ def server(start_server: StartServer) -> Server:
 def client(server: Server) -> Iterator[httpx.Client]:
     with server.client() as http:
         yield http
+
+
+def require_tool(name: str, *candidates: str) -> str:
+    """The path of a system tool a test drives for real. Missing on a developer's machine: skip
+    with the reason; missing in CI (where .ci/run installs it): fail, so CI never skips silently."""
+    import shutil
+
+    for candidate in (name, *candidates):
+        path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
+        if path:
+            return path
+    reason = f"{name} is not installed (.ci/run installs it with apt-get)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
