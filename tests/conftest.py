@@ -4,6 +4,7 @@ subprocess on a free port, spoken to over HTTP with httpx."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,8 +121,6 @@ def client(server: Server) -> Iterator[httpx.Client]:
 def require_tool(name: str, *candidates: str) -> str:
     """The path of a system tool a test drives for real. Missing on a developer's machine: skip
     with the reason; missing in CI (where .ci/run installs it): fail, so CI never skips silently."""
-    import shutil
-
     for candidate in (name, *candidates):
         path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
         if path:
