@@ -19,6 +19,7 @@ def main() -> None:
         http="httptools",
         log_config=None,
         access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 

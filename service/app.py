@@ -9,29 +9,45 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse
+from onnxruntime import InferenceSession
 
 from service import __version__
+from service.body import install_body_schemas
 from service.config import Settings
 from service.errors import install_error_handlers
 from service.logs import configure_logging
+from service.metrics import Metrics
 from service.middleware import RequestGuard
 from service.registry import ModelRepository
 from service.routes import ops, predict
+from service.runner import ModelRunner
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
 
+    metrics = Metrics.create()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+
+        def make_runner(session: InferenceSession, name: str, version: int) -> ModelRunner:
+            return ModelRunner(
+                session,
+                executor,
+                max_batch_rows=settings.max_batch_size,
+                batching=settings.batching,
+                timeout=settings.inference_timeout_seconds,
+                test_delay=settings.test_inference_delay_ms / 1000,
+                observer=metrics.observer(name, version),
+            )
+
         registry = ModelRepository(
             settings.models_dir,
-            executor,
             intra_op_threads=settings.intra_op_threads,
-            max_batch_rows=settings.max_batch_size,
-            batching=settings.batching,
+            make_runner=make_runner,
         )
         registry.load_all()
         app.state.registry = registry
@@ -46,9 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Serves three small neural networks: wine, spam and digit.",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    app.state.metrics = metrics
+    metrics.watch_models(lambda: _model_states(app))
     install_error_handlers(app)
+    install_body_schemas(app)
     app.include_router(predict.router)
     app.include_router(ops.router)
     if settings.cors_origins:
@@ -59,5 +79,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        max_in_flight=settings.max_in_flight,
+        retry_after_seconds=settings.retry_after_seconds,
+        metrics=metrics,
+    )
     return app
+
+
+def _model_states(app: FastAPI) -> dict[tuple[str, int], bool]:
+    registry: ModelRepository | None = getattr(app.state, "registry", None)
+    if registry is None:
+        return {}
+    return {
+        (entry.name, number): version.ready
+        for entry in registry.models.values()
+        for number, version in entry.versions.items()
+    }

@@ -37,11 +37,28 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(256, ge=1)
     spam_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
+    max_in_flight: int = Field(
+        512, ge=1, description="prediction requests served at once; past it: 503 + Retry-After"
+    )
+    retry_after_seconds: int = Field(1, ge=0)
+    inference_timeout_seconds: float = Field(
+        10.0, gt=0, description="deadline for a request's inference; past it: 504, work dropped"
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="on SIGTERM, time given to requests in flight before exit"
+    )
+    test_inference_delay_ms: float = Field(
+        0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
+    )
+
+    api_key: Annotated[list[str], NoDecode] = Field(
+        [], description="comma-separated API keys; empty = prediction endpoints are open"
+    )
     cors_origins: Annotated[list[str], NoDecode] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "api_key", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         return _split_commas(value)

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.runner import DeadlineExceeded
+
 log = logging.getLogger("nnserve")
 
 
@@ -57,11 +59,17 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
+def validation_error(errors: list[Any]) -> ApiError:
+    """pydantic's error list as one ApiError: 400 for a body that is not JSON at all, else 422
+    naming the first bad field (a batch item by its index) and listing them all."""
+    details = [
         {"loc": _location(tuple(e.get("loc", ()))), "msg": e.get("msg", ""), "type": e.get("type")}
-        for e in exc.errors()
+        for e in errors
     ]
+    if any(d["type"] == "json_invalid" for d in details):
+        return ApiError(400, "invalid_json", "the request body is not valid JSON", details)
+    first = details[0] if details else {"loc": "body", "msg": "invalid"}
+    return ApiError(422, "invalid_input", f"{first['loc']}: {first['msg']}", details)
 
 
 _HTTP_CODES = {
@@ -81,12 +89,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
-        details = _validation_details(exc)
-        if any(d["type"] == "json_invalid" for d in details):
-            return error_response(400, "invalid_json", "the request body is not valid JSON", details)
-        first = details[0] if details else {"loc": "body", "msg": "invalid"}
-        return error_response(422, "invalid_input", f"{first['loc']}: {first['msg']}", details)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return await _api_error(request, validation_error(list(exc.errors())))
+
+    @app.exception_handler(DeadlineExceeded)
+    async def _deadline(_: Request, exc: DeadlineExceeded) -> Response:
+        return error_response(504, "deadline_exceeded", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:

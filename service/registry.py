@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import onnxruntime as ort
 from service.card import MODEL_FILE, BagOfWordsVocabulary, GuestRoster, ModelCard, TensorSpec
 from service.errors import ApiError
 from service.features import BagOfWords, GuestEncoder
-from service.runner import BatchObserver, ModelRunner
+from service.runner import ModelRunner
 
 log = logging.getLogger("nnserve")
 
@@ -110,19 +109,13 @@ class ModelRepository:
     def __init__(
         self,
         root: Path,
-        executor: Executor,
         *,
         intra_op_threads: int,
-        max_batch_rows: int,
-        batching: bool,
-        observer_for: Callable[[str, int], BatchObserver] | None = None,
+        make_runner: Callable[[ort.InferenceSession, str, int], ModelRunner],
     ) -> None:
         self.root = root
-        self._executor = executor
         self._intra_op_threads = intra_op_threads
-        self._max_batch_rows = max_batch_rows
-        self._batching = batching
-        self._observer_for = observer_for
+        self._make_runner = make_runner
         self.models: dict[str, ModelEntry] = {}
 
     def load_all(self) -> None:
@@ -154,14 +147,7 @@ class ModelRepository:
             _check_matches("inputs", model.card.inputs, _graph_specs(session.get_inputs()))
             _check_matches("outputs", model.card.outputs, _graph_specs(session.get_outputs()))
             model.encoder = _encoder_for(model.card)
-            observer = self._observer_for(name, version) if self._observer_for else None
-            runner = ModelRunner(
-                session,
-                self._executor,
-                max_batch_rows=self._max_batch_rows,
-                batching=self._batching,
-                observer=observer,
-            )
+            runner = self._make_runner(session, name, version)
             _warm_up(runner, model.card)
             model.runner = runner
             log.info("loaded model %s version %d from %s", name, version, path)

@@ -22,6 +22,10 @@ Feeds = dict[str, np.ndarray]
 Outputs = list[np.ndarray]
 
 
+class DeadlineExceeded(Exception):
+    """The request's inference did not finish within the deadline; its queued work is dropped."""
+
+
 @dataclass
 class BatchObserver:
     """Hooks the metrics module fills in; no-ops by default so the runner works on its own."""
@@ -48,6 +52,8 @@ class ModelRunner:
         *,
         max_batch_rows: int,
         batching: bool = True,
+        timeout: float | None = None,
+        test_delay: float = 0.0,
         observer: BatchObserver | None = None,
     ) -> None:
         self.session = session
@@ -55,11 +61,15 @@ class ModelRunner:
         self._executor = executor
         self._max_rows = max_batch_rows
         self._batching = batching
+        self._timeout = timeout
+        self._test_delay = test_delay
         self._observer = observer or BatchObserver()
         self._queue: deque[_Pending] = deque()
         self._draining = False
 
     def run_sync(self, feeds: Feeds) -> Outputs:
+        if self._test_delay:
+            time.sleep(self._test_delay)
         started = time.perf_counter()
         outputs = self.session.run(self.output_names, feeds)
         rows = next(iter(feeds.values())).shape[0]
@@ -67,17 +77,26 @@ class ModelRunner:
         return outputs
 
     async def run(self, feeds: Feeds) -> Outputs:
-        """All outputs for these rows, in the session's output order."""
+        """All outputs for these rows, in the session's output order.
+
+        Past the deadline the caller gets DeadlineExceeded and its future is cancelled: if it was
+        still queued it never runs; a call already inside onnxruntime finishes for the others
+        batched with it.
+        """
         loop = asyncio.get_running_loop()
-        if not self._batching:
-            return await loop.run_in_executor(self._executor, self.run_sync, feeds)
-        rows = next(iter(feeds.values())).shape[0]
-        pending = _Pending(feeds, rows, loop.create_future())
-        self._queue.append(pending)
-        if not self._draining:
-            self._draining = True
-            loop.create_task(self._drain())
-        return await pending.future
+        if self._batching:
+            rows = next(iter(feeds.values())).shape[0]
+            future: asyncio.Future[Outputs] = loop.create_future()
+            self._queue.append(_Pending(feeds, rows, future))
+            if not self._draining:
+                self._draining = True
+                loop.create_task(self._drain())
+        else:
+            future = loop.run_in_executor(self._executor, self.run_sync, feeds)
+        try:
+            return await asyncio.wait_for(future, self._timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(f"inference did not finish within {self._timeout} s") from None
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.errors import ApiError
 from service.registry import ModelEntry, ModelRepository, ModelVersion
@@ -20,6 +21,12 @@ def _registry(request: Request) -> ModelRepository:
 async def health() -> dict[str, str]:
     """Liveness: the process answers. Never depends on the models."""
     return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process: requests, latency, batching, queueing, model status."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})

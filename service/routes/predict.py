@@ -2,7 +2,7 @@
 
 Each reads top-down: validated body -> shared preprocessing per item -> the model's runner ->
 response. A `version` query parameter pins a model version; without it the highest ready
-version answers.
+version answers. The routes take the raw request (see service/body.py for why).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
+from service.auth import check_api_key
+from service.body import json_body, json_response, parse_json
 from service.config import Settings
 from service.errors import ApiError
 from service.features import (
@@ -31,34 +34,33 @@ from service.registry import ModelRepository, ModelVersion
 from service.schemas import (
     DigitBatchResponse,
     DigitItem,
-    DigitPrediction,
     DigitRequest,
     DigitResponse,
     ErrorResponse,
-    ModelRef,
     SpamBatchResponse,
-    SpamItem,
-    SpamPrediction,
     SpamRequest,
     SpamResponse,
     WineBatchResponse,
-    WineItem,
-    WinePrediction,
     WineRequest,
     WineResponse,
 )
 
-router = APIRouter(
-    prefix="/predict",
-    tags=["predict"],
-    responses={
-        code: {"model": ErrorResponse}
-        for code in (400, 401, 404, 413, 415, 422, 503, 504)
-    },
-)
+router = APIRouter(prefix="/predict", tags=["predict"])
 
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
+}
 Item = TypeVar("Item")
 VersionQuery = Query(None, ge=1, description="model version; default: the highest ready one")
+
+
+def _documented(request_model: type, *response_models: type) -> dict[str, Any]:
+    """Route options that document a raw-request route: its JSON body and its answers."""
+    return {
+        "openapi_extra": json_body(request_model),
+        "responses": {200: {"model": response_models[0] | response_models[1]}, **_ERRORS},
+        "response_class": Response,
+    }
 
 
 def _model(request: Request, name: str, version: int | None, encoder: type | None) -> ModelVersion:
@@ -112,59 +114,52 @@ async def _run(model: ModelVersion, rows: np.ndarray) -> np.ndarray:
     return output
 
 
-def _ref(model: ModelVersion) -> ModelRef:
-    return ModelRef(name=model.name, version=model.version)
+def _answer(model: ModelVersion, predictions: list[dict[str, Any]], batched: bool) -> Response:
+    ref = {"name": model.name, "version": model.version}
+    if batched:
+        return json_response({"predictions": predictions, "model": ref})
+    return json_response({**predictions[0], "model": ref})
 
 
-@router.post("/wine", response_model=WineResponse | WineBatchResponse)
-async def predict_wine(
-    body: WineRequest, request: Request, version: int | None = VersionQuery
-) -> WineResponse | WineBatchResponse:
+@router.post("/wine", **_documented(WineRequest, WineResponse, WineBatchResponse))
+async def predict_wine(request: Request, version: int | None = VersionQuery) -> Response:
     """Bottles of wine for a dinner party: the guest list in, bottles out (you included)."""
+    check_api_key(request)
+    body = await parse_json(request, WineRequest)
     model = _model(request, "wine", version, GuestEncoder)
     encoder: GuestEncoder = model.encoder  # type: ignore[assignment]
-    items = body.batch if body.batch is not None else [WineItem(guests=body.guests or [])]
-    _check_batch(request.app.state.settings, items)
-    rows = _encode_each(
-        items, body.batch is not None, lambda _: "guests", lambda i: encoder.encode(i.guests)
-    )
-    bottles = (await _run(model, rows))[:, 0]
-    predictions = [
-        WinePrediction(bottles=round(float(b), 4), buy=math.ceil(round(float(b), 4)))
-        for b in bottles
-    ]
-    if body.batch is not None:
-        return WineBatchResponse(predictions=predictions, model=_ref(model))
-    return WineResponse(**predictions[0].model_dump(), model=_ref(model))
+    batched = body.batch is not None
+    guest_lists = [item.guests for item in body.batch] if body.batch is not None else [body.guests]
+    _check_batch(request.app.state.settings, guest_lists)
+    rows = _encode_each(guest_lists, batched, lambda _: "guests", encoder.encode)
+    bottles = (await _run(model, rows))[:, 0].round(4).tolist()
+    predictions = [{"bottles": b, "buy": math.ceil(b)} for b in bottles]
+    return _answer(model, predictions, batched)
 
 
-@router.post("/spam", response_model=SpamResponse | SpamBatchResponse)
-async def predict_spam(
-    body: SpamRequest, request: Request, version: int | None = VersionQuery
-) -> SpamResponse | SpamBatchResponse:
+@router.post("/spam", **_documented(SpamRequest, SpamResponse, SpamBatchResponse))
+async def predict_spam(request: Request, version: int | None = VersionQuery) -> Response:
     """Spam probability of an email: raw RFC 822 with headers, or just a body."""
+    check_api_key(request)
     settings: Settings = request.app.state.settings
+    body = await parse_json(request, SpamRequest)
     model = _model(request, "spam", version, BagOfWords)
     encoder: BagOfWords = model.encoder  # type: ignore[assignment]
-    items = body.batch if body.batch is not None else [SpamItem(text=body.text or "")]
-    _check_batch(settings, items)
+    batched = body.batch is not None
+    texts = [item.text for item in body.batch] if body.batch is not None else [body.text]
+    _check_batch(settings, texts)
 
-    def encode(item: SpamItem) -> np.ndarray:
-        if len(item.text) > settings.max_email_chars:
+    def encode(text: str) -> np.ndarray:
+        if len(text) > settings.max_email_chars:
             raise FeatureError(
-                f"text is {len(item.text)} characters; the limit is {settings.max_email_chars}"
+                f"text is {len(text)} characters; the limit is {settings.max_email_chars}"
             )
-        return encoder.encode(item.text)
+        return encoder.encode(text)
 
-    rows = _encode_each(items, body.batch is not None, lambda _: "text", encode)
-    probabilities = (await _run(model, rows))[:, 1]
-    predictions = [
-        SpamPrediction(spam=bool(p >= settings.spam_threshold), probability=float(p))
-        for p in probabilities
-    ]
-    if body.batch is not None:
-        return SpamBatchResponse(predictions=predictions, model=_ref(model))
-    return SpamResponse(**predictions[0].model_dump(), model=_ref(model))
+    rows = _encode_each(texts, batched, lambda _: "text", encode)
+    probabilities = (await _run(model, rows))[:, 1].tolist()
+    predictions = [{"spam": p >= settings.spam_threshold, "probability": p} for p in probabilities]
+    return _answer(model, predictions, batched)
 
 
 def _digit_tensor(item: DigitItem, settings: Settings) -> np.ndarray:
@@ -180,12 +175,12 @@ def _digit_tensor(item: DigitItem, settings: Settings) -> np.ndarray:
     return pixels_to_digit(pixels)
 
 
-@router.post("/digit", response_model=DigitResponse | DigitBatchResponse)
-async def predict_digit(
-    body: DigitRequest, request: Request, version: int | None = VersionQuery
-) -> DigitResponse | DigitBatchResponse:
+@router.post("/digit", **_documented(DigitRequest, DigitResponse, DigitBatchResponse))
+async def predict_digit(request: Request, version: int | None = VersionQuery) -> Response:
     """The handwritten digit in an image of any size and polarity, or in 784 MNIST pixels."""
+    check_api_key(request)
     settings: Settings = request.app.state.settings
+    body = await parse_json(request, DigitRequest)
     model = _model(request, "digit", version, None)
     items = body.items()
     _check_batch(settings, items)
@@ -204,9 +199,6 @@ async def predict_digit(
         rows = _encode_each(items, batched, field_of, encode)
     probabilities = await _run(model, rows)
     predictions = [
-        DigitPrediction(digit=int(p.argmax()), probabilities=[float(x) for x in p])
-        for p in probabilities
+        {"digit": int(p.argmax()), "probabilities": p.tolist()} for p in probabilities
     ]
-    if batched:
-        return DigitBatchResponse(predictions=predictions, model=_ref(model))
-    return DigitResponse(**predictions[0].model_dump(), model=_ref(model))
+    return _answer(model, predictions, batched)

@@ -1,0 +1,95 @@
+"""Prometheus metrics, exposed at /metrics.
+
+Label values are bounded: requests are labelled by route template (never the raw path, which a
+client controls) and models by name and version, so a scanner cannot blow up the series count.
+Each app gets its own registry, so several apps in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.runner import BatchObserver
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                      0.01, 0.025, 0.1, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    request_seconds: Histogram
+    in_flight: Gauge
+    inference_seconds: Histogram
+    batch_size: Histogram
+    queue_wait_seconds: Histogram
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "nnserve_requests", "HTTP requests answered", ["endpoint", "status"],
+                registry=registry,
+            ),
+            request_seconds=Histogram(
+                "nnserve_request_seconds", "Time from request to response", ["endpoint"],
+                buckets=_LATENCY_BUCKETS, registry=registry,
+            ),
+            in_flight=Gauge(
+                "nnserve_requests_in_flight", "Requests being served now", registry=registry
+            ),
+            inference_seconds=Histogram(
+                "nnserve_inference_seconds", "Time of one onnxruntime call (one batch)",
+                ["model", "version"], buckets=_INFERENCE_BUCKETS, registry=registry,
+            ),
+            batch_size=Histogram(
+                "nnserve_batch_size", "Rows in one onnxruntime call", ["model", "version"],
+                buckets=_BATCH_BUCKETS, registry=registry,
+            ),
+            queue_wait_seconds=Histogram(
+                "nnserve_queue_wait_seconds", "Time a request waited for the model to be free",
+                ["model", "version"], buckets=_LATENCY_BUCKETS, registry=registry,
+            ),
+        )
+
+    def watch_models(self, states: Callable[[], dict[tuple[str, int], bool]]) -> None:
+        """Model load status, read from the repository at scrape time, so it is never stale."""
+        self.registry.register(_ModelReadyCollector(states))
+
+    def observer(self, model: str, version: int) -> BatchObserver:
+        """Runner hooks with the label children bound once, off the hot path."""
+        labels = (model, str(version))
+        inference = self.inference_seconds.labels(*labels)
+        batch = self.batch_size.labels(*labels)
+        wait = self.queue_wait_seconds.labels(*labels)
+
+        def on_batch(rows: int, seconds: float) -> None:
+            batch.observe(rows)
+            inference.observe(seconds)
+
+        return BatchObserver(on_batch=on_batch, on_queue_wait=wait.observe)
+
+
+class _ModelReadyCollector(Collector):
+    def __init__(self, states: Callable[[], dict[tuple[str, int], bool]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "nnserve_model_ready",
+            "1 if the model version is loaded and warmed up, else 0",
+            labels=["model", "version"],
+        )
+        for (name, version), ready in sorted(self._states().items()):
+            family.add_metric([name, str(version)], 1.0 if ready else 0.0)
+        yield family
