@@ -219,7 +219,9 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """
     try:
         image = Image.open(io.BytesIO(data), formats=("PNG", "JPEG"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own, far higher, limit
+        raise ImageTooLargeError(f"image is over the limit of {max_pixels} pixels: {exc}") from exc
+    except (OSError, ValueError) as exc:
         raise FeatureError("the bytes are not a PNG or JPEG image") from exc
     width, height = image.size
     if width * height > max_pixels:

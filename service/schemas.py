@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
 
 GuestName = Annotated[str, Field(min_length=1, max_length=64)]
 MAX_GUESTS = 64
@@ -126,7 +126,7 @@ class SpamBatchResponse(BaseModel):
 
 # ----------------------------------------------------------------------------- digit
 
-Pixels = list[float] | list[list[float]]
+Pixels = list[StrictFloat] | list[list[StrictFloat]]  # numbers only: no "0.5", no true
 
 
 class DigitItem(_Strict):

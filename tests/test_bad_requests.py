@@ -1,0 +1,105 @@
+"""Clients send broken requests: each gets a clear 4xx in the one error shape, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+import httpx
+import pytest
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG declaring width x height, all zeros: tiny on disk, huge once decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _assert_error(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["code"], str)
+    return body
+
+
+def test_a_body_that_is_not_json_is_400(client: httpx.Client) -> None:
+    response = client.post(
+        "/predict/wine", content=b"guests=Dahlia", headers={"Content-Type": "application/json"}
+    )
+    assert _assert_error(response, 400)["code"] == "invalid_json"
+
+
+def test_a_non_json_content_type_is_415(client: httpx.Client) -> None:
+    response = client.post("/predict/wine", content=b"Dahlia", headers={"Content-Type": "text/plain"})
+    _assert_error(response, 415)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/predict/wine", {"guests": "Dahlia"}),
+        ("/predict/wine", {"guests": [1, 2]}),
+        ("/predict/wine", {}),
+        ("/predict/wine", {"guests": [], "surprise": 1}),
+        ("/predict/spam", {"text": 42}),
+        ("/predict/digit", {"pixels": "0.5"}),
+        ("/predict/digit", {"pixels": [True] * 784}),
+        ("/predict/digit", [1, 2, 3]),
+    ],
+)
+def test_wrong_types_are_422(client: httpx.Client, path: str, body: object) -> None:
+    _assert_error(client.post(path, json=body), 422)
+
+
+def test_a_body_over_the_limit_is_413_before_parsing(start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(NNSERVE_MAX_BODY_BYTES="2048")
+    with server.client() as http:
+        response = http.post("/predict/spam", json={"text": "x" * 4096})
+        assert _assert_error(response, 413)["code"] == "payload_too_large"
+        streamed = http.post(
+            "/predict/spam",
+            content=iter([b'{"text": "', b"x" * 4096, b'"}']),
+            headers={"Content-Type": "application/json"},
+        )
+        _assert_error(streamed, 413)
+        assert http.post("/predict/spam", json={"text": "small"}).status_code == 200
+
+
+def test_a_batch_over_the_limit_is_413(start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(NNSERVE_MAX_BATCH_SIZE="4")
+    with server.client() as http:
+        response = http.post("/predict/wine", json={"batch": [{"guests": []}] * 5})
+        assert "limit of 4" in _assert_error(response, 413)["error"]
+        assert http.post("/predict/wine", json={"batch": [{"guests": []}] * 4}).status_code == 200
+
+
+def test_an_empty_batch_is_422(client: httpx.Client) -> None:
+    _assert_error(client.post("/predict/wine", json={"batch": []}), 422)
+
+
+@pytest.mark.parametrize("side", [3_000, 20_000])
+def test_a_huge_png_is_refused_without_decoding(client: httpx.Client, side: int) -> None:
+    bomb = _bomb_png(side, side)
+    assert len(bomb) < 512 * 1024
+    response = client.post("/predict/digit", json={"image": base64.b64encode(bomb).decode()})
+    body = _assert_error(response, 413)
+    assert "limit" in body["error"] and "pixels" in body["error"]
+    assert client.get("/health").status_code == 200
+
+
+def test_an_unknown_path_is_404_in_the_error_shape(client: httpx.Client) -> None:
+    _assert_error(client.get("/predict/nothing"), 404)
+    _assert_error(client.post("/predict/cat", json={}), 404)
+
+
+def test_a_wrong_method_is_405(client: httpx.Client) -> None:
+    _assert_error(client.get("/predict/wine"), 405)

@@ -1,0 +1,90 @@
+"""A web page or a script asks which digit is in an image, or in 784 MNIST pixels."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from samples import Sample, samples
+
+
+def _confident_digit() -> Sample:
+    for sample in samples("digit"):
+        if max(sample.output) > 0.99 and int(np.argmax(sample.output)) == int(sample.label):
+            return sample
+    raise AssertionError("no confidently classified held-out digit in samples.json")
+
+
+def _png(pixels: list[float], size: int, dark_on_light: bool) -> str:
+    gray = np.asarray(pixels, dtype=np.float32).reshape(28, 28)
+    if dark_on_light:
+        gray = 1.0 - gray
+    image = Image.fromarray((gray * 255).round().astype(np.uint8)).resize((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_held_out_pixels_give_the_digit(client: httpx.Client) -> None:
+    sample = _confident_digit()
+    response = client.post("/predict/digit", json=sample.input)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["digit"] == int(sample.label)
+    assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-4)
+
+
+def test_nested_28x28_pixels_equal_flat_pixels(client: httpx.Client) -> None:
+    pixels = _confident_digit().input["pixels"]
+    nested = [pixels[row * 28 : (row + 1) * 28] for row in range(28)]
+    flat = client.post("/predict/digit", json={"pixels": pixels}).json()
+    assert client.post("/predict/digit", json={"pixels": nested}).json() == flat
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True], ids=["light-on-dark", "dark-on-light"])
+def test_a_100px_png_in_either_polarity_gives_the_digit(
+    client: httpx.Client, dark_on_light: bool
+) -> None:
+    sample = _confident_digit()
+    image = _png(sample.input["pixels"], 100, dark_on_light)
+    for value in (image, "data:image/png;base64," + image):
+        response = client.post("/predict/digit", json={"image": value})
+        assert response.status_code == 200, response.text
+        assert response.json()["digit"] == int(sample.label)
+
+
+def test_a_batch_mixes_pixels_and_images_in_order(client: httpx.Client) -> None:
+    sample = _confident_digit()
+    batch = [sample.input, {"image": _png(sample.input["pixels"], 64, True)}]
+    response = client.post("/predict/digit", json={"batch": batch})
+    assert response.status_code == 200
+    assert [p["digit"] for p in response.json()["predictions"]] == [int(sample.label)] * 2
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"pixels": [0.5] * 783}, "pixels"),
+        ({"pixels": [2.0] * 784}, "pixels"),
+        ({"image": "not base64!"}, "image"),
+        ({"image": base64.b64encode(b"GIF89a not a png").decode()}, "image"),
+        ({"image": "data:image/png,rawbytes"}, "image"),
+        ({"batch": [{"pixels": [0.0] * 784}, {"pixels": [[0.1] * 28] * 27}]}, "batch.1.pixels"),
+    ],
+)
+def test_bad_digits_are_422_naming_the_field(
+    client: httpx.Client, body: dict[str, object], where: str
+) -> None:
+    response = client.post("/predict/digit", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"].startswith(where)
+
+
+def test_both_pixels_and_image_is_refused(client: httpx.Client) -> None:
+    response = client.post("/predict/digit", json={"pixels": [0.0] * 784, "image": "AAAA"})
+    assert response.status_code == 422
+    assert "exactly one" in response.json()["error"]

@@ -1,0 +1,55 @@
+"""A mail client asks whether an email is spam."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from samples import samples
+
+
+def _confident(label: str) -> str:
+    """A held-out email of this label that the trained model classified correctly and surely."""
+    for sample in samples("spam"):
+        spam_probability = sample.output[1]
+        sure = spam_probability > 0.9 if label == "spam" else spam_probability < 0.1
+        if sample.label == label and sure:
+            return sample.input["text"]
+    raise AssertionError(f"no confidently classified held-out {label} email in samples.json")
+
+
+@pytest.mark.parametrize("label", ["spam", "ham"])
+def test_a_held_out_email_gets_its_verdict(client: httpx.Client, label: str) -> None:
+    response = client.post("/predict/spam", json={"text": _confident(label)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["spam"] is (label == "spam")
+    assert 0.0 <= body["probability"] <= 1.0
+    assert body["model"]["name"] == "spam"
+
+
+def test_a_body_without_headers_is_accepted(client: httpx.Client) -> None:
+    text = "WIN a FREE prize!!! Click here now to claim your $1,000,000 cash. Act now, limited offer!"
+    response = client.post("/predict/spam", json={"text": text})
+    assert response.status_code == 200
+    assert response.json()["spam"] is True
+
+
+def test_empty_text_is_refused(client: httpx.Client) -> None:
+    response = client.post("/predict/spam", json={"text": ""})
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("text")
+
+
+def test_text_over_the_limit_is_refused(start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(NNSERVE_MAX_EMAIL_CHARS="100")
+    with server.client() as http:
+        response = http.post("/predict/spam", json={"batch": [{"text": "ok"}, {"text": "x" * 101}]})
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("batch.1.text") and "100" in response.json()["error"]
+
+
+def test_a_batch_answers_in_order(client: httpx.Client) -> None:
+    texts = [_confident("spam"), _confident("ham"), _confident("spam")]
+    response = client.post("/predict/spam", json={"batch": [{"text": t} for t in texts]})
+    assert response.status_code == 200
+    assert [p["spam"] for p in response.json()["predictions"]] == [True, False, True]
