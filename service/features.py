@@ -138,7 +138,7 @@ def email_text(raw: str | bytes) -> str:
     encodings are tolerated rather than refused, because spam is often malformed on purpose.
     """
     if isinstance(raw, str):
-        raw = raw.encode("utf-8", errors="surrogateescape")
+        raw = raw.encode("utf-8", errors="surrogatepass")
     first_line = raw.lstrip(b"\r\n").split(b"\n", 1)[0].decode("latin-1")
     if not _HEADER_LINE.match(first_line) and not first_line.startswith("From "):
         return raw.decode("utf-8", errors="replace")
