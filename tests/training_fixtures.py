@@ -1,0 +1,48 @@
+"""Tiny stand-ins for the npm data sets, laid out as the real packages are, so the training code
+runs end to end in tests without downloading anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.data import MNIST, SPAM_ASSASSIN, SPAM_FOLDERS, NpmPackage
+
+SPAM_BODY = "Subject: WIN cash now {n}\n\nClick here for FREE money, act now! Offer {n}.\n"
+HAM_BODY = "Subject: meeting notes {n}\n\nThe build is green; lunch at noon, see the agenda {n}.\n"
+
+
+def package_dir(cache: Path, package: NpmPackage) -> Path:
+    folder = cache / package.tarball[:-4] / "package"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def fake_digit(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A bar whose position encodes the label: learnable, MNIST-shaped, values in [0, 1]."""
+    image = np.zeros((28, 28), dtype=np.float32)
+    top = 4 + (label % 5) * 4
+    left = 4 if label < 5 else 16
+    image[top : top + 4, left : left + 8] = rng.uniform(0.7, 1.0)
+    return image
+
+
+def write_mnist(cache: Path, per_label: int = 12) -> None:
+    digits = package_dir(cache, MNIST) / "src" / "digits"
+    digits.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for label in range(10):
+        images = [fake_digit(label, rng).ravel().round(3).tolist() for _ in range(per_label)]
+        (digits / f"{label}.json").write_text(json.dumps({"data": sum(images, [])}))
+
+
+def write_spam(cache: Path, per_folder: int = 10) -> None:
+    data = package_dir(cache, SPAM_ASSASSIN) / "data"
+    for folder in SPAM_FOLDERS:
+        (data / folder).mkdir(parents=True, exist_ok=True)
+        body = SPAM_BODY if folder.startswith("spam") else HAM_BODY
+        for n in range(per_folder):
+            text = body.format(n=f"{folder}-{n}")
+            (data / folder / f"{n:05d}.{folder.replace('-', '')}{n}.txt").write_text(text)
