@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import uvicorn
 
 from service.config import Settings
@@ -9,6 +12,9 @@ from service.config import Settings
 
 def main() -> None:
     settings = Settings()
+    # uvicorn drains in-flight requests on SIGTERM, then raises the signal again with the
+    # original handler in place; ours makes that a clean exit 0, as orchestrators expect.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "service.app:create_app",
         factory=True,

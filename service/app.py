@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import FileResponse, ORJSONResponse
+from fastapi.staticfiles import StaticFiles
 from onnxruntime import InferenceSession
 
 from service import __version__
@@ -21,6 +23,8 @@ from service.middleware import RequestGuard
 from service.registry import ModelRepository
 from service.routes import ops, predict
 from service.runner import ModelRunner
+
+WEB_DIR = Path(__file__).parent / "web"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,6 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_body_schemas(app)
     app.include_router(predict.router)
     app.include_router(ops.router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        """The demo page: plain HTML, CSS and JS calling the public API."""
+        return FileResponse(WEB_DIR / "index.html")
+
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -189,6 +189,9 @@ class ModelVersionInfo(BaseModel):
     inputs: list[dict[str, Any]] = []
     outputs: list[dict[str, Any]] = []
     labels: list[str] | None = None
+    preprocessing: dict[str, Any] = Field(
+        {}, description="what the service does to inputs: the roster, the vocabulary's size, ..."
+    )
     metrics: dict[str, Any] = {}
     baseline: dict[str, Any] = {}
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.card import BagOfWordsVocabulary, Preprocessing
 from service.errors import ApiError
 from service.registry import ModelEntry, ModelRepository, ModelVersion
 from service.schemas import ModelInfo, ModelVersionInfo, ReadyResponse
@@ -45,6 +48,14 @@ async def ready(request: Request) -> ORJSONResponse:
     return ORJSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
 
 
+def _preprocessing_summary(preprocessing: Preprocessing) -> dict[str, Any]:
+    """The card's preprocessing for clients: a vocabulary is summarised by its size, since
+    thousands of words help nobody reading /models."""
+    if isinstance(preprocessing, BagOfWordsVocabulary):
+        return {"kind": preprocessing.kind, "vocabulary_size": len(preprocessing.vocabulary)}
+    return preprocessing.model_dump()
+
+
 def _version_info(model: ModelVersion) -> ModelVersionInfo:
     card = model.card
     if card is None:
@@ -57,6 +68,7 @@ def _version_info(model: ModelVersion) -> ModelVersionInfo:
         inputs=[spec.model_dump() for spec in card.inputs],
         outputs=[spec.model_dump() for spec in card.outputs],
         labels=card.labels,
+        preprocessing=_preprocessing_summary(card.preprocessing),
         metrics=card.metrics,
         baseline=card.baseline,
     )
