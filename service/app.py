@@ -21,7 +21,7 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.middleware import RequestGuard
 from service.registry import ModelRepository
-from service.routes import ops, predict
+from service.routes import ops, predict, v2
 from service.runner import ModelRunner
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_body_schemas(app)
     app.include_router(predict.router)
     app.include_router(ops.router)
+    app.include_router(v2.router)
+    app.include_router(v2.repository)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -8,6 +8,7 @@ the 503 its endpoint answers; it never stops the other models from serving.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from service.runner import ModelRunner
 
 log = logging.getLogger("nnserve")
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
 
 
@@ -122,18 +124,36 @@ class ModelRepository:
         """(Re)scans the repository; a fresh dict is swapped in whole, so readers never see half."""
         models: dict[str, ModelEntry] = {}
         for model_dir in sorted(p for p in self.root.glob("*") if p.is_dir()):
-            versions = sorted(
-                (int(p.name), p) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
-            )
-            if not versions:
-                continue
-            entry = ModelEntry(model_dir.name)
-            for number, path in versions:
-                entry.versions[number] = self.load_version(model_dir.name, number, path)
-            models[entry.name] = entry
+            entry = self.scan(model_dir.name)
+            if entry is not None:
+                models[entry.name] = entry
         if not models:
             log.warning("no models found under %s", self.root.resolve())
         self.models = models
+
+    def scan(self, name: str) -> ModelEntry | None:
+        """Loads and warms every version in models/<name>/ without touching what is serving;
+        None if the folder holds no version. Slow (sessions are built): call it off the loop."""
+        model_dir = self.root / name
+        if not _MODEL_NAME.fullmatch(name) or not model_dir.is_dir():
+            return None
+        versions = sorted(
+            (int(p.name), p) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
+        )
+        if not versions:
+            return None
+        entry = ModelEntry(name)
+        for number, path in versions:
+            entry.versions[number] = self.load_version(name, number, path)
+        return entry
+
+    def swap(self, name: str, entry: ModelEntry | None) -> None:
+        """Puts a scanned model in place (or removes it) in one assignment: requests already
+        holding the old version finish on it, new ones get the new."""
+        models = {k: v for k, v in self.models.items() if k != name}
+        if entry is not None:
+            models[name] = entry
+        self.models = dict(sorted(models.items()))
 
     def load_version(self, name: str, version: int, path: Path) -> ModelVersion:
         model = ModelVersion(name, version, path)

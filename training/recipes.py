@@ -26,6 +26,13 @@ SAMPLES = 200
 MAX_SAMPLE_CHARS = 100_000
 
 
+def _spread(rows: list[int], count: int = SAMPLES) -> list[int]:
+    """`count` rows evenly spread over the held-out split, which is sorted by folder or label:
+    the first rows alone would all be one class."""
+    step = max(1, len(rows) // count)
+    return rows[::step][:count]
+
+
 def _determinism(build: Any, x: np.ndarray, y: np.ndarray, loss: nn.Module, config: FitConfig,
                  probe: np.ndarray) -> dict[str, Any]:
     """Trains one epoch twice from the same seed and compares the nets' outputs: how far two
@@ -109,7 +116,7 @@ def train_wine(config: FitConfig, train_parties: int = 20_000, test_parties: int
         history=history,
         samples=[
             {"input": {"guests": test_guests[i]}, "label": float(y_test[i]), "row": i}
-            for i in range(min(SAMPLES, len(test_guests)))
+            for i in _spread(list(range(len(test_guests))))
         ],
         notes=[
             "Bottles of wine for a dinner party. Aunt Agatha stops everyone drinking, Aunt Dahlia "
@@ -201,9 +208,7 @@ def train_spam(config: FitConfig, vocabulary_size: int = 10_000, cache: Path | N
         "held_out_count": len(test_idx),
         "vocabulary_size": len(vocabulary),
     }
-    readable = [
-        row for row, i in enumerate(test_idx) if _utf8(emails[i].raw) is not None
-    ][:SAMPLES]
+    readable = _spread([row for row, i in enumerate(test_idx) if _utf8(emails[i].raw) is not None])
     return Trained(
         name="spam",
         net=WithSoftmax(net),
@@ -351,7 +356,7 @@ def train_digit(config: FitConfig, baseline_config: FitConfig, idx_dir: Path | N
         samples=[
             {"input": {"pixels": raw_test[i].astype(np.float64).round(3).ravel().tolist()},
              "label": int(y_test[i]), "row": i}
-            for i in range(min(SAMPLES, len(y_test)))
+            for i in _spread(list(range(len(y_test))))
         ],
         confusion=confusion,
         notes=[

@@ -1,0 +1,201 @@
+"""Open Inference Protocol (KServe V2) tensors: JSON and the binary tensor data extension.
+
+Binary inputs go straight from the request bytes into numpy with np.frombuffer, so a 784-float
+digit costs no Python float objects at all; that is the protocol's fast path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.card import TensorSpec
+from service.errors import ApiError
+
+HEADER_LENGTH = "inference-header-content-length"
+
+# V2 datatype name -> little-endian numpy dtype. BYTES is parsed but no model here takes it.
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+CARD_DATATYPES = {"float32": "FP32", "int64": "INT64"}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]
+    outputs: list[tuple[str, bool]] | None  # requested (name, binary) pairs; None = all
+    binary_output_default: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _shape(value: object, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in value):
+        raise bad_request(f"input {name!r}: shape must be a list of non-negative integers")
+    return value
+
+
+def _bytes_tensor(data: object, name: str) -> np.ndarray:
+    flat = np.asarray(data, dtype=object).ravel()
+    if not all(isinstance(item, str | bytes) for item in flat):
+        raise bad_request(f"input {name!r}: BYTES data must be strings")
+    return flat
+
+
+def _json_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) -> np.ndarray:
+    """Row-major data, nested or flat, checked to be numbers of the declared kind (numpy would
+    otherwise turn "1.5" or true into a number without complaint)."""
+    if datatype == "BYTES":
+        return _bytes_tensor(data, name)
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as exc:
+        raise bad_request(f"input {name!r}: data is not a regular array of numbers") from exc
+    kind_ok = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}[dtype.kind]
+    if array.size and array.dtype.kind not in kind_ok:
+        raise bad_request(f"input {name!r}: data does not hold {datatype} values")
+    return array.astype(dtype).ravel()
+
+
+def parse_request(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
+    binary = b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise bad_request("Inference-Header-Content-Length does not fit the body")
+        body, binary = body[: int(header_length)], body[int(header_length) :]
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the inference request is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise bad_request("the inference request needs an `inputs` list")
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    offset = 0
+    for tensor in document["inputs"]:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise bad_request("each input needs a `name`")
+        name = tensor["name"]
+        datatype = tensor.get("datatype")
+        if datatype not in DATATYPES:
+            raise bad_request(f"input {name!r}: unknown datatype {datatype!r}")
+        shape = _shape(tensor.get("shape"), name)
+        if shape and shape[0] > max_rows:
+            raise ApiError(413, "batch_too_large", f"input {name!r}: {shape[0]} rows is over the limit of {max_rows}")
+        size = math.prod(shape)
+        dtype = DATATYPES[datatype]
+        parameters = tensor.get("parameters") or {}
+        if "binary_data_size" in parameters:
+            length = parameters["binary_data_size"]
+            if datatype == "BYTES" or not isinstance(length, int) or length != size * dtype.itemsize:
+                raise bad_request(f"input {name!r}: binary_data_size {length} does not fit shape {shape}")
+            if offset + length > len(binary):
+                raise bad_request(f"input {name!r}: the body holds fewer binary bytes than declared")
+            flat = np.frombuffer(binary, dtype=dtype, count=size, offset=offset)
+            offset += length
+        elif "data" in tensor:
+            flat = _json_tensor(tensor["data"], dtype, name, datatype)
+        else:
+            raise bad_request(f"input {name!r} has neither data nor binary_data_size")
+        if flat.size != size:
+            raise bad_request(f"input {name!r}: shape {shape} needs {size} values, got {flat.size}")
+        if name in inputs:
+            raise bad_request(f"input {name!r} is given twice")
+        inputs[name] = flat.reshape(shape)
+        datatypes[name] = datatype
+    if offset != len(binary):
+        raise bad_request("the body holds more binary bytes than the inputs declare")
+    return InferRequest(
+        id=str(document["id"]) if "id" in document else None,
+        inputs=inputs,
+        datatypes=datatypes,
+        outputs=_requested_outputs(document.get("outputs")),
+        binary_output_default=bool((document.get("parameters") or {}).get("binary_data_output", False)),
+    )
+
+
+def _requested_outputs(outputs: object) -> list[tuple[str, bool]] | None:
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                for o in outputs):
+        raise bad_request("`outputs` must be a list of {name, parameters}")
+    return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", False))) for o in outputs]
+
+
+def feeds_for(request: InferRequest, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """The request's tensors checked against the model's inputs: names, datatypes, shapes."""
+    expected = {spec.name: spec for spec in specs}
+    unknown = set(request.inputs) - set(expected)
+    if unknown:
+        raise bad_request(f"unknown input(s) {sorted(unknown)}; the model takes {sorted(expected)}")
+    feeds = {}
+    for name, spec in expected.items():
+        if name not in request.inputs:
+            raise bad_request(f"missing input {name!r}")
+        want = CARD_DATATYPES[spec.dtype]
+        if request.datatypes[name] != want:
+            raise bad_request(f"input {name!r} must be {want}, not {request.datatypes[name]}")
+        tensor = request.inputs[name]
+        if len(tensor.shape) != len(spec.shape) or any(
+            d != s for d, s in zip(tensor.shape, spec.shape, strict=True) if s != -1
+        ):
+            raise bad_request(f"input {name!r} has shape {list(tensor.shape)}; the model takes {spec.shape}")
+        if tensor.shape[0] == 0:
+            raise bad_request(f"input {name!r} has no rows")
+        feeds[name] = np.ascontiguousarray(tensor)
+    return feeds
+
+
+def encode_response(
+    model_name: str,
+    version: int,
+    request: InferRequest,
+    outputs: dict[str, tuple[np.ndarray, str]],
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length if any output is binary."""
+    if request.outputs is None:
+        selected = [(name, request.binary_output_default) for name in outputs]
+    else:
+        selected = request.outputs
+    described = []
+    blobs = []
+    for name, binary in selected:
+        if name not in outputs:
+            raise bad_request(f"unknown output {name!r}; the model gives {sorted(outputs)}")
+        array, datatype = outputs[name]
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel().tolist()
+        described.append(entry)
+    document: dict[str, Any] = {"model_name": model_name, "model_version": str(version), "outputs": described}
+    if request.id is not None:
+        document["id"] = request.id
+    header = orjson.dumps(document)
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)

@@ -1,0 +1,105 @@
+"""ML tooling speaks the Open Inference Protocol (KServe V2) over plain HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from v2_inputs import predict_outputs, tensors
+
+
+def test_server_metadata_and_health(client: httpx.Client) -> None:
+    metadata = client.get("/v2").json()
+    assert metadata["name"] == "nnserve" and "binary_tensor_data" in metadata["extensions"]
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_model_metadata_names_tensors_with_a_dynamic_batch(client: httpx.Client) -> None:
+    metadata = client.get("/v2/models/digit").json()
+    assert metadata["platform"] == "onnxruntime_onnx" and metadata["versions"] == ["1"]
+    assert metadata["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+    assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert client.get("/v2/models/digit/versions/1").json() == metadata
+    assert client.get("/v2/models/digit/ready").json()["ready"] is True
+    assert client.get("/v2/models/digit/versions/1/ready").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["wine", "spam", "digit"])
+def test_json_infer_equals_predict(client: httpx.Client, name: str) -> None:
+    input_name, tensor, body = tensors()[name]
+    request = {"id": f"req-{name}", "inputs": [
+        {"name": input_name, "shape": list(tensor.shape), "datatype": "FP32", "data": tensor.ravel().tolist()}
+    ]}
+    answer = client.post(f"/v2/models/{name}/infer", json=request).json()
+    assert answer["id"] == f"req-{name}" and answer["model_name"] == name and answer["model_version"] == "1"
+    (output,) = answer["outputs"]
+    got = np.array(output["data"]).reshape(output["shape"])
+    expected = predict_outputs(name, client.post(f"/predict/{name}", json=body).json())
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4 if name == "wine" else 1e-6)
+
+
+def test_nested_data_and_output_selection(client: httpx.Client) -> None:
+    _, tensor, _ = tensors()["wine"]
+    request = {"inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
+               "outputs": [{"name": "bottles"}]}
+    answer = client.post("/v2/models/wine/versions/1/infer", json=request).json()
+    assert answer["outputs"][0]["shape"] == [2, 1] and "id" not in answer
+
+
+def test_a_hand_built_binary_request(client: httpx.Client) -> None:
+    _, tensor, body = tensors()["digit"]
+    blob = tensor.astype("<f4").tobytes()
+    header = json.dumps({
+        "inputs": [{"name": "image", "shape": list(tensor.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(blob)}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    }).encode()
+    response = client.post(
+        "/v2/models/digit/infer", content=header + blob,
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    described = json.loads(response.content[:length])["outputs"][0]
+    got = np.frombuffer(response.content[length:], dtype="<f4").reshape(described["shape"])
+    expected = predict_outputs("digit", client.post("/predict/digit", json=body).json())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+GOOD = {"name": "guests", "shape": [1, 10], "datatype": "FP32", "data": [0.0] * 10}
+
+
+@pytest.mark.parametrize(
+    ("request_body", "words"),
+    [
+        ({"inputs": [{**GOOD, "data": [0.0] * 9}]}, "needs 10 values"),
+        ({"inputs": [{**GOOD, "datatype": "INT64", "data": [0] * 10}]}, "must be FP32"),
+        ({"inputs": [{**GOOD, "datatype": "BYTES", "data": ["a"] * 10}]}, "must be FP32"),
+        ({"inputs": [{**GOOD, "datatype": "FP99"}]}, "unknown datatype"),
+        ({"inputs": [{**GOOD, "name": "visitors"}]}, "unknown input"),
+        ({"inputs": []}, "missing input"),
+        ({"inputs": [{**GOOD, "shape": [1, 9], "data": [0.0] * 9}]}, "shape"),
+        ({"inputs": [{**GOOD, "data": ["0"] * 10}]}, "FP32 values"),
+        ({"inputs": [GOOD], "outputs": [{"name": "glasses"}]}, "unknown output"),
+        ({"nothing": 1}, "inputs"),
+    ],
+)
+def test_malformed_tensors_are_400(client: httpx.Client, request_body: dict, words: str) -> None:
+    response = client.post("/v2/models/wine/infer", json=request_body)
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]
+
+
+def test_unknown_models_and_versions_are_404(client: httpx.Client) -> None:
+    assert client.get("/v2/models/cat").status_code == 404
+    assert client.get("/v2/models/wine/versions/9").status_code == 404
+    assert client.post("/v2/models/wine/versions/x/infer", json={"inputs": [GOOD]}).status_code == 404
+    assert "error" in client.post("/v2/models/cat/infer", json={"inputs": [GOOD]}).json()
+
+
+def test_a_body_that_is_not_json_is_400(client: httpx.Client) -> None:
+    response = client.post("/v2/models/wine/infer", content=b"{not json")
+    assert response.status_code == 400 and "JSON" in response.json()["error"]
