@@ -30,5 +30,9 @@ MODEL ?= all
 train: $(VENV)/.test
 	$(BIN)/python -m training $(MODEL)
 
+# Throughput and latency against the bare ceiling and raw onnxruntime (BENCH_SECONDS=10 per run).
+bench: $(VENV)/.test
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(v2.repository)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    if settings.bench_routes:
+        app.include_router(ops.bench_router)
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:

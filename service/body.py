@@ -37,13 +37,24 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def install_body_schemas(app: FastAPI) -> None:
-    """Adds the schemas that `json_body` documented to the app's OpenAPI components."""
+    """Adds the schemas that `json_body` documented to the app's OpenAPI components, and makes
+    every documented 422 the one error shape the service really sends (FastAPI documents its
+    own HTTPValidationError, which errors.py replaces)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = generate()  # also caches itself as app.openapi_schema
-            document.setdefault("components", {}).setdefault("schemas", {}).update(_BODY_SCHEMAS)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(_BODY_SCHEMAS)
+            for operation in (op for path in document["paths"].values() for op in path.values()):
+                if "422" in operation.get("responses", {}):
+                    operation["responses"]["422"] = {
+                        "description": "Invalid input",
+                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}},
+                    }
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="on SIGTERM, time given to requests in flight before exit"
     )
+    bench_routes: bool = Field(
+        False, description="bench-only: adds GET /bench/constant, the bare ceiling of this stack"
+    )
     test_inference_delay_ms: float = Field(
         0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
     )

@@ -208,7 +208,7 @@ def decode_base64_image(value: str, max_bytes: int) -> bytes:
         raise ImageTooLargeError(f"image is over the limit of {max_bytes} bytes")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: characters outside ASCII
         raise FeatureError(f"image is not valid base64: {exc}") from exc
 
 

@@ -138,7 +138,7 @@ class ModelRepository:
         if not _MODEL_NAME.fullmatch(name) or not model_dir.is_dir():
             return None
         versions = sorted(
-            (int(p.name), p) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
+            (int(p.name), p) for p in model_dir.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit()
         )
         if not versions:
             return None

@@ -108,10 +108,10 @@ class ModelRunner:
                 now = time.perf_counter()
                 for item in batch:
                     self._observer.on_queue_wait(now - item.enqueued)
-                feeds = _stack([item.feeds for item in batch])
                 try:
+                    feeds = _stack([item.feeds for item in batch])
                     outputs = await loop.run_in_executor(self._executor, self.run_sync, feeds)
-                except Exception as exc:  # the session failed: every caller in the batch hears why
+                except Exception as exc:  # the batch failed: every caller in it hears why
                     for item in batch:
                         if not item.future.done():
                             item.future.set_exception(exc)

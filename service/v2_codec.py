@@ -48,6 +48,15 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+def _object(value: object, what: str) -> dict[str, Any]:
+    """An optional JSON object field (`parameters`): absent is empty, anything else is a 400."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"{what} must be an object")
+    return value
+
+
 def _shape(value: object, name: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in value):
@@ -80,7 +89,7 @@ def _json_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) -
 def parse_request(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise bad_request("Inference-Header-Content-Length does not fit the body")
         body, binary = body[: int(header_length)], body[int(header_length) :]
     try:
@@ -104,7 +113,7 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
             raise ApiError(413, "batch_too_large", f"input {name!r}: {shape[0]} rows is over the limit of {max_rows}")
         size = math.prod(shape)
         dtype = DATATYPES[datatype]
-        parameters = tensor.get("parameters") or {}
+        parameters = _object(tensor.get("parameters"), f"input {name!r}: parameters")
         if "binary_data_size" in parameters:
             length = parameters["binary_data_size"]
             if datatype == "BYTES" or not isinstance(length, int) or length != size * dtype.itemsize:
@@ -130,7 +139,7 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
         inputs=inputs,
         datatypes=datatypes,
         outputs=_requested_outputs(document.get("outputs")),
-        binary_output_default=bool((document.get("parameters") or {}).get("binary_data_output", False)),
+        binary_output_default=bool(_object(document.get("parameters"), "parameters").get("binary_data_output")),
     )
 
 
@@ -140,7 +149,8 @@ def _requested_outputs(outputs: object) -> list[tuple[str, bool]] | None:
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
         raise bad_request("`outputs` must be a list of {name, parameters}")
-    return [(o["name"], bool((o.get("parameters") or {}).get("binary_data", False))) for o in outputs]
+    return [(o["name"], bool(_object(o.get("parameters"), f"output {o['name']!r}: parameters").get("binary_data")))
+            for o in outputs]
 
 
 def feeds_for(request: InferRequest, specs: list[TensorSpec]) -> dict[str, np.ndarray]:

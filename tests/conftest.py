@@ -22,6 +22,18 @@ MODELS_DIR = REPO / "models"
 NNSERVE = Path(sys.executable).parent / "nnserve"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--skip-soak", action="store_true", help="skip the one-minute soak test")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--skip-soak"):
+        skip = pytest.mark.skip(reason="--skip-soak given")
+        for item in items:
+            if "soak" in item.keywords:
+                item.add_marker(skip)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.card import BagOfWordsVocabulary, Preprocessing
 from service.errors import ApiError
 from service.registry import ModelEntry, ModelRepository, ModelVersion
-from service.schemas import ModelInfo, ModelVersionInfo, ReadyResponse
+from service.schemas import ErrorResponse, ModelInfo, ModelVersionInfo, ReadyResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -89,9 +89,19 @@ async def list_models(request: Request) -> list[ModelInfo]:
     return [_model_info(entry) for entry in _registry(request).models.values()]
 
 
-@router.get("/models/{name}", response_model=ModelInfo, responses={404: {}})
+@router.get("/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
 async def get_model(name: str, request: Request) -> ModelInfo:
     entry = _registry(request).models.get(name)
     if entry is None:
         raise ApiError(404, "model_not_found", f"no model named {name!r}")
     return _model_info(entry)
+
+
+bench_router = APIRouter(tags=["bench"], include_in_schema=False)
+_CONSTANT = b'{"status":"ok","model":{"name":"constant","version":1}}'
+
+
+@bench_router.get("/bench/constant")
+async def constant() -> Response:
+    """The bare ceiling for `make bench`: the same server stack, no model, no parsing."""
+    return Response(_CONSTANT, media_type="application/json")

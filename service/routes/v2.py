@@ -78,7 +78,7 @@ async def ready(request: Request) -> Response:
 
 
 def _model(request: Request, name: str, version: str | None) -> ModelVersion:
-    if version is not None and not version.isdigit():
+    if version is not None and not (version.isascii() and version.isdigit()):
         raise ApiError(404, "model_not_found", f"model {name!r} has no version {version!r}")
     return _registry(request).get(name, int(version) if version is not None else None)
 

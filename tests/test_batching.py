@@ -1,0 +1,127 @@
+"""Micro-batching never changes an answer: stacked requests get exactly what they would alone."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from samples import samples
+
+from conftest import MODELS_DIR, Server, StartServer
+from service.runner import BatchObserver, DeadlineExceeded, ModelRunner
+
+WINE = MODELS_DIR / "wine" / "1" / "model.onnx"
+
+
+class Recorder(BatchObserver):
+    def __init__(self) -> None:
+        super().__init__(on_batch=lambda rows, _: self.batches.append(rows))
+        self.batches: list[int] = []
+
+
+def _runner(recorder: Recorder, delay: float = 0.0, timeout: float | None = None) -> ModelRunner:
+    session = ort.InferenceSession(str(WINE), providers=["CPUExecutionProvider"])
+    return ModelRunner(session, ThreadPoolExecutor(1), max_batch_rows=64, test_delay=delay,
+                       timeout=timeout, observer=recorder)
+
+
+def _party(i: int) -> dict[str, np.ndarray]:
+    return {"guests": np.array([[float(b) for b in f"{i % 1024:010b}"]], dtype=np.float32)}
+
+
+def test_a_lone_request_runs_at_once_alone() -> None:
+    recorder = Recorder()
+    runner = _runner(recorder)
+    (out,) = asyncio.run(runner.run(_party(5)))
+    assert recorder.batches == [1]
+    np.testing.assert_array_equal(out, runner.session.run(None, _party(5))[0])
+
+
+def test_concurrent_requests_are_stacked_and_answered_in_order() -> None:
+    recorder = Recorder()
+    runner = _runner(recorder, delay=0.01)
+
+    async def all_at_once() -> list[np.ndarray]:
+        return [o[0] for o in await asyncio.gather(*(runner.run(_party(i)) for i in range(100)))]
+
+    answers = asyncio.run(all_at_once())
+    assert max(recorder.batches) > 1 and sum(recorder.batches) == 100
+    for i, answer in enumerate(answers):
+        np.testing.assert_allclose(answer, runner.session.run(None, _party(i))[0], rtol=0, atol=1e-6)
+
+
+def test_a_request_past_its_deadline_is_dropped_from_the_queue() -> None:
+    recorder = Recorder()
+    runner = _runner(recorder, delay=0.3, timeout=0.1)
+
+    async def two() -> list[object]:
+        return await asyncio.gather(runner.run(_party(1)), runner.run(_party(2)), return_exceptions=True)
+
+    async def scenario() -> list[object]:
+        results = await two()
+        await asyncio.sleep(0.6)  # the running batch finishes; the queue must then be empty
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, DeadlineExceeded) for r in results)
+    assert sum(recorder.batches) <= 2 and len(recorder.batches) == 1
+
+
+def test_a_failing_batch_reaches_every_caller_and_the_runner_goes_on() -> None:
+    recorder = Recorder()
+    runner = _runner(recorder)
+    wrong = {"guests": np.zeros((1, 3), dtype=np.float32)}
+
+    async def scenario() -> tuple[list[object], list[np.ndarray]]:
+        failed = await asyncio.gather(runner.run(_party(1)), runner.run(wrong), runner.run(_party(2)),
+                                      return_exceptions=True)
+        return failed, await runner.run(_party(3))
+
+    failed, after = asyncio.run(scenario())
+    assert all(isinstance(r, ValueError) for r in failed), failed  # one batch, one failure for all
+    np.testing.assert_array_equal(after[0], runner.session.run(None, _party(3))[0])
+    assert recorder.batches == [1]
+
+
+def _concurrently(url: str, bodies: list[dict]) -> list[dict]:
+    async def send() -> list[dict]:
+        async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=64)) as http:
+            responses = await asyncio.gather(*(http.post("/predict/spam", json=b) for b in bodies))
+        assert {r.status_code for r in responses} == {200}
+        return [r.json() for r in responses]
+
+    return asyncio.run(send())
+
+
+@pytest.fixture(scope="module")
+def unbatched(start_server: StartServer) -> Server:
+    return start_server(NNSERVE_BATCHING="false")
+
+
+def _spam_batches(url: str) -> tuple[float, float]:
+    """(rows, onnxruntime calls) the spam model has run so far, from /metrics."""
+    metrics = httpx.get(f"{url}/metrics").text
+    rows = re.search(r'nnserve_batch_size_sum\{model="spam",version="\d+"\} (\S+)', metrics)
+    calls = re.search(r'nnserve_batch_size_count\{model="spam",version="\d+"\} (\S+)', metrics)
+    assert rows and calls, metrics
+    return float(rows.group(1)), float(calls.group(1))
+
+
+def test_served_batching_gives_each_request_its_own_answer(server: Server, unbatched: Server) -> None:
+    rows_before, calls_before = _spam_batches(server.url)
+    bodies = [{"text": s.input["text"]} for s in samples("spam")][:200]
+    batched = _concurrently(server.url, bodies)
+    alone = _concurrently(unbatched.url, bodies)
+    one_by_one = [httpx.post(f"{server.url}/predict/spam", json=b).json() for b in bodies[:50]]
+    for got, expected in zip(batched, alone, strict=True):
+        assert got["spam"] == expected["spam"]
+        assert got["probability"] == pytest.approx(expected["probability"], abs=1e-6)
+    assert [a["spam"] for a in batched[:50]] == [a["spam"] for a in one_by_one]
+    rows, calls = _spam_batches(server.url)
+    assert rows - rows_before == len(bodies) + 50
+    assert calls - calls_before < rows - rows_before, "no batch of more than one request formed"
