@@ -264,8 +264,8 @@ def normalise_digit(gray: np.ndarray) -> np.ndarray:
         raise FeatureError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if not np.isfinite(gray).all():
         raise FeatureError("image values must be finite numbers")
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
+    border = np.sort(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))
+    background = float(border[len(border) // 2])  # the median, without np.median's overhead
     if background > 0.5:
         gray = 1.0 - gray
         background = 1.0 - background
@@ -277,17 +277,17 @@ def normalise_digit(gray: np.ndarray) -> np.ndarray:
     ink /= peak
     rows = np.flatnonzero(ink.max(axis=1) > 0.05)
     cols = np.flatnonzero(ink.max(axis=0) > 0.05)
-    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ink = np.ascontiguousarray(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
     height, width = ink.shape
     scale = MNIST_BOX / max(height, width)
     new_w = max(1, round(width * scale))
     new_h = max(1, round(height * scale))
     resized = Image.fromarray(ink).resize((new_w, new_h), Image.Resampling.LANCZOS)
     box = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    mass = box.sum()
-    ys, xs = np.indices(box.shape)
-    centre_y = float((ys * box).sum() / mass) if mass > 0 else new_h / 2
-    centre_x = float((xs * box).sum() / mass) if mass > 0 else new_w / 2
+    rows_mass, cols_mass = box.sum(axis=1), box.sum(axis=0)
+    mass = float(rows_mass.sum())
+    centre_y = float(rows_mass @ np.arange(new_h)) / mass if mass > 0 else new_h / 2
+    centre_x = float(cols_mass @ np.arange(new_w)) / mass if mass > 0 else new_w / 2
     top = int(round(MNIST_SIZE / 2 - 0.5 - centre_y))
     left = int(round(MNIST_SIZE / 2 - 0.5 - centre_x))
     top = min(max(top, 0), MNIST_SIZE - new_h)

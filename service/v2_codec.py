@@ -106,7 +106,7 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
             raise bad_request("each input needs a `name`")
         name = tensor["name"]
         datatype = tensor.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise bad_request(f"input {name!r}: unknown datatype {datatype!r}")
         shape = _shape(tensor.get("shape"), name)
         if shape and shape[0] > max_rows:

@@ -38,4 +38,4 @@ def test_a_corrupt_model_is_named_by_ready_and_the_rest_serve(
         assert digit.status_code == 503 and "digit" in digit.json()["error"]
         for name in ("wine", "spam"):
             assert http.post(f"/predict/{name}", json=PREDICTIONS[name]).status_code == 200
-    assert "failed to load" in server.log()
+    assert "failed to load" in server.wait_for_log("failed to load")

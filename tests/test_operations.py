@@ -46,7 +46,7 @@ def test_request_id_is_returned_and_logged(server: Server, client: httpx.Client)
     assert given.headers["X-Request-ID"] == "trace-abc-123"
     made = client.post("/predict/wine", json={"guests": ["Stiffy"]}).headers["X-Request-ID"]
     assert len(made) == 32
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in server.wait_for_log(made).splitlines() if line.startswith("{")]
     access = {line.get("request_id"): line for line in lines if line["logger"] == "nnserve.access"}
     assert access["trace-abc-123"]["path"] == "/health"
     logged = access[made]

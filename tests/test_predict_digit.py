@@ -14,7 +14,7 @@ from samples import Sample, samples
 
 def _confident_digit() -> Sample:
     for sample in samples("digit"):
-        if max(sample.output) > 0.99 and int(np.argmax(sample.output)) == int(sample.label):
+        if max(sample.output) > 0.9 and int(np.argmax(sample.output)) == int(sample.label):
             return sample
     raise AssertionError("no confidently classified held-out digit in samples.json")
 
