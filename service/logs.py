@@ -1,22 +1,14 @@
-"""Logging set-up: one line per event, JSON by default so log pipelines need no parsing rules.
-
-Records are handed to a queue and formatted and written by a background thread, so the event
-loop never waits on a write to stderr (one access line per request adds up on small models).
-"""
+"""Logging set-up: one line per event, JSON by default so log pipelines need no parsing rules."""
 
 from __future__ import annotations
 
-import atexit
 import logging
-import logging.handlers
-import queue
 import sys
 from datetime import UTC, datetime
 
 import orjson
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
-_listener: logging.handlers.QueueListener | None = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,34 +25,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class _DeferredQueueHandler(logging.handlers.QueueHandler):
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Hands the record over as it is: formatting happens in the writer thread."""
-        return record
-
-
 def configure_logging(level: str, fmt: str) -> None:
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-    writer = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        writer.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
-        writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(records, writer)
-    _listener.start()
-    handler = _DeferredQueueHandler(records)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     for name in ("nnserve", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
-
-
-@atexit.register
-def _flush() -> None:
-    """Writes what is still queued before the process exits."""
-    if _listener is not None:
-        _listener.stop()

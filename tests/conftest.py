@@ -57,7 +57,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 5) -> str:
-        """The log once it contains `text`: a background thread writes it, a moment behind."""
+        """The log once it contains `text`: a request's line is written after its response is
+        sent, so it can trail what the client has already seen by a moment."""
         deadline = time.monotonic() + timeout
         while text not in (log := self.log()) and time.monotonic() < deadline:
             time.sleep(0.05)
