@@ -28,6 +28,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _OneOrBatch(_Strict):
+    """A request body holding one item or a `batch` of them; routes handle both as a list."""
+
+    batch: list[Any] | None = None
+
+    @property
+    def batched(self) -> bool:
+        return self.batch is not None
+
+
+def _with_examples(*examples: dict[str, Any]) -> ConfigDict:
+    """Strict, with request examples that /docs offers to try (each one works)."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
 def _exactly_one(model: BaseModel, *fields: str) -> None:
     given = [f for f in fields if getattr(model, f) is not None]
     if len(given) != 1:
@@ -46,15 +61,10 @@ class WineItem(_Strict):
     guests: list[GuestName] = Field(max_length=MAX_GUESTS, description="names from the roster")
 
 
-class WineRequest(_Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"guests": ["Dahlia", "Stiffy"]},
-                {"batch": [{"guests": []}, {"guests": ["Agatha", "Bertie"]}]},
-            ]
-        },
+class WineRequest(_OneOrBatch):
+    model_config = _with_examples(
+        {"guests": ["Dahlia", "Stiffy"]},
+        {"batch": [{"guests": []}, {"guests": ["Agatha", "Bertie"]}]},
     )
     guests: list[GuestName] | None = Field(None, max_length=MAX_GUESTS)
     batch: list[WineItem] | None = None
@@ -63,6 +73,10 @@ class WineRequest(_Strict):
     def _one_form(self) -> Self:
         _exactly_one(self, "guests", "batch")
         return self
+
+    def items(self) -> list[list[str]]:
+        """Each party's guest list."""
+        return [item.guests for item in self.batch] if self.batch is not None else [self.guests or []]
 
 
 class WinePrediction(BaseModel):
@@ -91,15 +105,10 @@ class SpamItem(_Strict):
     text: str = Field(min_length=1, description="a raw RFC 822 email with headers, or just a body")
 
 
-class SpamRequest(_Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"text": _SPAM_EXAMPLE},
-                {"batch": [{"text": _SPAM_EXAMPLE}, {"text": "Lunch at noon tomorrow?"}]},
-            ]
-        },
+class SpamRequest(_OneOrBatch):
+    model_config = _with_examples(
+        {"text": _SPAM_EXAMPLE},
+        {"batch": [{"text": _SPAM_EXAMPLE}, {"text": "Lunch at noon tomorrow?"}]},
     )
     text: str | None = Field(None, min_length=1)
     batch: list[SpamItem] | None = None
@@ -108,6 +117,10 @@ class SpamRequest(_Strict):
     def _one_form(self) -> Self:
         _exactly_one(self, "text", "batch")
         return self
+
+    def items(self) -> list[str]:
+        """Each email's text."""
+        return [item.text for item in self.batch] if self.batch is not None else [self.text or ""]
 
 
 class SpamPrediction(BaseModel):
@@ -143,11 +156,8 @@ class DigitItem(_Strict):
         return self
 
 
-class DigitRequest(DigitItem):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"image": SEVEN_PNG}, {"pixels": [0.0] * 784}]},
-    )
+class DigitRequest(DigitItem, _OneOrBatch):
+    model_config = _with_examples({"image": SEVEN_PNG}, {"pixels": [0.0] * 784})
     batch: list[DigitItem] | None = None
 
     @model_validator(mode="after")

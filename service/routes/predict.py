@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -51,6 +52,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
 }
 Item = TypeVar("Item")
+Body = TypeVar("Body", bound=BaseModel)
 _VERSION_PARAMETER = {
     "name": "version",
     "in": "query",
@@ -121,9 +123,9 @@ def _encode_each(
 
 
 async def _run(model: ModelVersion, rows: np.ndarray) -> np.ndarray:
+    """The model's first output (the card's) for these rows."""
     assert model.card is not None and model.runner is not None
-    (output,) = await model.runner.run({model.card.inputs[0].name: rows})
-    return output
+    return (await model.runner.run({model.card.inputs[0].name: rows}))[0]
 
 
 def _answer(model: ModelVersion, predictions: list[dict[str, Any]], batched: bool) -> Response:
@@ -133,32 +135,34 @@ def _answer(model: ModelVersion, predictions: list[dict[str, Any]], batched: boo
     return json_response({**predictions[0], "model": ref})
 
 
+async def _begin(request: Request, body_model: type[Body], name: str, encoder: type | None
+                 ) -> tuple[Body, ModelVersion]:
+    """What every prediction does first: check the key, validate the body, find the model."""
+    check_api_key(request)
+    body = await parse_json(request, body_model)
+    return body, _model(request, name, encoder)
+
+
 @router.post("/wine", **_documented(WineRequest, WineResponse, WineBatchResponse))
 async def predict_wine(request: Request) -> Response:
     """Bottles of wine for a dinner party: the guest list in, bottles out (you included)."""
-    check_api_key(request)
-    body = await parse_json(request, WineRequest)
-    model = _model(request, "wine", GuestEncoder)
+    body, model = await _begin(request, WineRequest, "wine", GuestEncoder)
     encoder: GuestEncoder = model.encoder  # type: ignore[assignment]
-    batched = body.batch is not None
-    guest_lists = [item.guests for item in body.batch] if body.batch is not None else [body.guests]
+    guest_lists = body.items()
     _check_batch(request.app.state.settings, guest_lists)
-    rows = _encode_each(guest_lists, batched, lambda _: "guests", encoder.encode)
+    rows = _encode_each(guest_lists, body.batched, lambda _: "guests", encoder.encode)
     bottles = [round(b, 4) for b in (await _run(model, rows))[:, 0].tolist()]
     predictions = [{"bottles": b, "buy": math.ceil(b)} for b in bottles]
-    return _answer(model, predictions, batched)
+    return _answer(model, predictions, body.batched)
 
 
 @router.post("/spam", **_documented(SpamRequest, SpamResponse, SpamBatchResponse))
 async def predict_spam(request: Request) -> Response:
     """Spam probability of an email: raw RFC 822 with headers, or just a body."""
-    check_api_key(request)
+    body, model = await _begin(request, SpamRequest, "spam", BagOfWords)
     settings: Settings = request.app.state.settings
-    body = await parse_json(request, SpamRequest)
-    model = _model(request, "spam", BagOfWords)
     encoder: BagOfWords = model.encoder  # type: ignore[assignment]
-    batched = body.batch is not None
-    texts = [item.text for item in body.batch] if body.batch is not None else [body.text]
+    texts = body.items()
     _check_batch(settings, texts)
 
     def encode(text: str) -> np.ndarray:
@@ -168,10 +172,10 @@ async def predict_spam(request: Request) -> Response:
             )
         return encoder.encode(text)
 
-    rows = _encode_each(texts, batched, lambda _: "text", encode)
+    rows = _encode_each(texts, body.batched, lambda _: "text", encode)
     probabilities = (await _run(model, rows))[:, 1].tolist()
     predictions = [{"spam": p >= settings.spam_threshold, "probability": p} for p in probabilities]
-    return _answer(model, predictions, batched)
+    return _answer(model, predictions, body.batched)
 
 
 def _digit_tensor(item: DigitItem, settings: Settings) -> np.ndarray:
@@ -190,13 +194,11 @@ def _digit_tensor(item: DigitItem, settings: Settings) -> np.ndarray:
 @router.post("/digit", **_documented(DigitRequest, DigitResponse, DigitBatchResponse))
 async def predict_digit(request: Request) -> Response:
     """The handwritten digit in an image of any size and polarity, or in 784 MNIST pixels."""
-    check_api_key(request)
+    body, model = await _begin(request, DigitRequest, "digit", None)
     settings: Settings = request.app.state.settings
-    body = await parse_json(request, DigitRequest)
-    model = _model(request, "digit", None)
     items = body.items()
     _check_batch(settings, items)
-    batched = body.batch is not None
+    batched = body.batched
 
     def encode(item: DigitItem) -> np.ndarray:
         return _digit_tensor(item, settings)[np.newaxis]
