@@ -321,7 +321,7 @@ def report(runs: list[Run], raw: list[dict], targets: list[tuple[str, bool, str]
               "|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['calls_per_s']:,.0f} | {r['rows_per_s']:,.0f} | "
               f"{r['us_per_call']:.1f} |" for r in raw]
-    lines += ["", f"Mean batch size formed with batching on: "
+    lines += ["", "Mean batch size formed with batching on: "
               + ", ".join(f"{m} {b:.1f}" for m, b in sorted(batch_sizes.items())),
               f"Resident memory after warm-up: {rss_mb:.0f} MB; start to ready: {start_s:.2f} s", "", "Targets:"]
     lines += [f"- [{'x' if met else ' '}] {name}: {value}" for name, met, value in targets]
