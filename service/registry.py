@@ -100,8 +100,10 @@ def _warm_up(runner: ModelRunner, card: ModelCard) -> None:
     }
     outputs = runner.run_sync(feeds)
     for spec, out in zip(card.outputs, outputs, strict=True):
-        expected = [1 if d == -1 else d for d in spec.shape]
-        if list(out.shape) != expected:
+        fits = len(out.shape) == len(spec.shape) and out.shape[:1] == (1,) and all(
+            want in (-1, got) for want, got in zip(spec.shape[1:], out.shape[1:], strict=True)
+        )
+        if not fits:
             raise ModelLoadError(
                 f"output {spec.name!r} has shape {list(out.shape)} on warm-up; card says {spec.shape}"
             )

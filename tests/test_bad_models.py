@@ -55,10 +55,10 @@ def _graph_with_wrong_output_shape(folder: Path) -> None:
 
 
 BREAKAGES: list[tuple[str, Callable[[Path], None], str, str]] = [
-    ("truncated onnx", _truncate, "spam", ""),
+    ("truncated onnx", _truncate, "spam", "Protobuf parsing failed"),
     ("card input name", _rename_card_input, "wine", "not_the_graph_input"),
     ("missing card", _remove_card, "spam", "card.json"),
-    ("wrong output shape", _graph_with_wrong_output_shape, "digit", "shape"),
+    ("wrong output shape", _graph_with_wrong_output_shape, "digit", "card outputs"),
 ]
 
 
