@@ -86,14 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The demo page: plain HTML, CSS and JS calling the public API."""
         return FileResponse(WEB_DIR / "index.html")
 
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
-            expose_headers=["X-Request-ID"],
-        )
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
@@ -101,6 +93,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         retry_after_seconds=settings.retry_after_seconds,
         metrics=metrics,
     )
+    if settings.cors_origins:  # outermost, so the guard's own 413 and 503 carry CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     return app
 
 

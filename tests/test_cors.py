@@ -13,7 +13,9 @@ PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-He
 
 @pytest.fixture(scope="module")
 def with_cors(start_server: StartServer) -> Server:
-    return start_server(NNSERVE_CORS_ORIGINS=f"{ALLOWED}, https://other-allowed.example")
+    return start_server(
+        NNSERVE_CORS_ORIGINS=f"{ALLOWED}, https://other-allowed.example", NNSERVE_MAX_BODY_BYTES="4096"
+    )
 
 
 def test_a_preflight_from_an_allowed_origin_gets_the_headers(with_cors: Server) -> None:
@@ -38,3 +40,13 @@ def test_without_the_setting_no_cross_origin_request_is_allowed(server: Server) 
     assert "Access-Control-Allow-Origin" not in response.headers
     simple = httpx.post(f"{server.url}/predict/wine", json={"guests": []}, headers={"Origin": ALLOWED})
     assert "Access-Control-Allow-Origin" not in simple.headers
+
+
+def test_the_guards_own_errors_reach_an_allowed_origin(with_cors: Server) -> None:
+    """A browser page elsewhere must be able to read a 413 (or a 503 when overloaded), not a
+    CORS failure."""
+    response = httpx.post(
+        f"{with_cors.url}/predict/spam", json={"text": "x" * 8192}, headers={"Origin": ALLOWED}
+    )
+    assert response.status_code == 413
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
