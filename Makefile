@@ -22,8 +22,10 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.serve
 	$(BIN)/nnserve
 
+# Extra pytest options, e.g. make test PYTEST_ARGS=--skip-soak
+PYTEST_ARGS ?=
 test: $(VENV)/.test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Retrains every model (or one: make train MODEL=digit) into a new version folder under models/.
 MODEL ?= all
