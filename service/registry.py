@@ -210,6 +210,10 @@ class ModelRepository:
             raise ApiError(503, "model_not_ready", f"{name} v{version} is not ready: {model.error}")
         return model
 
+    def ready(self) -> bool:
+        """Every version found is loaded and warmed (and at least one model was found)."""
+        return bool(self.models) and not self.failures()
+
     def failures(self) -> dict[str, str]:
         return {
             f"{v.name}/{v.version}": v.error or "not loaded"

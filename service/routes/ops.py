@@ -43,7 +43,7 @@ async def ready(request: Request) -> ORJSONResponse:
         for entry in registry.models.values()
         for v in entry.versions.values()
     }
-    is_ready = bool(states) and not failures
+    is_ready = registry.ready()
     body = ReadyResponse(ready=is_ready, models=states)
     return ORJSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
 

@@ -72,8 +72,7 @@ async def live() -> dict[str, bool]:
 
 @router.get("/health/ready", responses={503: {}})
 async def ready(request: Request) -> Response:
-    registry = _registry(request)
-    is_ready = bool(registry.models) and not registry.failures()
+    is_ready = _registry(request).ready()
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
