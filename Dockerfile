@@ -1,5 +1,9 @@
 # nnserve: the service alone (no torch, no training extra) with the committed models.
-# Build stage: install into a virtual environment that the runtime stage copies whole.
+# tests/test_deploy.py reads this file: it copies the build stage's files and runs its pip command
+# in a fresh virtual environment, then starts CMD with the runtime ENV and runs the HEALTHCHECK.
+
+# Build stage: install into a virtual environment that the runtime stage copies whole, so no
+# build leftovers reach the image.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -7,14 +11,17 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN pip install --no-cache-dir .
+# pip's cache is a BuildKit cache mount: rebuilds reuse the downloads, the image never holds them.
+RUN --mount=type=cache,target=/root/.cache/pip pip install .
 
-# Runtime stage: slim Python, the venv, the models, a non-root user.
+# Runtime stage: slim Python, the venv, the models (owned by root, so read-only to the service),
+# and a numeric non-root user that Kubernetes' runAsNonRoot can verify.
 FROM python:3.11-slim
-RUN groupadd --gid 10001 nnserve && useradd --create-home --uid 10001 --gid 10001 nnserve
+RUN groupadd --gid 10001 nnserve && useradd --no-create-home --uid 10001 --gid 10001 nnserve
 COPY --from=build /opt/venv /opt/venv
 COPY models /app/models
 WORKDIR /app
+# Every other setting (limits, threads, API keys) is an NNSERVE_* variable too: see service/config.py.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,7 +31,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     NNSERVE_MODELS_DIR=/app/models
 USER 10001:10001
 EXPOSE 8000
-# The slim image has no curl: Python's urllib asks /ready (non-2xx raises, so the check fails).
+# The slim image has no curl: Python's urllib asks /ready (a non-2xx answer raises, so the check fails).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('NNSERVE_PORT', '8000') + '/ready', timeout=2)"]
 CMD ["nnserve"]

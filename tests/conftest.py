@@ -84,10 +84,18 @@ StartServer = Callable[..., Server]
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServer]:
     """A factory: start_server(NNSERVE_X="..", wait_ready=True) -> Server. Every server it
-    starts is stopped at the end of the session."""
+    starts is stopped at the end of the session. `executable` and `cwd` start another install
+    of the console script (the deployment tests' fresh virtual environment)."""
     started: list[Server] = []
 
-    def start(*, wait_ready: bool = True, timeout: float = 60, **env_overrides: str) -> Server:
+    def start(
+        *,
+        wait_ready: bool = True,
+        timeout: float = 60,
+        executable: Path = NNSERVE,
+        cwd: Path = REPO,
+        **env_overrides: str,
+    ) -> Server:
         port = free_port()
         log_path = tmp_path_factory.mktemp("server") / "server.log"
         env = {
@@ -99,7 +107,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServ
         }
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [str(NNSERVE)], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+                [str(executable)], env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT
             )
         server = Server(process, port, log_path, env_overrides)
         started.append(server)

@@ -1,76 +1,114 @@
-"""nginx in front of two replicas (deploy/nginx.conf, as compose runs it): one replica is killed
-with SIGKILL mid-stream and every request still gets a correct 200."""
+"""nginx with deploy/nginx.conf (as compose runs it) in front of two replicas: requests are spread
+over both, and when one replica is killed with SIGKILL mid-stream every request still gets a
+correct 200, in-flight POSTs included."""
 
 from __future__ import annotations
 
 import re
 import signal
 import subprocess
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, StartServer, free_port, require_tool
+from conftest import REPO, Server, StartServer, free_port, require_tool
 
 REQUESTS = 400
-KILL_AFTER = 150
+KILL_AT = 150  # the request index that kills replica 0 first, while other threads have theirs in flight
+THREADS = 4
+WINE_PARTY = {"guests": ["Dahlia", "Stiffy"]}
+WINE_BOTTLES = 4.3
+SERVED = "POST /predict/wine 200"
 
 
-def _local_conf(tmp_path: Path, ports: list[int], listen: int) -> Path:
-    """deploy/nginx.conf with only the addresses changed: loopback replicas, a free port, and
-    temporary files under tmp_path instead of /tmp."""
+def local_conf(tmp_path: Path, ports: list[int], listen: int) -> Path:
+    """deploy/nginx.conf with only the addresses changed: the `server api:8000` line becomes one
+    line per loopback replica (same parameters), the listen port a free loopback port, and /tmp/
+    a directory of this test. Everything else (retries, timeouts) is what compose runs."""
     conf = (REPO / "deploy" / "nginx.conf").read_text()
-    server_line = re.search(r"^\s*server api:8000 (.*);$", conf, re.M)
+    server_line = re.search(r"^(\s*)server api:8000( [^;]*)?;$", conf, re.MULTILINE)
     assert server_line, "deploy/nginx.conf has one `server api:8000 ...;` upstream line"
-    replicas = "\n".join(f"        server 127.0.0.1:{p} {server_line.group(1)};" for p in ports)
+    indent, parameters = server_line.group(1), server_line.group(2) or ""
+    replicas = "\n".join(f"{indent}server 127.0.0.1:{port}{parameters};" for port in ports)
     conf = conf.replace(server_line.group(0), replicas)
+    assert "listen 8000;" in conf
     conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{listen};").replace("/tmp/", f"{tmp_path}/")
     path = tmp_path / "nginx.conf"
     path.write_text(conf)
     return path
 
 
-def test_a_replica_killed_mid_stream_costs_no_request(start_server: StartServer, tmp_path: Path) -> None:
+def test_a_replica_killed_mid_stream_costs_no_request(
+    start_server: StartServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     nginx = require_tool("nginx", "/usr/sbin/nginx")
     replicas = [start_server(), start_server()]
     listen = free_port()
-    conf = _local_conf(tmp_path, [r.port for r in replicas], listen)
-    balancer = subprocess.Popen(
-        [nginx, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    conf = local_conf(tmp_path, [replica.port for replica in replicas], listen)
+    nginx_log = tmp_path / "nginx.log"
+    with nginx_log.open("wb") as log:
+        balancer = subprocess.Popen(
+            [nginx, "-p", str(tmp_path), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        _wait_for(f"http://127.0.0.1:{listen}/ready", balancer)
-        results: list[tuple[int, float | None]] = []
         with httpx.Client(base_url=f"http://127.0.0.1:{listen}", timeout=10) as http:
-            for i in range(REQUESTS):
-                if i == KILL_AFTER:
-                    threading.Thread(target=replicas[0].stop, args=(signal.SIGKILL,)).start()
-                response = http.post("/predict/wine", json={"guests": ["Dahlia", "Stiffy"]})
-                bottles = response.json().get("bottles") if response.status_code == 200 else None
-                results.append((response.status_code, bottles))
-        failures = [r for r in results if r[0] != 200 or r[1] is None or abs(r[1] - 4.3) > 0.2]
-        print(f"\nload balancer: {len(results)} requests, replica 0 killed after {KILL_AFTER}, "
-              f"{len(failures)} failures")
-        assert replicas[0].process.poll() is not None, "the replica was not killed"
-        assert not failures, failures[:5]
+            wait_until_ready(http, balancer, nginx_log)
+            before_kill = [served(replica) for replica in replicas]
+
+            def predict(index: int) -> str | None:
+                """None for a correct answer, else what was wrong."""
+                if index == KILL_AT:
+                    replicas[0].stop(signal.SIGKILL)
+                try:
+                    response = http.post("/predict/wine", json=WINE_PARTY)
+                except httpx.HTTPError as error:
+                    return f"#{index}: {error!r}"
+                if response.status_code != 200 or abs(response.json()["bottles"] - WINE_BOTTLES) > 0.2:
+                    return f"#{index}: {response.status_code} {response.text}"
+                return None
+
+            with ThreadPoolExecutor(THREADS) as pool:
+                outcomes = list(pool.map(predict, range(REQUESTS), timeout=120))
     finally:
         balancer.terminate()
         balancer.wait(10)
 
+    failures = [outcome for outcome in outcomes if outcome]
+    per_replica = [served(replica) - before for replica, before in zip(replicas, before_kill)]
+    report = (
+        f"load balancer: {len(outcomes)} predictions from {THREADS} threads, replica 0 killed "
+        f"(SIGKILL) at #{KILL_AT}; served by replica 0 / 1: {per_replica[0]} / {per_replica[1]}; "
+        f"{len(failures)} failed"
+    )
+    with capsys.disabled():
+        print(f"\n{report}")
+    assert replicas[0].process.returncode == -signal.SIGKILL, report
+    assert not failures, f"{report}: {failures[:5]}\nnginx log:\n{nginx_log.read_text()}"
+    assert per_replica[0] > 0 and per_replica[1] > 0, f"requests were not spread: {report}"
+    assert f"127.0.0.1:{replicas[0].port}" in nginx_log.read_text(), (
+        f"nginx never saw replica 0 fail: {report}"
+    )
 
-def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+
+def served(replica: Server) -> int:
+    """Predictions the replica answered with 200, from its access log."""
+    return replica.log().count(SERVED)
+
+
+def wait_until_ready(http: httpx.Client, balancer: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"nginx exited: {process.stdout.read().decode() if process.stdout else ''}")
+        if balancer.poll() is not None:
+            pytest.fail(f"nginx exited with {balancer.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if http.get("/ready").status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    pytest.fail("nginx did not answer")
+    pytest.fail(f"nginx did not answer 200 on /ready in 15s:\n{log.read_text()}")
