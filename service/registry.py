@@ -7,6 +7,7 @@ the 503 its endpoint answers; it never stops the other models from serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -16,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.card import MODEL_FILE, BagOfWordsVocabulary, GuestRoster, ModelCard, TensorSpec
+from service.card import (
+    MODEL_FILE,
+    BagOfWordsVocabulary,
+    GuestRoster,
+    ModelCard,
+    TensorSpec,
+)
 from service.errors import ApiError
 from service.features import BagOfWords, GuestEncoder
 from service.runner import ModelRunner
@@ -121,6 +128,7 @@ class ModelRepository:
         self._intra_op_threads = intra_op_threads
         self._make_runner = make_runner
         self.models: dict[str, ModelEntry] = {}
+        self._changing = asyncio.Lock()
 
     def load_all(self) -> None:
         """(Re)scans the repository; a fresh dict is swapped in whole, so readers never see half."""
@@ -148,6 +156,24 @@ class ModelRepository:
         for number, path in versions:
             entry.versions[number] = self.load_version(name, number, path)
         return entry
+
+    async def load(self, name: str) -> ModelEntry | None:
+        """Rescans models/<name>/ in a worker thread, so serving goes on meanwhile, then swaps the
+        result in; None (and nothing changed) if the folder holds no version. Loads and unloads
+        take turns, so two operators' changes apply in the order they were asked for."""
+        async with self._changing:
+            entry = await asyncio.to_thread(self.scan, name)
+            if entry is not None:
+                self.swap(name, entry)
+            return entry
+
+    async def unload(self, name: str) -> bool:
+        """Stops serving a model (in-flight requests finish); False if it was not loaded."""
+        async with self._changing:
+            if name not in self.models:
+                return False
+            self.swap(name, None)
+            return True
 
     def swap(self, name: str, entry: ModelEntry | None) -> None:
         """Puts a scanned model in place (or removes it) in one assignment: requests already

@@ -7,7 +7,7 @@ digit costs no Python float objects at all; that is the protocol's fast path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,6 @@ class InferRequest:
     datatypes: dict[str, str]
     outputs: list[tuple[str, bool]] | None  # requested (name, binary) pairs; None = all
     binary_output_default: bool = False
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _object(value: object, what: str) -> dict[str, Any]:
@@ -73,7 +72,8 @@ def _bytes_tensor(data: object, name: str) -> np.ndarray:
 
 def _json_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) -> np.ndarray:
     """Row-major data, nested or flat, checked to be numbers of the declared kind (numpy would
-    otherwise turn "1.5" or true into a number without complaint)."""
+    otherwise turn "1.5" or true into a number without complaint) that the datatype can hold
+    (numpy would turn 1e300 into an FP32 inf, and 2**63 into a negative INT64)."""
     if datatype == "BYTES":
         return _bytes_tensor(data, name)
     try:
@@ -83,7 +83,11 @@ def _json_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) -
     kind_ok = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}[dtype.kind]
     if array.size and array.dtype.kind not in kind_ok:
         raise bad_request(f"input {name!r}: data does not hold {datatype} values")
-    return array.astype(dtype).ravel()
+    converted = array.astype(dtype)
+    fits = np.isfinite(converted).all() if dtype.kind == "f" else (converted == array).all()
+    if not fits:
+        raise bad_request(f"input {name!r}: data holds values out of the {datatype} range")
+    return converted.ravel()
 
 
 def parse_request(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
@@ -134,23 +138,32 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
         datatypes[name] = datatype
     if offset != len(binary):
         raise bad_request("the body holds more binary bytes than the inputs declare")
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise bad_request("`id` must be a string")
+    binary_default = bool(_object(document.get("parameters"), "parameters").get("binary_data_output"))
     return InferRequest(
-        id=str(document["id"]) if "id" in document else None,
+        id=request_id,
         inputs=inputs,
         datatypes=datatypes,
-        outputs=_requested_outputs(document.get("outputs")),
-        binary_output_default=bool(_object(document.get("parameters"), "parameters").get("binary_data_output")),
+        outputs=_requested_outputs(document.get("outputs"), binary_default),
+        binary_output_default=binary_default,
     )
 
 
-def _requested_outputs(outputs: object) -> list[tuple[str, bool]] | None:
+def _requested_outputs(outputs: object, binary_default: bool) -> list[tuple[str, bool]] | None:
+    """(name, binary) per requested output: an output's own `binary_data` wins over the request's
+    `binary_data_output`, as in Triton."""
     if outputs is None:
         return None
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
         raise bad_request("`outputs` must be a list of {name, parameters}")
-    return [(o["name"], bool(_object(o.get("parameters"), f"output {o['name']!r}: parameters").get("binary_data")))
-            for o in outputs]
+    return [
+        (o["name"], bool(_object(o.get("parameters"), f"output {o['name']!r}: parameters")
+                         .get("binary_data", binary_default)))
+        for o in outputs
+    ]
 
 
 def feeds_for(request: InferRequest, specs: list[TensorSpec]) -> dict[str, np.ndarray]:

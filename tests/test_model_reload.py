@@ -9,7 +9,9 @@ import threading
 from pathlib import Path
 
 import httpx
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from conftest import MODELS_DIR, Server, StartServer
 
@@ -25,10 +27,16 @@ def repository(tmp_path: Path) -> Path:
     return models
 
 
-def _add_version(models: Path, name: str, version: int) -> None:
-    source = models / name / "1"
-    target = models / name / str(version)
-    shutil.copytree(source, target)
+def _add_wine_version(models: Path, version: int) -> None:
+    """A new wine version that is a genuinely different model: version 1 with one more bottle
+    added by its last layer's bias, so its answers tell which session served a request."""
+    target = models / "wine" / str(version)
+    shutil.copytree(models / "wine" / "1", target)
+    graph = onnx.load(target / "model.onnx")
+    last = [node for node in graph.graph.node if node.op_type == "Gemm"][-1]
+    bias = next(init for init in graph.graph.initializer if init.name == last.input[2])
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 1, bias.name))
+    onnx.save(graph, target / "model.onnx")
     card = json.loads((target / "card.json").read_text())
     card["version"] = version
     (target / "card.json").write_text(json.dumps(card))
@@ -39,7 +47,7 @@ def test_a_new_version_loads_under_load_without_a_failed_request(
 ) -> None:
     server = start_server(NNSERVE_MODELS_DIR=str(repository), NNSERVE_API_KEY=KEY)
     statuses: list[int] = []
-    versions: list[str] = []
+    answers: dict[str, set[float]] = {"1": set(), "2": set()}
     stop = threading.Event()
 
     def stream() -> None:
@@ -47,7 +55,9 @@ def test_a_new_version_loads_under_load_without_a_failed_request(
             while not stop.is_set() and len(statuses) < 20_000:
                 response = http.post("/v2/models/wine/infer", json=INFER)
                 statuses.append(response.status_code)
-                versions.append(response.json().get("model_version", "?"))
+                if response.status_code == 200:
+                    answer = response.json()
+                    answers[answer["model_version"]].add(answer["outputs"][0]["data"][0])
 
     worker = threading.Thread(target=stream)
     worker.start()
@@ -55,7 +65,7 @@ def test_a_new_version_loads_under_load_without_a_failed_request(
         with server.client(headers=ADMIN) as http:
             while len(statuses) < 50:
                 threading.Event().wait(0.01)
-            _add_version(repository, "wine", 2)
+            _add_wine_version(repository, 2)
             loaded = http.post("/v2/repository/models/wine/load")
             assert loaded.status_code == 200, loaded.text
             assert loaded.json()["versions"] == {"1": "READY", "2": "READY"}
@@ -66,12 +76,15 @@ def test_a_new_version_loads_under_load_without_a_failed_request(
         stop.set()
         worker.join(30)
     print(f"\nreload under load: {len(statuses)} infers, {statuses.count(200)} x 200, "
-          f"{versions.count('1')} on v1, {versions.count('2')} on v2")
+          f"answers {answers}")
     assert set(statuses) == {200}
-    assert versions[-1] == "2" and "1" in versions
+    assert answers["1"] and answers["2"]  # both sessions answered: the old before, the new after
+    assert all(new == pytest.approx(old + 1, abs=1e-4) for new in answers["2"] for old in answers["1"])
     with server.client(headers=ADMIN) as http:
-        assert http.post("/predict/wine", json={"guests": []}).json()["model"]["version"] == 2
-        assert http.post("/predict/wine?version=1", json={"guests": []}).json()["model"]["version"] == 1
+        latest = http.post("/predict/wine", json={"guests": ["Dahlia", "Stiffy"]}).json()
+        pinned = http.post("/predict/wine?version=1", json={"guests": ["Dahlia", "Stiffy"]}).json()
+        assert latest["model"]["version"] == 2 and pinned["model"]["version"] == 1
+        assert latest["bottles"] == pytest.approx(pinned["bottles"] + 1, abs=1e-3)
         index = http.post("/v2/repository/index").json()
         assert {(m["name"], m["version"], m["state"]) for m in index} >= {("wine", "2", "READY")}
 

@@ -12,7 +12,8 @@ from v2_inputs import predict_outputs, tensors
 
 def test_server_metadata_and_health(client: httpx.Client) -> None:
     metadata = client.get("/v2").json()
-    assert metadata["name"] == "nnserve" and "binary_tensor_data" in metadata["extensions"]
+    assert metadata["name"] == "nnserve"
+    assert {"binary_tensor_data", "model_repository"} <= set(metadata["extensions"])
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").json() == {"ready": True}
 
@@ -49,24 +50,53 @@ def test_nested_data_and_output_selection(client: httpx.Client) -> None:
     assert answer["outputs"][0]["shape"] == [2, 1] and "id" not in answer
 
 
-def test_a_hand_built_binary_request(client: httpx.Client) -> None:
-    _, tensor, body = tensors()["digit"]
-    blob = tensor.astype("<f4").tobytes()
+def _binary_digit(client: httpx.Client, tensor: np.ndarray, declared: int, extra: bytes = b"") -> httpx.Response:
+    """A digit request in the binary tensor data extension, declaring `declared` tensor bytes."""
     header = json.dumps({
         "inputs": [{"name": "image", "shape": list(tensor.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(blob)}}],
+                    "parameters": {"binary_data_size": declared}}],
         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
     }).encode()
-    response = client.post(
-        "/v2/models/digit/infer", content=header + blob,
+    return client.post(
+        "/v2/models/digit/infer", content=header + tensor.astype("<f4").tobytes() + extra,
         headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
     )
+
+
+def test_a_hand_built_binary_request(client: httpx.Client) -> None:
+    _, tensor, body = tensors()["digit"]
+    response = _binary_digit(client, tensor, tensor.size * 4)
     assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
     length = int(response.headers["Inference-Header-Content-Length"])
     described = json.loads(response.content[:length])["outputs"][0]
     got = np.frombuffer(response.content[length:], dtype="<f4").reshape(described["shape"])
     expected = predict_outputs("digit", client.post("/predict/digit", json=body).json())
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("declared", "extra", "words"), [
+    (2 * 784 * 4 - 4, b"", "does not fit shape"),
+    (2 * 784 * 4, b"\0\0\0\0", "more binary bytes"),
+])
+def test_binary_sizes_that_do_not_add_up_are_400(client: httpx.Client, declared: int, extra: bytes,
+                                                  words: str) -> None:
+    _, tensor, _ = tensors()["digit"]
+    response = _binary_digit(client, tensor, declared, extra)
+    assert response.status_code == 400 and words in response.json()["error"]
+
+
+def test_binary_data_output_asks_for_every_output_in_binary(client: httpx.Client) -> None:
+    _, tensor, _ = tensors()["wine"]
+    request = {"inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
+               "parameters": {"binary_data_output": True}}
+    for selection in ({}, {"outputs": [{"name": "bottles"}]}):
+        response = client.post("/v2/models/wine/infer", json=request | selection)
+        length = int(response.headers["Inference-Header-Content-Length"])
+        (described,) = json.loads(response.content[:length])["outputs"]
+        assert described["parameters"]["binary_data_size"] == len(response.content) - length == 2 * 4
+    as_json = {"outputs": [{"name": "bottles", "parameters": {"binary_data": False}}]}
+    assert "data" in client.post("/v2/models/wine/infer", json=request | as_json).json()["outputs"][0]
 
 
 GOOD = {"name": "guests", "shape": [1, 10], "datatype": "FP32", "data": [0.0] * 10}
@@ -83,6 +113,10 @@ GOOD = {"name": "guests", "shape": [1, 10], "datatype": "FP32", "data": [0.0] * 
         ({"inputs": []}, "missing input"),
         ({"inputs": [{**GOOD, "shape": [1, 9], "data": [0.0] * 9}]}, "shape"),
         ({"inputs": [{**GOOD, "data": ["0"] * 10}]}, "FP32 values"),
+        ({"inputs": [{**GOOD, "data": [1e300] * 10}]}, "out of the FP32 range"),
+        ({"inputs": [{**GOOD, "shape": [-1, 10]}]}, "non-negative integers"),
+        ({"inputs": [{**GOOD, "shape": [1, 2.5]}]}, "non-negative integers"),
+        ({"inputs": [GOOD], "id": 7}, "`id` must be a string"),
         ({"inputs": [GOOD], "outputs": [{"name": "glasses"}]}, "unknown output"),
         ({"nothing": 1}, "inputs"),
     ],
@@ -91,6 +125,13 @@ def test_malformed_tensors_are_400(client: httpx.Client, request_body: dict, wor
     response = client.post("/v2/models/wine/infer", json=request_body)
     assert response.status_code == 400, response.text
     assert words in response.json()["error"]
+
+
+def test_a_batch_over_the_limit_is_413(client: httpx.Client) -> None:
+    rows = 257  # the default NNSERVE_MAX_BATCH_SIZE is 256
+    request = {"inputs": [{**GOOD, "shape": [rows, 10], "data": [0.0] * rows * 10}]}
+    response = client.post("/v2/models/wine/infer", json=request)
+    assert response.status_code == 413 and "over the limit" in response.json()["error"]
 
 
 def test_unknown_models_and_versions_are_404(client: httpx.Client) -> None:

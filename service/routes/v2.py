@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import __version__
@@ -15,34 +14,16 @@ from service.auth import check_api_key, require_admin_key
 from service.body import json_response
 from service.errors import ApiError
 from service.registry import ModelRepository, ModelVersion
-from service.schemas import ErrorResponse
-from service.v2_codec import CARD_DATATYPES, HEADER_LENGTH, encode_response, feeds_for, parse_request
+from service.v2_codec import (
+    CARD_DATATYPES,
+    HEADER_LENGTH,
+    encode_response,
+    feeds_for,
+    parse_request,
+)
+from service.v2_openapi import ERRORS, INFER_DOCS, INFER_RESPONSES
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 503, 504)
-}
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "shape", "datatype"]}},
-                        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"]}},
-                        "parameters": {"type": "object"},
-                    },
-                },
-                "example": {"id": "1", "inputs": [{"name": "guests", "shape": [1, 10], "datatype": "FP32",
-                                                   "data": [0, 1, 1, 0, 0, 0, 0, 0, 0, 0]}]},
-            }
-        },
-    }
-}
 
 
 def _registry(request: Request) -> ModelRepository:
@@ -93,22 +74,22 @@ async def _metadata(request: Request, name: str, version: str | None) -> dict[st
     }
 
 
-@router.get("/models/{name}", responses=_ERRORS)
+@router.get("/models/{name}", responses=ERRORS)
 async def model_metadata(request: Request, name: str) -> dict[str, Any]:
     return await _metadata(request, name, None)
 
 
-@router.get("/models/{name}/versions/{version}", responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}", responses=ERRORS)
 async def model_version_metadata(request: Request, name: str, version: str) -> dict[str, Any]:
     return await _metadata(request, name, version)
 
 
-@router.get("/models/{name}/ready", responses=_ERRORS)
+@router.get("/models/{name}/ready", responses=ERRORS)
 async def model_ready(request: Request, name: str) -> dict[str, Any]:
     return {"name": name, "ready": _model(request, name, None).ready}
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", responses=ERRORS)
 async def model_version_ready(request: Request, name: str, version: str) -> dict[str, Any]:
     return {"name": name, "ready": _model(request, name, version).ready}
 
@@ -135,14 +116,14 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     )
 
 
-@router.post("/models/{name}/infer", responses=_ERRORS, openapi_extra=_INFER_BODY, response_class=Response)
+@router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_DOCS, response_class=Response)
 async def infer(request: Request, name: str) -> Response:
     """Tensors in, tensors out: JSON, or the binary tensor data extension."""
     return await _infer(request, name, None)
 
 
 @router.post(
-    "/models/{name}/versions/{version}/infer", responses=_ERRORS, openapi_extra=_INFER_BODY,
+    "/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_DOCS,
     response_class=Response,
 )
 async def infer_version(request: Request, name: str, version: str) -> Response:
@@ -152,7 +133,7 @@ async def infer_version(request: Request, name: str, version: str) -> Response:
 repository = APIRouter(prefix="/v2/repository", tags=["v2 model repository"], dependencies=[Depends(require_admin_key)])
 
 
-@repository.post("/index", responses=_ERRORS)
+@repository.post("/index", responses=ERRORS)
 async def repository_index(request: Request) -> list[dict[str, Any]]:
     """Every model version and its state; a version that failed to load says why."""
     return [
@@ -163,15 +144,13 @@ async def repository_index(request: Request) -> list[dict[str, Any]]:
     ]
 
 
-@repository.post("/models/{name}/load", responses=_ERRORS)
+@repository.post("/models/{name}/load", responses=ERRORS)
 async def load_model(request: Request, name: str) -> dict[str, Any]:
     """Loads every version in models/<name>/, new or changed, and swaps them in at once. The new
     sessions are built and warmed first, off the event loop, so serving never pauses."""
-    registry = _registry(request)
-    entry = await run_in_threadpool(registry.scan, name)
+    entry = await _registry(request).load(name)
     if entry is None:
         raise ApiError(404, "model_not_found", f"no model folder with versions for {name!r}")
-    registry.swap(name, entry)
     return {
         "name": name,
         "versions": {str(v.version): "READY" if v.ready else f"UNAVAILABLE: {v.error}"
@@ -179,11 +158,9 @@ async def load_model(request: Request, name: str) -> dict[str, Any]:
     }
 
 
-@repository.post("/models/{name}/unload", responses=_ERRORS)
+@repository.post("/models/{name}/unload", responses=ERRORS)
 async def unload_model(request: Request, name: str) -> dict[str, str]:
     """Stops serving a model: its endpoints answer 404 until it is loaded again."""
-    registry = _registry(request)
-    if name not in registry.models:
+    if not await _registry(request).unload(name):
         raise ApiError(404, "model_not_found", f"no model named {name!r}")
-    registry.swap(name, None)
     return {"name": name, "state": "UNLOADED"}
