@@ -1,10 +1,13 @@
 # nnserve: the service alone (no torch, no training extra) with the committed models.
-# tests/test_deploy.py reads this file: it copies the build stage's files and runs its pip command
-# in a fresh virtual environment, then starts CMD with the runtime ENV and runs the HEALTHCHECK.
+# tests/test_docker.py builds and runs it; tests/test_deploy.py lints it and reads its instructions.
+
+# The base image of both stages. Without access to a registry that has it, pass a mirror's copy
+# or a stand-in: deploy/local-images.sh makes one from Debian packages.
+ARG PYTHON_IMAGE=python:3.11-slim
 
 # Build stage: install into a virtual environment that the runtime stage copies whole, so no
 # build leftovers reach the image.
-FROM python:3.11-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -16,7 +19,7 @@ RUN --mount=type=cache,target=/root/.cache/pip pip install .
 
 # Runtime stage: slim Python, the venv, the models (owned by root, so read-only to the service),
 # and a numeric non-root user that Kubernetes' runAsNonRoot can verify.
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 nnserve && useradd --no-create-home --uid 10001 --gid 10001 nnserve
 COPY --from=build /opt/venv /opt/venv
 COPY models /app/models

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: serve test train bench clean
+.PHONY: serve test lint fmt train bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,16 @@ PYTEST_ARGS ?=
 test: $(VENV)/.test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff (lint and format check) and strict mypy over service, training, bench and tests.
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(VENV)/.test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 # Retrains every model (or one: make train MODEL=digit) into a new version folder under models/.
 MODEL ?= all
 train: $(VENV)/.test
@@ -34,7 +44,7 @@ train: $(VENV)/.test
 
 # Throughput and latency against the bare ceiling and raw onnxruntime (BENCH_SECONDS=10 per run).
 bench: $(VENV)/.test
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache

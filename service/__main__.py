@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
-from service.config import Settings
+from service.config import METRICS_DIR_ENV, Settings
+from service.drain import DrainingServer
+
+APP = "service.app:create_app"
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app cannot start
 
 
-def main() -> None:
-    settings = Settings()
-    # uvicorn drains in-flight requests on SIGTERM, then raises the signal again with the
-    # original handler in place; ours makes that a clean exit 0, as orchestrators expect.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "service.app:create_app",
+@contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """A fresh directory for the workers' metric files (service/metrics.py), in the environment
+    the workers inherit, removed with everything in it once they are gone."""
+    path = tempfile.mkdtemp(prefix="nnserve-metrics-")
+    os.environ[METRICS_DIR_ENV] = path
+    try:
+        yield
+    finally:
+        del os.environ[METRICS_DIR_ENV]
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        APP,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -25,8 +44,26 @@ def main() -> None:
         http="httptools",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # The drain comes out of the grace, so the exit still comes within it.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds - settings.drain_seconds,  # type: ignore[arg-type]  # any number of seconds works
     )
+
+
+def main() -> None:
+    settings = Settings()
+    # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again with the
+    # original handler in place; ours makes that a clean exit 0, as orchestrators expect.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config = _config(settings)
+    if settings.workers > 1:
+        # uvicorn's supervisor stops its workers at once on SIGTERM: no drain; metrics are shared.
+        with _metrics_directory():
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = DrainingServer(config, settings.drain_seconds)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
 """API keys: `Authorization: Bearer <key>` on prediction, inference and admin endpoints.
 
-With NNSERVE_API_KEY unset the prediction endpoints are open, but the admin endpoints (model
-load and unload) are refused outright: changing what a server serves must never be anonymous.
-Keys are compared in constant time and never logged.
+Two sets of keys, because changing what a server serves is not the same right as asking it for
+predictions: NNSERVE_API_KEY opens the prediction and inference endpoints (open when unset), and
+NNSERVE_ADMIN_KEYS opens model load, unload and the repository index (refused outright when
+unset: changing what a server serves must never be anonymous). A prediction key on an admin
+endpoint is a 403: the server knows the caller, who may not do this. Keys are compared in
+constant time and never logged.
 """
 
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 
-from service.errors import ApiError
+from service.config import Settings
+from service.errors import ApiError, Unauthorized
+from service.middleware import is_inference
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_SCHEME = "apiKey"
 
 
 def _presented_key(request: Request) -> bytes:
@@ -21,18 +28,20 @@ def _presented_key(request: Request) -> bytes:
     return token.strip().encode() if scheme.lower() == "bearer" else b""
 
 
-def _check(request: Request, keys: list[str]) -> None:
-    presented = _presented_key(request)
+def _matches(presented: bytes, keys: list[str]) -> bool:
     # Compare with every key, without stopping at a match, so timing says nothing about which.
     matches = [hmac.compare_digest(presented, key.encode()) for key in keys]
-    if not presented or not any(matches):
-        raise ApiError(401, "unauthorized", "a valid API key is required", headers=_CHALLENGE)
+    return bool(presented) and any(matches)
+
+
+def _unauthorized() -> Unauthorized:
+    return Unauthorized("a valid API key is required", headers=_CHALLENGE)
 
 
 def check_api_key(request: Request) -> None:
     keys: list[str] = request.app.state.settings.api_key
-    if keys:
-        _check(request, keys)
+    if keys and not _matches(_presented_key(request), keys):
+        raise _unauthorized()
 
 
 async def require_api_key(request: Request) -> None:
@@ -41,9 +50,43 @@ async def require_api_key(request: Request) -> None:
 
 
 async def require_admin_key(request: Request) -> None:
-    keys: list[str] = request.app.state.settings.api_key
-    if not keys:
-        raise ApiError(
-            403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_API_KEY"
-        )
-    _check(request, keys)
+    settings: Settings = request.app.state.settings
+    if not settings.admin_keys:
+        raise ApiError(403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
+    presented = _presented_key(request)
+    is_admin = _matches(presented, settings.admin_keys)
+    is_predictor = _matches(presented, settings.api_key)  # always compared: timing tells nothing
+    if is_admin:
+        return
+    if is_predictor:
+        raise ApiError(403, "forbidden", "this key may ask for predictions, not administer the models")
+    raise _unauthorized()
+
+
+def _checks_key(path: str, settings: Settings) -> bool:
+    """Whether a key opens the operation at this OpenAPI path. Admin operations without admin
+    keys are refused whatever is sent (403), and inference without prediction keys is open, so
+    declaring a key on either would only promise what no key can give."""
+    if path.startswith("/v2/repository/"):
+        return bool(settings.admin_keys)
+    return bool(settings.api_key) and is_inference(path)
+
+
+def document_api_keys(app: FastAPI, settings: Settings) -> None:
+    """Declares the bearer key in the OpenAPI document on the operations that check it, so /docs
+    offers an Authorize button (without it, "Try it out" on a secured server only gets 401s) and
+    clients and fuzzers can tell which calls need `Authorization`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        components = document.setdefault("components", {})
+        if "securitySchemes" not in components:  # the document is cached: declare once
+            components["securitySchemes"] = {_SCHEME: {"type": "http", "scheme": "bearer"}}
+            for path, operations in document["paths"].items():
+                if _checks_key(path, settings):
+                    for operation in operations.values():
+                        operation["security"] = [{_SCHEME: []}]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the document

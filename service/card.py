@@ -39,6 +39,12 @@ class MnistNormalisation(BaseModel):
     size: int = 28
     box: int = 20
     polarity: Literal["light_on_dark"] = "light_on_dark"
+    noise_floor: float = Field(
+        0.0,
+        ge=0.0,
+        description="ink below this many robust spreads of the border's noise is "
+        "background (a photo's sensor noise); 0: none subtracted, as version 1 was trained",
+    )
 
 
 Preprocessing = Annotated[
@@ -63,6 +69,20 @@ class ModelCard(BaseModel):
     data: dict[str, Any] = {}
     training: dict[str, Any] = {}
     libraries: dict[str, str] = {}
+    threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="binary classification: the decision threshold on the positive label's "
+        "probability, chosen on a validation split (never the test split); None means 0.5",
+    )
+
+    def decision_threshold(self, override: float | None = None) -> float:
+        """The threshold a binary verdict uses: the operator's override if set, else the card's
+        (chosen with the model, on validation), else 0.5."""
+        if override is not None:
+            return override
+        return 0.5 if self.threshold is None else self.threshold
 
     @classmethod
     def read(cls, folder: Path) -> ModelCard:

@@ -7,10 +7,14 @@ them without a code change.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where prometheus-client's multiprocess mode keeps the workers' metrics; set by the console script
+for NNSERVE_WORKERS > 1, read by prometheus-client when a worker first imports it."""
 
 
 def _split_commas(value: object) -> object:
@@ -33,22 +37,56 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_email_chars: int = Field(100_000, ge=1)
     max_image_bytes: int = Field(512 << 10, ge=1)
-    max_image_pixels: int = Field(4_000_000, ge=784)
+    max_image_side: int = Field(
+        1024, ge=28, description="pixels along either side of one image: a digit is read at 20x20 px"
+    )
+    max_request_pixels: int = Field(
+        4 << 20, ge=784, description="pixels of all images of one request: bounds its decoding CPU"
+    )
+    decode_threads: int = Field(
+        2, ge=1, description="images decoded at once, over all requests: bounds decoding memory"
+    )
     max_batch_size: int = Field(256, ge=1)
-    spam_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    spam_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="overrides every spam version's threshold; unset: the card's, else 0.5",
+    )
+    explain_max_words: int = Field(
+        128,
+        ge=1,
+        description="/explain/spam: known words examined, one network row each; more "
+        "than about 128 rows of 10,000 words outgrow the CPU cache and cost several times more",
+    )
 
     max_in_flight: int = Field(
         512, ge=1, description="prediction requests served at once; past it: 503 + Retry-After"
     )
+    max_queued_rows: int = Field(
+        512, ge=1, description="rows waiting per model version; past it: 503 + Retry-After"
+    )
+    max_bytes_in_flight: int = Field(
+        16 << 20, ge=1024, description="request bodies held at once; past it: 503 + Retry-After"
+    )
     retry_after_seconds: int = Field(1, ge=0)
     inference_timeout_seconds: float = Field(
-        10.0, gt=0, description="deadline for a request's inference; past it: 504, work dropped"
+        10.0,
+        gt=0,
+        description="a request's deadline, and the most X-Request-Timeout can ask for; "
+        "past it: 504, queued work dropped",
     )
     shutdown_grace_seconds: float = Field(
-        30.0, ge=0, description="on SIGTERM, time given to requests in flight before exit"
+        30.0, ge=0, description="on SIGTERM, time until exit, the drain included"
     )
-    bench_routes: bool = Field(
-        False, description="bench-only: adds GET /bench/constant, the bare ceiling of this stack"
+    drain_seconds: float = Field(
+        5.0, ge=0, description="on SIGTERM, time /ready answers 503 while requests are still accepted"
+    )
+    inline_model_us: float = Field(
+        50.0,
+        ge=0,
+        description="a model whose batch-1 call takes less than this at warm-up runs on "
+        "the event loop: the hop to a thread and back costs more than such a call; 0: never",
     )
     test_inference_delay_ms: float = Field(
         0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
@@ -57,11 +95,20 @@ class Settings(BaseSettings):
     api_key: Annotated[list[str], NoDecode] = Field(
         [], description="comma-separated API keys; empty = prediction endpoints are open"
     )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        [], description="comma-separated keys for load, unload and the repository index; empty = refused"
+    )
     cors_origins: Annotated[list[str], NoDecode] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
-    @field_validator("cors_origins", "api_key", mode="before")
+    @field_validator("cors_origins", "api_key", "admin_keys", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _drain_within_grace(self) -> Self:
+        if self.drain_seconds > self.shutdown_grace_seconds:
+            raise ValueError("NNSERVE_DRAIN_SECONDS must not exceed NNSERVE_SHUTDOWN_GRACE_SECONDS")
+        return self

@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.runner import DeadlineExceeded
+from service.deadline import DeadlineExceeded
+from service.runner import QueueFull
 
 log = logging.getLogger("nnserve")
 
@@ -40,6 +41,49 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class _NamedError(ApiError):
+    """An ApiError whose class fixes the status and slug, so a raise names what went wrong and
+    the slug a client matches on is written once."""
+
+    status: int
+    code: str
+
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(type(self).status, type(self).code, message, details, headers)
+
+
+class BadRequest(_NamedError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(_NamedError):
+    status, code = 401, "unauthorized"
+
+
+class ModelNotFound(_NamedError):
+    status, code = 404, "model_not_found"
+
+
+class PayloadTooLarge(_NamedError):
+    status, code = 413, "payload_too_large"
+
+
+class BatchTooLarge(_NamedError):
+    status, code = 413, "batch_too_large"
+
+
+class UnsupportedMediaType(_NamedError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidInput(_NamedError):
+    status, code = 422, "invalid_input"
+
+
+class ModelNotReady(_NamedError):
+    status, code = 503, "model_not_ready"
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> Response:
@@ -59,17 +103,22 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+# A body of 60,000 unknown keys has 60,000 errors: listing them all would answer a 650 KB
+# request with 4.8 MB; the first ones say what is wrong.
+MAX_ERROR_DETAILS = 20
+
+
 def validation_error(errors: list[Any]) -> ApiError:
     """pydantic's error list as one ApiError: 400 for a body that is not JSON at all, else 422
-    naming the first bad field (a batch item by its index) and listing them all."""
+    naming the first bad field (a batch item by its index) and listing the first few."""
     details = [
         {"loc": _location(tuple(e.get("loc", ()))), "msg": e.get("msg", ""), "type": e.get("type")}
-        for e in errors
+        for e in errors[:MAX_ERROR_DETAILS]
     ]
     if any(d["type"] == "json_invalid" for d in details):
         return ApiError(400, "invalid_json", "the request body is not valid JSON", details)
     first = details[0] if details else {"loc": "body", "msg": "invalid"}
-    return ApiError(422, "invalid_input", f"{first['loc']}: {first['msg']}", details)
+    return InvalidInput(f"{first['loc']}: {first['msg']}", details)
 
 
 _HTTP_CODES = {
@@ -96,10 +145,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _deadline(_: Request, exc: DeadlineExceeded) -> Response:
         return error_response(504, "deadline_exceeded", str(exc))
 
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull) -> Response:
+        retry_after = str(request.app.state.settings.retry_after_seconds)
+        return error_response(503, "overloaded", f"{exc}; retry", headers={"Retry-After": retry_after})
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -3,22 +3,43 @@
 Label values are bounded: requests are labelled by route template (never the raw path, which a
 client controls) and models by name and version, so a scanner cannot blow up the series count.
 Each app gets its own registry, so several apps in one process (tests) do not collide.
+
+With several worker processes (NNSERVE_WORKERS > 1) each one counts in files of a directory the
+console script creates and removes (service/__main__.py), in prometheus-client's
+multiprocess mode, and /metrics, whichever worker answers, reports the sums over all of them.
+Model status is the exception: it is the answering worker's view, read at scrape time.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from service.config import METRICS_DIR_ENV
 from service.runner import BatchObserver
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-_INFERENCE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                      0.01, 0.025, 0.1, 1.0)
+_INFERENCE_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
+    1.0,
+)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -34,31 +55,54 @@ class Metrics:
 
     @classmethod
     def create(cls) -> Metrics:
+        """In one process, the metrics live in this app's registry. With several workers they live
+        in the shared directory's files, and the registry /metrics reads sums those files."""
         registry = CollectorRegistry()
+        own: CollectorRegistry | None = registry
+        if os.environ.get(METRICS_DIR_ENV):
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus-client leaves it unannotated
+            own = None
         return cls(
             registry=registry,
             requests=Counter(
-                "nnserve_requests", "HTTP requests answered", ["endpoint", "status"],
-                registry=registry,
+                "nnserve_requests",
+                "HTTP requests answered",
+                ["endpoint", "status"],
+                registry=own,
             ),
             request_seconds=Histogram(
-                "nnserve_request_seconds", "Time from request to response", ["endpoint"],
-                buckets=_LATENCY_BUCKETS, registry=registry,
+                "nnserve_request_seconds",
+                "Time from request to response",
+                ["endpoint"],
+                buckets=_LATENCY_BUCKETS,
+                registry=own,
             ),
             in_flight=Gauge(
-                "nnserve_requests_in_flight", "Requests being served now", registry=registry
+                "nnserve_requests_in_flight",
+                "Requests being served now",
+                registry=own,
+                multiprocess_mode="livesum",
             ),
             inference_seconds=Histogram(
-                "nnserve_inference_seconds", "Time of one onnxruntime call (one batch)",
-                ["model", "version"], buckets=_INFERENCE_BUCKETS, registry=registry,
+                "nnserve_inference_seconds",
+                "Time of one onnxruntime call (one batch)",
+                ["model", "version"],
+                buckets=_INFERENCE_BUCKETS,
+                registry=own,
             ),
             batch_size=Histogram(
-                "nnserve_batch_size", "Rows in one onnxruntime call", ["model", "version"],
-                buckets=_BATCH_BUCKETS, registry=registry,
+                "nnserve_batch_size",
+                "Rows in one onnxruntime call",
+                ["model", "version"],
+                buckets=_BATCH_BUCKETS,
+                registry=own,
             ),
             queue_wait_seconds=Histogram(
-                "nnserve_queue_wait_seconds", "Time a request waited for the model to be free",
-                ["model", "version"], buckets=_LATENCY_BUCKETS, registry=registry,
+                "nnserve_queue_wait_seconds",
+                "Time a request waited for the model to be free",
+                ["model", "version"],
+                buckets=_LATENCY_BUCKETS,
+                registry=own,
             ),
         )
 

@@ -18,12 +18,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from service import deadline
+from service.deadline import Deadline, DeadlineExceeded
+
+__all__ = ["BatchObserver", "DeadlineExceeded", "ModelRunner", "QueueFull"]
+
 Feeds = dict[str, np.ndarray]
 Outputs = list[np.ndarray]
 
 
-class DeadlineExceeded(Exception):
-    """The request's inference did not finish within the deadline; its queued work is dropped."""
+class QueueFull(Exception):
+    """The model already has its limit of rows waiting or running: the caller is refused at once
+    (503 + Retry-After), which bounds the memory that queued tensors take."""
 
 
 @dataclass
@@ -34,7 +40,7 @@ class BatchObserver:
     on_queue_wait: Callable[[float], None] = lambda seconds: None
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes one caller's entry
 class _Pending:
     feeds: Feeds
     rows: int
@@ -52,9 +58,11 @@ class ModelRunner:
         *,
         max_batch_rows: int,
         batching: bool = True,
-        timeout: float | None = None,
+        max_queued_rows: int | None = None,
+        timeout: float | None = None,  # for calls outside a request, which carry no deadline
         test_delay: float = 0.0,
         observer: BatchObserver | None = None,
+        inline_below_seconds: float = 0.0,
     ) -> None:
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
@@ -64,14 +72,32 @@ class ModelRunner:
         self._timeout = timeout
         self._test_delay = test_delay
         self._observer = observer or BatchObserver()
+        self._max_queued_rows = max_queued_rows
+        self._rows = 0  # rows whose callers wait: queued, or in the batch onnxruntime runs
         self._queue: deque[_Pending] = deque()
         self._draining = False
+        self._inline_below = inline_below_seconds
+        self.inline = False  # set by calibrate(): run on the event loop, no hop to the executor
+
+    def calibrate(self, feeds: Feeds, calls: int = 20) -> float:
+        """Times a batch-1 call (the median of `calls`) and decides where calls run: a model faster
+        than `inline_below_seconds` runs on the event loop, since handing a 10 us call to a
+        thread and back costs more than the call; a slower one keeps the executor, so the loop
+        goes on parsing requests while onnxruntime works. Returns the median in seconds."""
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            self.session.run(self.output_names, feeds)
+            times.append(time.perf_counter() - started)
+        median = sorted(times)[len(times) // 2]
+        self.inline = median < self._inline_below and not self._test_delay
+        return median
 
     def run_sync(self, feeds: Feeds) -> Outputs:
         if self._test_delay:
             time.sleep(self._test_delay)
         started = time.perf_counter()
-        outputs = self.session.run(self.output_names, feeds)
+        outputs: Outputs = self.session.run(self.output_names, feeds)
         rows = next(iter(feeds.values())).shape[0]
         self._observer.on_batch(rows, time.perf_counter() - started)
         return outputs
@@ -79,21 +105,44 @@ class ModelRunner:
     async def run(self, feeds: Feeds) -> Outputs:
         """All outputs for these rows, in the session's output order.
 
-        Past the deadline the caller gets DeadlineExceeded and its future is cancelled: if it was
-        still queued it never runs; a call already inside onnxruntime finishes for the others
-        batched with it.
+        The deadline is the request's (service/deadline.py), or `timeout` from now outside a
+        request. Past it the caller gets DeadlineExceeded and its future is cancelled: if it was
+        still queued it is dropped and never runs; a call already inside onnxruntime finishes for
+        the others batched with it. Work whose deadline passed before it got here is never
+        queued, and work that would take the model past `max_queued_rows` is refused (QueueFull).
         """
+        limit = deadline.current()
+        if limit is None and self._timeout is not None:
+            limit = Deadline(time.perf_counter() + self._timeout, self._timeout)
+        if limit is not None and limit.remaining() <= 0:
+            raise limit.exceeded("before its inference was queued")
+        rows = next(iter(feeds.values())).shape[0]
+        if self._max_queued_rows is not None and self._rows and self._rows + rows > self._max_queued_rows:
+            raise QueueFull(
+                f"the model has {self._rows} rows waiting, near its limit of {self._max_queued_rows}"
+            )
+        self._rows += rows
+        try:
+            return await self._answer(feeds, rows, limit)
+        finally:
+            self._rows -= rows
+
+    async def _answer(self, feeds: Feeds, rows: int, limit: Deadline | None) -> Outputs:
         loop = asyncio.get_running_loop()
+        pending: _Pending | None = None
         if self._batching:
-            rows = next(iter(feeds.values())).shape[0]
             future: asyncio.Future[Outputs] = loop.create_future()
-            self._queue.append(_Pending(feeds, rows, future))
+            pending = _Pending(feeds, rows, future)
+            self._queue.append(pending)
             if not self._draining:
                 self._draining = True
                 loop.create_task(self._drain())
+        elif self.inline:
+            future = loop.create_future()
+            future.set_result(self.run_sync(feeds))
         else:
             future = loop.run_in_executor(self._executor, self.run_sync, feeds)
-        if self._timeout is None:
+        if limit is None:
             return await future
         # A timer that cancels the future: cheaper per request than asyncio.wait_for.
         expired = False
@@ -102,14 +151,16 @@ class ModelRunner:
             nonlocal expired
             expired = True
             future.cancel()
+            if pending is not None and pending in self._queue:
+                self._queue.remove(pending)  # its tensors are freed now, not at the next batch
 
-        timer = loop.call_later(self._timeout, expire)
+        timer = loop.call_later(limit.remaining(), expire)
         try:
             return await future
         except asyncio.CancelledError:
             if not expired:
                 raise  # the caller itself was cancelled (the client went away)
-            raise DeadlineExceeded(f"inference did not finish within {self._timeout} s") from None
+            raise limit.exceeded("before its inference finished") from None
         finally:
             timer.cancel()
 
@@ -125,7 +176,10 @@ class ModelRunner:
                     self._observer.on_queue_wait(now - item.enqueued)
                 try:
                     feeds = _stack([item.feeds for item in batch])
-                    outputs = await loop.run_in_executor(self._executor, self.run_sync, feeds)
+                    if self.inline:  # the requests that arrived meanwhile queued before this task ran
+                        outputs = self.run_sync(feeds)
+                    else:
+                        outputs = await loop.run_in_executor(self._executor, self.run_sync, feeds)
                 except Exception as exc:  # the batch failed: every caller in it hears why
                     for item in batch:
                         if not item.future.done():

@@ -139,7 +139,9 @@ class SpamBatchResponse(BaseModel):
 
 # ----------------------------------------------------------------------------- digit
 
-Pixels = list[StrictFloat] | list[list[StrictFloat]]  # numbers only: no "0.5", no true
+# Numbers only: no "0.5", no true. Left to right: pydantic's default (smart) mode also tries the
+# nested form on a flat list and keeps an error per number; a 1 MB list of zeros cost 160 MB.
+Pixels = Annotated[list[StrictFloat] | list[list[StrictFloat]], Field(union_mode="left_to_right")]
 
 
 class DigitItem(_Strict):
@@ -216,3 +218,196 @@ class ErrorResponse(BaseModel):
     error: str
     code: str
     details: Any = None
+
+
+# ----------------------------------------------------------------------------- explanations
+# /explain/* take one item in the shape /predict/* takes it (a batch is refused with 422) and
+# answer the prediction plus why. Examples are answers of the committed version 1 models.
+
+
+class WineExplainRequest(WineItem):
+    model_config = _with_examples(
+        {"guests": ["Dahlia", "Stiffy"]}, {"guests": ["Agatha", "Dahlia", "Stiffy"]}
+    )
+
+
+class SpamExplainRequest(SpamItem):
+    model_config = _with_examples({"text": _SPAM_EXAMPLE}, {"text": "Lunch at noon tomorrow?"})
+
+
+class DigitExplainRequest(DigitItem):
+    model_config = _with_examples({"image": SEVEN_PNG})
+
+
+class GuestEffect(BaseModel):
+    guest: str
+    effect: float = Field(description="bottles with the party as given minus bottles without this guest")
+    bottles_without: float = Field(description="/predict/wine's answer for the party without this guest")
+
+
+class HiddenUnitActivation(BaseModel):
+    unit: int
+    activation: float = Field(ge=0.0, description="the unit's ReLU output for this party")
+    active: bool
+    weight_out: float = Field(description="bottles per unit of activation, into the output")
+    contribution: float = Field(description="activation x weight_out: bottles this unit adds")
+    meaning: str = Field(description="worked out at training time, from the model card")
+
+
+class HiddenLayerExplanation(BaseModel):
+    available: bool = Field(description="false when the version has no usable hidden-layer graph")
+    reason: str | None = Field(description="why the hidden layer is unavailable")
+    output_bias: float | None = Field(
+        description="bottles before any unit: bias + sum of contributions, floored at 0, is the answer"
+    )
+    units: list[HiddenUnitActivation]
+
+
+class WineExplanation(WineResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "bottles": 4.3184,
+                    "buy": 5,
+                    "guests": [
+                        {"guest": "Dahlia", "effect": 2.8179, "bottles_without": 1.5005},
+                        {"guest": "Stiffy", "effect": 1.2671, "bottles_without": 3.0513},
+                    ],
+                    "hidden": {
+                        "available": True,
+                        "reason": None,
+                        "output_bias": 0.1543,
+                        "units": [
+                            {
+                                "unit": 10,
+                                "activation": 0.0,
+                                "active": False,
+                                "weight_out": -0.9274,
+                                "contribution": 0.0,
+                                "meaning": "on when Agatha comes; takes away 0.93 bottles per unit",
+                            }
+                        ],
+                    },
+                    "model": {"name": "wine", "version": 1},
+                }
+            ]
+        }
+    )
+    guests: list[GuestEffect] = Field(description="each guest of the party, in roster order")
+    hidden: HiddenLayerExplanation
+
+
+class WordEffect(BaseModel):
+    word: str = Field(description='a word of the text, or "<headers>": the email came with a header block')
+    effect: float = Field(description="probability with the word minus without it (every occurrence)")
+
+
+class TokenSpan(BaseModel):
+    token: str = Field(description="as the model saw it: lowercased")
+    start: int = Field(ge=0, description="offset in `text`, in code points (JavaScript: Array.from(text))")
+    end: int = Field(ge=0)
+    known: bool = Field(description="in the model's vocabulary; unknown words are ignored by the model")
+    effect: float | None = Field(description="the word's effect; null if unknown or not examined")
+
+
+class SpamExplanation(SpamResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "spam": True,
+                    "probability": 0.5873,
+                    "threshold": 0.5,
+                    "spam_ward": [{"word": "lunch", "effect": 0.0673}],
+                    "ham_ward": [
+                        {"word": "tomorrow", "effect": -0.033},
+                        {"word": "noon", "effect": -0.0323},
+                        {"word": "at", "effect": -0.02},
+                    ],
+                    "known_words": 4,
+                    "examined": 4,
+                    "capped": False,
+                    "note": None,
+                    "text": "Lunch at noon tomorrow?",
+                    "tokens": [
+                        {"token": "lunch", "start": 0, "end": 5, "known": True, "effect": 0.0673},
+                        {"token": "at", "start": 6, "end": 8, "known": True, "effect": -0.02},
+                        {"token": "noon", "start": 9, "end": 13, "known": True, "effect": -0.0323},
+                        {"token": "tomorrow", "start": 14, "end": 22, "known": True, "effect": -0.033},
+                    ],
+                    "model": {"name": "spam", "version": 1},
+                }
+            ]
+        }
+    )
+    threshold: float = Field(description="the probability at which the email is called spam")
+    spam_ward: list[WordEffect] = Field(description="up to 10 words that pushed toward spam, strongest first")
+    ham_ward: list[WordEffect] = Field(description="up to 10 words that pushed toward ham, strongest first")
+    known_words: int = Field(description="distinct words of the model's vocabulary in the email")
+    examined: int = Field(description="how many of them were examined (the first, in reading order)")
+    capped: bool = Field(description="true when some known words were not examined")
+    note: str | None = Field(description="says how many were examined when capped")
+    text: str = Field(description="what the model read: the subject and body, without headers")
+    tokens: list[TokenSpan]
+
+
+class RunnerUp(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    probability: float
+
+
+class HottestPatch(BaseModel):
+    top: int = Field(ge=0)
+    left: int = Field(ge=0)
+    drop: float
+
+
+class Occlusion(BaseModel):
+    patch: int = Field(description="side of each hidden square, in pixels of the 28x28 image")
+    stride: int = Field(description="pixels between patches: drops[i][j] is the patch at (i, j) x stride")
+    patches_run: int = Field(description="patches with ink, each one network row; blank ones drop 0")
+    drops: list[list[float]] = Field(
+        description="the predicted digit's probability minus its probability with the patch hidden"
+    )
+    hottest: HottestPatch
+
+
+class DigitExplanation(DigitResponse):
+    # The answer for a blank image ({"pixels": [0.0] * 784}): nothing to hide, so every drop is 0.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "digit": 1,
+                    "probabilities": [
+                        0.0021,
+                        0.9778,
+                        0.003,
+                        0.0013,
+                        0.0001,
+                        0.0027,
+                        0.0021,
+                        0.0063,
+                        0.0006,
+                        0.0038,
+                    ],
+                    "runner_up": {"digit": 7, "probability": 0.0063},
+                    "margin": 0.9715,
+                    "image": [[0.0] * 28] * 28,
+                    "occlusion": {
+                        "patch": 4,
+                        "stride": 4,
+                        "patches_run": 0,
+                        "drops": [[0.0] * 7] * 7,
+                        "hottest": {"top": 0, "left": 0, "drop": 0.0},
+                    },
+                    "model": {"name": "digit", "version": 1},
+                }
+            ]
+        }
+    )
+    runner_up: RunnerUp
+    margin: float = Field(description="the digit's probability minus the runner-up's")
+    image: list[list[float]] = Field(description="the normalised 28x28 image the model saw, light on dark")
+    occlusion: Occlusion

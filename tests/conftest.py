@@ -1,25 +1,25 @@
-"""Fixtures that start the real service: the `nnserve` console script under uvicorn, in a
-subprocess on a free port, spoken to over HTTP with httpx."""
+"""The fixtures every test module shares. Contract tests get `client`: the app built by
+create_app() on the committed models, spoken to in process through an httpx client (no socket,
+no process), so the inner ring of the suite runs in seconds. Tests of what needs a real process
+(start-up, shutdown, overload, reload, load balancer, browser, soak) use `start_server` or
+`server`, which run the `nnserve` console script under uvicorn on a free port (tests/support)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-REPO = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO / "models"
-NNSERVE = Path(sys.executable).parent / "nnserve"
+from service.app import create_app
+from service.config import Settings
+
+from support.browser import chromium
+from support.inprocess import MakeClient, in_process_client
+from support.server import MODELS_DIR, Server, StartServer, launch
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,53 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A running `nnserve` process; its combined stdout/stderr is in `log_path`."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float = 5) -> str:
-        """The log once it contains `text`: a request's line is written after its response is
-        sent, so it can trail what the client has already seen by a moment."""
-        deadline = time.monotonic() + timeout
-        while text not in (log := self.log()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return log
-
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-StartServer = Callable[..., Server]
-
-
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServer]:
     """A factory: start_server(NNSERVE_X="..", wait_ready=True) -> Server. Every server it
@@ -88,30 +41,9 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServ
     of the console script (the deployment tests' fresh virtual environment)."""
     started: list[Server] = []
 
-    def start(
-        *,
-        wait_ready: bool = True,
-        timeout: float = 60,
-        executable: Path = NNSERVE,
-        cwd: Path = REPO,
-        **env_overrides: str,
-    ) -> Server:
-        port = free_port()
-        log_path = tmp_path_factory.mktemp("server") / "server.log"
-        env = {
-            **os.environ,
-            "NNSERVE_HOST": "127.0.0.1",
-            "NNSERVE_PORT": str(port),
-            "NNSERVE_MODELS_DIR": str(MODELS_DIR),
-            **{k: str(v) for k, v in env_overrides.items()},
-        }
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [str(executable)], env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        server = Server(process, port, log_path, env_overrides)
+    def start(**options: Any) -> Server:
+        server = launch(tmp_path_factory.mktemp("server"), **options)
         started.append(server)
-        _wait_until_up(server, "/ready" if wait_ready else "/health", timeout)
         return server
 
     yield start
@@ -119,41 +51,39 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServ
         server.stop()
 
 
-def _wait_until_up(server: Server, path: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"nnserve exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(server.url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"nnserve did not answer 200 on {path} in {timeout}s:\n{server.log()}")
-
-
 @pytest.fixture(scope="session")
 def server(start_server: StartServer) -> Server:
-    """The service on the committed models with default settings, shared by the session."""
+    """The service on the committed models with default settings, in its own process."""
     return start_server()
 
 
+def _app(**settings: Any) -> FastAPI:
+    return create_app(Settings(**{"models_dir": MODELS_DIR, "log_level": "warning", **settings}))
+
+
 @pytest.fixture(scope="session")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with server.client() as http:
+def client() -> Iterator[httpx.Client]:
+    """The service on the committed models with default settings, in process: the app's
+    lifespan runs (models load and warm up), requests go through every middleware."""
+    with in_process_client(_app()) as http:
         yield http
 
 
-def require_tool(name: str, *candidates: str) -> str:
-    """The path of a system tool a test drives for real. Missing on a developer's machine: skip
-    with the reason; missing in CI (where .ci/run installs it): fail, so CI never skips silently."""
-    for candidate in (name, *candidates):
-        path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
-        if path:
-            return path
-    reason = f"{name} is not installed (.ci/run installs it with apt-get)"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+@pytest.fixture(scope="module")
+def make_client() -> Iterator[MakeClient]:
+    """A factory: make_client(api_key=["k"], max_batch_size=4, ...) -> an in-process client of
+    an app built with those settings (Settings field names); each is closed with the module."""
+    with ExitStack() as stack:
+
+        def make(**settings: Any) -> httpx.Client:
+            return stack.enter_context(in_process_client(_app(**settings)))
+
+        yield make
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Debian Chromium (playwright's Browser) for one module's tests: Playwright's sync
+    API runs an event loop in this thread while it is open, and later tests call asyncio.run()."""
+    with chromium() as launched:
+        yield launched

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from conftest import MODELS_DIR
+from support.server import MODELS_DIR
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,18 @@ class Sample:
 
 
 @cache
+def versions(name: str) -> tuple[int, ...]:
+    """Every committed version of a model, oldest first."""
+    return tuple(sorted(int(p.name) for p in (MODELS_DIR / name).iterdir() if p.name.isdigit()))
+
+
 def latest_version(name: str) -> int:
-    return max(int(p.name) for p in (MODELS_DIR / name).iterdir() if p.name.isdigit())
+    return versions(name)[-1]
 
 
 @cache
-def samples(name: str) -> tuple[Sample, ...]:
-    path = MODELS_DIR / name / str(latest_version(name)) / "samples.json"
+def samples(name: str, version: int | None = None) -> tuple[Sample, ...]:
+    """The held-out samples of one version (the latest by default)."""
+    path = MODELS_DIR / name / str(version or latest_version(name)) / "samples.json"
     items = json.loads(path.read_text())["items"]
     return tuple(Sample(i["input"], i["label"], i["output"]) for i in items)

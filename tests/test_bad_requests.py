@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
+from typing import Any
 
 import httpx
 import pytest
+
+from support.inprocess import MakeClient
+from support.server import StartServer
 
 
 def _bomb_png(width: int, height: int) -> bytes:
@@ -23,9 +27,9 @@ def _bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def _assert_error(response: httpx.Response, status: int) -> dict[str, object]:
+def _assert_error(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert isinstance(body["error"], str) and body["error"]
     assert isinstance(body["code"], str)
     return body
@@ -60,7 +64,8 @@ def test_wrong_types_are_422(client: httpx.Client, path: str, body: object) -> N
     _assert_error(client.post(path, json=body), 422)
 
 
-def test_a_body_over_the_limit_is_413_before_parsing(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_body_over_the_limit_is_413_before_parsing(start_server: StartServer) -> None:
+    """Over real HTTP: a streamed (chunked) body is cut off as it arrives, not after."""
     server = start_server(NNSERVE_MAX_BODY_BYTES="2048")
     with server.client() as http:
         response = http.post("/predict/spam", json={"text": "x" * 4096})
@@ -74,12 +79,11 @@ def test_a_body_over_the_limit_is_413_before_parsing(start_server) -> None:  # t
         assert http.post("/predict/spam", json={"text": "small"}).status_code == 200
 
 
-def test_a_batch_over_the_limit_is_413(start_server) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(NNSERVE_MAX_BATCH_SIZE="4")
-    with server.client() as http:
-        response = http.post("/predict/wine", json={"batch": [{"guests": []}] * 5})
-        assert "limit of 4" in _assert_error(response, 413)["error"]
-        assert http.post("/predict/wine", json={"batch": [{"guests": []}] * 4}).status_code == 200
+def test_a_batch_over_the_limit_is_413(make_client: MakeClient) -> None:
+    http = make_client(max_batch_size=4)
+    response = http.post("/predict/wine", json={"batch": [{"guests": []}] * 5})
+    assert "limit of 4" in _assert_error(response, 413)["error"]
+    assert http.post("/predict/wine", json={"batch": [{"guests": []}] * 4}).status_code == 200
 
 
 def test_an_empty_batch_is_422(client: httpx.Client) -> None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from samples import samples
+from samples import latest_version, samples
 
-from conftest import MODELS_DIR, Server, StartServer
 from service.runner import BatchObserver, DeadlineExceeded, ModelRunner
+
+from support.server import MODELS_DIR, Server, StartServer
 
 WINE = MODELS_DIR / "wine" / "1" / "model.onnx"
 
@@ -26,8 +28,14 @@ class Recorder(BatchObserver):
 
 def _runner(recorder: Recorder, delay: float = 0.0, timeout: float | None = None) -> ModelRunner:
     session = ort.InferenceSession(str(WINE), providers=["CPUExecutionProvider"])
-    return ModelRunner(session, ThreadPoolExecutor(1), max_batch_rows=64, test_delay=delay,
-                       timeout=timeout, observer=recorder)
+    return ModelRunner(
+        session,
+        ThreadPoolExecutor(1),
+        max_batch_rows=64,
+        test_delay=delay,
+        timeout=timeout,
+        observer=recorder,
+    )
 
 
 def _party(i: int) -> dict[str, np.ndarray]:
@@ -60,7 +68,9 @@ def test_a_request_past_its_deadline_is_dropped_from_the_queue() -> None:
     runner = _runner(recorder, delay=0.3, timeout=0.1)
 
     async def two() -> list[object]:
-        return await asyncio.gather(runner.run(_party(1)), runner.run(_party(2)), return_exceptions=True)
+        return list(
+            await asyncio.gather(runner.run(_party(1)), runner.run(_party(2)), return_exceptions=True)
+        )
 
     async def scenario() -> list[object]:
         results = await two()
@@ -78,8 +88,11 @@ def test_a_failing_batch_reaches_every_caller_and_the_runner_goes_on() -> None:
     wrong = {"guests": np.zeros((1, 3), dtype=np.float32)}
 
     async def scenario() -> tuple[list[object], list[np.ndarray]]:
-        failed = await asyncio.gather(runner.run(_party(1)), runner.run(wrong), runner.run(_party(2)),
-                                      return_exceptions=True)
+        failed: list[object] = list(
+            await asyncio.gather(
+                runner.run(_party(1)), runner.run(wrong), runner.run(_party(2)), return_exceptions=True
+            )
+        )
         return failed, await runner.run(_party(3))
 
     failed, after = asyncio.run(scenario())
@@ -88,8 +101,8 @@ def test_a_failing_batch_reaches_every_caller_and_the_runner_goes_on() -> None:
     assert recorder.batches == [1]
 
 
-def _concurrently(url: str, bodies: list[dict]) -> list[dict]:
-    async def send() -> list[dict]:
+def _concurrently(url: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def send() -> list[dict[str, Any]]:
         async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=64)) as http:
             responses = await asyncio.gather(*(http.post("/predict/spam", json=b) for b in bodies))
         assert {r.status_code for r in responses} == {200}
@@ -104,10 +117,11 @@ def unbatched(start_server: StartServer) -> Server:
 
 
 def _spam_batches(url: str) -> tuple[float, float]:
-    """(rows, onnxruntime calls) the spam model has run so far, from /metrics."""
+    """(rows, onnxruntime calls) the latest spam version has run so far, from /metrics."""
     metrics = httpx.get(f"{url}/metrics").text
-    rows = re.search(r'nnserve_batch_size_sum\{model="spam",version="\d+"\} (\S+)', metrics)
-    calls = re.search(r'nnserve_batch_size_count\{model="spam",version="\d+"\} (\S+)', metrics)
+    labels = f'model="spam",version="{latest_version("spam")}"'
+    rows = re.search(rf"nnserve_batch_size_sum\{{{labels}\}} (\S+)", metrics)
+    calls = re.search(rf"nnserve_batch_size_count\{{{labels}\}} (\S+)", metrics)
     assert rows and calls, metrics
     return float(rows.group(1)), float(calls.group(1))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, Server, StartServer, free_port, require_tool
+from support.server import REPO, Server, StartServer, free_port, require_tool
 
 REQUESTS = 400
 KILL_AT = 150  # the request index that kills replica 0 first, while other threads have theirs in flight
@@ -79,7 +79,7 @@ def test_a_replica_killed_mid_stream_costs_no_request(
         balancer.wait(10)
 
     failures = [outcome for outcome in outcomes if outcome]
-    per_replica = [served(replica) - before for replica, before in zip(replicas, before_kill)]
+    per_replica = [served(replica) - before for replica, before in zip(replicas, before_kill, strict=True)]
     report = (
         f"load balancer: {len(outcomes)} predictions from {THREADS} threads, replica 0 killed "
         f"(SIGKILL) at #{KILL_AT}; served by replica 0 / 1: {per_replica[0]} / {per_replica[1]}; "

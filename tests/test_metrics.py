@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import Server, StartServer
+from support.inprocess import MakeClient
 
 REQUESTS = 25
 
@@ -19,13 +19,12 @@ def _value(metrics: str, name: str, labels: str = "") -> float:
 
 
 @pytest.fixture(scope="module")
-def scraped(start_server: StartServer) -> str:
-    fresh: Server = start_server()
-    with fresh.client() as http:
-        for _ in range(REQUESTS):
-            assert http.post("/predict/wine", json={"guests": ["Stiffy"]}).status_code == 200
-        assert http.post("/predict/wine", json={"guests": ["Nobody"]}).status_code == 422
-        return http.get("/metrics").text
+def scraped(make_client: MakeClient) -> str:
+    http = make_client()  # its own app: counters start at zero
+    for _ in range(REQUESTS):
+        assert http.post("/predict/wine", json={"guests": ["Stiffy"]}).status_code == 200
+    assert http.post("/predict/wine", json={"guests": ["Nobody"]}).status_code == 422
+    return http.get("/metrics").text
 
 
 def test_requests_are_counted_by_endpoint_and_status(scraped: str) -> None:

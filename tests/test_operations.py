@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from conftest import REPO, Server
+from support.server import REPO, Server
 
 
 def test_health_answers(client: httpx.Client) -> None:
@@ -41,10 +41,11 @@ def test_an_unknown_model_is_404(client: httpx.Client) -> None:
     assert response.status_code == 404 and "cat" in response.json()["error"]
 
 
-def test_request_id_is_returned_and_logged(server: Server, client: httpx.Client) -> None:
-    given = client.get("/health", headers={"X-Request-ID": "trace-abc-123"})
+def test_request_id_is_returned_and_logged(server: Server) -> None:
+    with server.client() as client:
+        given = client.get("/health", headers={"X-Request-ID": "trace-abc-123"})
+        made = client.post("/predict/wine", json={"guests": ["Stiffy"]}).headers["X-Request-ID"]
     assert given.headers["X-Request-ID"] == "trace-abc-123"
-    made = client.post("/predict/wine", json={"guests": ["Stiffy"]}).headers["X-Request-ID"]
     assert len(made) == 32
     lines = [json.loads(line) for line in server.wait_for_log(made).splitlines() if line.startswith("{")]
     access = {line.get("request_id"): line for line in lines if line["logger"] == "nnserve.access"}

@@ -46,9 +46,7 @@ def test_nested_28x28_pixels_equal_flat_pixels(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("dark_on_light", [False, True], ids=["light-on-dark", "dark-on-light"])
-def test_a_100px_png_in_either_polarity_gives_the_digit(
-    client: httpx.Client, dark_on_light: bool
-) -> None:
+def test_a_100px_png_in_either_polarity_gives_the_digit(client: httpx.Client, dark_on_light: bool) -> None:
     sample = _confident_digit()
     image = _png(sample.input["pixels"], 100, dark_on_light)
     for value in (image, "data:image/png;base64," + image):

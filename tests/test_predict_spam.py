@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
-from samples import samples
+from samples import latest_version, samples
+
+from support.inprocess import MakeClient
+from support.server import MODELS_DIR
 
 
 def _confident(label: str) -> str:
@@ -13,7 +18,8 @@ def _confident(label: str) -> str:
         spam_probability = sample.output[1]
         sure = spam_probability > 0.9 if label == "spam" else spam_probability < 0.1
         if sample.label == label and sure:
-            return sample.input["text"]
+            text: str = sample.input["text"]
+            return text
     raise AssertionError(f"no confidently classified held-out {label} email in samples.json")
 
 
@@ -40,10 +46,9 @@ def test_empty_text_is_refused(client: httpx.Client) -> None:
     assert response.json()["error"].startswith("text")
 
 
-def test_text_over_the_limit_is_refused(start_server) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(NNSERVE_MAX_EMAIL_CHARS="100")
-    with server.client() as http:
-        response = http.post("/predict/spam", json={"batch": [{"text": "ok"}, {"text": "x" * 101}]})
+def test_text_over_the_limit_is_refused(make_client: MakeClient) -> None:
+    http = make_client(max_email_chars=100)
+    response = http.post("/predict/spam", json={"batch": [{"text": "ok"}, {"text": "x" * 101}]})
     assert response.status_code == 422
     assert response.json()["error"].startswith("batch.1.text") and "100" in response.json()["error"]
 
@@ -53,3 +58,13 @@ def test_a_batch_answers_in_order(client: httpx.Client) -> None:
     response = client.post("/predict/spam", json={"batch": [{"text": t} for t in texts]})
     assert response.status_code == 200
     assert [p["spam"] for p in response.json()["predictions"]] == [True, False, True]
+
+
+def test_the_cards_threshold_decides_unless_an_operator_sets_one(make_client: MakeClient) -> None:
+    card = json.loads((MODELS_DIR / "spam" / str(latest_version("spam")) / "card.json").read_text())
+    threshold = card["threshold"]
+    between = [s.input["text"] for s in samples("spam") if 0.5 <= s.output[1] < threshold]
+    assert between, f"no held-out sample with a probability in [0.5, {threshold})"
+    default, overridden = make_client(), make_client(spam_threshold=0.5)
+    assert default.post("/predict/spam", json={"text": between[0]}).json()["spam"] is False
+    assert overridden.post("/predict/spam", json={"text": between[0]}).json()["spam"] is True

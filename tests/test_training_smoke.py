@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from training_fixtures import write_mnist, write_spam
 
 from service.card import ModelCard
+from training.__main__ import main
 from training.export import Trained, write_model
 from training.fit import FitConfig
 from training.recipes import train_digit, train_spam, train_wine
@@ -33,7 +35,9 @@ def _digit(cache: Path) -> Trained:
 
 
 @pytest.mark.parametrize("recipe", [_wine, _spam, _digit], ids=["wine", "spam", "digit"])
-def test_one_epoch_exports_a_model_that_onnxruntime_serves(tmp_path: Path, recipe) -> None:  # type: ignore[no-untyped-def]
+def test_one_epoch_exports_a_model_that_onnxruntime_serves(
+    tmp_path: Path, recipe: Callable[[Path], Trained]
+) -> None:
     trained = recipe(tmp_path / "cache")
     models = tmp_path / "models"
     folder = write_model(trained, models)
@@ -50,3 +54,33 @@ def test_one_epoch_exports_a_model_that_onnxruntime_serves(tmp_path: Path, recip
     assert (models / trained.name / "README.md").is_file()
     assert (models / trained.name / "training_curve_v1.png").stat().st_size > 1000
     assert write_model(trained, models) == models / trained.name / "2"  # never overwrites
+
+
+def test_the_command_line_trains_a_quick_run_into_new_versions(tmp_path: Path) -> None:
+    args = ["wine", "--subset", "300", "--epochs", "1", "--models-dir", str(tmp_path)]
+    assert main(args) == [tmp_path / "wine" / "1"]
+    assert main(args) == [tmp_path / "wine" / "2"]
+    card = ModelCard.read(tmp_path / "wine" / "2")
+    assert card.data["train"]["parties"] == 300 and card.training["epochs"] == 1
+
+
+def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_path: Path) -> None:
+    folder = write_model(_spam(tmp_path / "cache"), tmp_path / "models")
+    card = ModelCard.read(folder)
+    extra = card.model_extra or {}
+    assert card.threshold is not None and 0.0 < card.threshold < 1.0
+    assert list(extra["views"]) == [
+        "full email",
+        "body only",
+        "first 30 words of the body",
+        "short messages (tests/data/short_messages.json)",
+    ]
+    assert extra["views"]["short messages (tests/data/short_messages.json)"]["items"] == 64
+    assert extra["calibration"]["temperature"] > 0 and extra["calibration"]["reliability"]
+    assert extra["known_limits"]
+    validation, held_out = set(card.data["validation"]["files"]), set(card.data["held_out"]["files"])
+    assert validation and held_out and not validation & held_out
+    readme = (tmp_path / "models" / "spam" / "README.md").read_text()
+    for heading in ("## Views", "## Known limits", "## Calibration", "## Decision threshold"):
+        assert heading in readme
+    assert "Confusion matrix, body only" in readme

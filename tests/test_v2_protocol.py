@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from samples import latest_version
 from v2_inputs import predict_outputs, tensors
+
+from support.server import MODELS_DIR
 
 
 def test_server_metadata_and_health(client: httpx.Client) -> None:
@@ -20,10 +24,11 @@ def test_server_metadata_and_health(client: httpx.Client) -> None:
 
 def test_model_metadata_names_tensors_with_a_dynamic_batch(client: httpx.Client) -> None:
     metadata = client.get("/v2/models/digit").json()
-    assert metadata["platform"] == "onnxruntime_onnx" and metadata["versions"] == ["1"]
+    versions = sorted(int(p.name) for p in (MODELS_DIR / "digit").iterdir() if p.name.isdigit())
+    assert metadata["platform"] == "onnxruntime_onnx" and metadata["versions"] == [str(v) for v in versions]
     assert metadata["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
     assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
-    assert client.get("/v2/models/digit/versions/1").json() == metadata
+    assert client.get(f"/v2/models/digit/versions/{versions[-1]}").json() == metadata
     assert client.get("/v2/models/digit/ready").json()["ready"] is True
     assert client.get("/v2/models/digit/versions/1/ready").status_code == 200
 
@@ -31,11 +36,22 @@ def test_model_metadata_names_tensors_with_a_dynamic_batch(client: httpx.Client)
 @pytest.mark.parametrize("name", ["wine", "spam", "digit"])
 def test_json_infer_equals_predict(client: httpx.Client, name: str) -> None:
     input_name, tensor, body = tensors()[name]
-    request = {"id": f"req-{name}", "inputs": [
-        {"name": input_name, "shape": list(tensor.shape), "datatype": "FP32", "data": tensor.ravel().tolist()}
-    ]}
+    request = {
+        "id": f"req-{name}",
+        "inputs": [
+            {
+                "name": input_name,
+                "shape": list(tensor.shape),
+                "datatype": "FP32",
+                "data": tensor.ravel().tolist(),
+            }
+        ],
+    }
     answer = client.post(f"/v2/models/{name}/infer", json=request).json()
-    assert answer["id"] == f"req-{name}" and answer["model_name"] == name and answer["model_version"] == "1"
+    latest = str(latest_version(name))
+    assert (
+        answer["id"] == f"req-{name}" and answer["model_name"] == name and answer["model_version"] == latest
+    )
     (output,) = answer["outputs"]
     got = np.array(output["data"]).reshape(output["shape"])
     expected = predict_outputs(name, client.post(f"/predict/{name}", json=body).json())
@@ -44,22 +60,38 @@ def test_json_infer_equals_predict(client: httpx.Client, name: str) -> None:
 
 def test_nested_data_and_output_selection(client: httpx.Client) -> None:
     _, tensor, _ = tensors()["wine"]
-    request = {"inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
-               "outputs": [{"name": "bottles"}]}
+    request = {
+        "inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
+        "outputs": [{"name": "bottles"}],
+    }
     answer = client.post("/v2/models/wine/versions/1/infer", json=request).json()
     assert answer["outputs"][0]["shape"] == [2, 1] and "id" not in answer
 
 
-def _binary_digit(client: httpx.Client, tensor: np.ndarray, declared: int, extra: bytes = b"") -> httpx.Response:
+def _binary_digit(
+    client: httpx.Client, tensor: np.ndarray, declared: int, extra: bytes = b""
+) -> httpx.Response:
     """A digit request in the binary tensor data extension, declaring `declared` tensor bytes."""
-    header = json.dumps({
-        "inputs": [{"name": "image", "shape": list(tensor.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": declared}}],
-        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": list(tensor.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": declared},
+                }
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     return client.post(
-        "/v2/models/digit/infer", content=header + tensor.astype("<f4").tobytes() + extra,
-        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        "/v2/models/digit/infer",
+        content=header + tensor.astype("<f4").tobytes() + extra,
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
     )
 
 
@@ -75,12 +107,16 @@ def test_a_hand_built_binary_request(client: httpx.Client) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize(("declared", "extra", "words"), [
-    (2 * 784 * 4 - 4, b"", "does not fit shape"),
-    (2 * 784 * 4, b"\0\0\0\0", "more binary bytes"),
-])
-def test_binary_sizes_that_do_not_add_up_are_400(client: httpx.Client, declared: int, extra: bytes,
-                                                  words: str) -> None:
+@pytest.mark.parametrize(
+    ("declared", "extra", "words"),
+    [
+        (2 * 784 * 4 - 4, b"", "does not fit shape"),
+        (2 * 784 * 4, b"\0\0\0\0", "more binary bytes"),
+    ],
+)
+def test_binary_sizes_that_do_not_add_up_are_400(
+    client: httpx.Client, declared: int, extra: bytes, words: str
+) -> None:
     _, tensor, _ = tensors()["digit"]
     response = _binary_digit(client, tensor, declared, extra)
     assert response.status_code == 400 and words in response.json()["error"]
@@ -88,8 +124,10 @@ def test_binary_sizes_that_do_not_add_up_are_400(client: httpx.Client, declared:
 
 def test_binary_data_output_asks_for_every_output_in_binary(client: httpx.Client) -> None:
     _, tensor, _ = tensors()["wine"]
-    request = {"inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
-               "parameters": {"binary_data_output": True}}
+    request = {
+        "inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
+        "parameters": {"binary_data_output": True},
+    }
     for selection in ({}, {"outputs": [{"name": "bottles"}]}):
         response = client.post("/v2/models/wine/infer", json=request | selection)
         length = int(response.headers["Inference-Header-Content-Length"])
@@ -121,7 +159,7 @@ GOOD = {"name": "guests", "shape": [1, 10], "datatype": "FP32", "data": [0.0] * 
         ({"nothing": 1}, "inputs"),
     ],
 )
-def test_malformed_tensors_are_400(client: httpx.Client, request_body: dict, words: str) -> None:
+def test_malformed_tensors_are_400(client: httpx.Client, request_body: dict[str, Any], words: str) -> None:
     response = client.post("/v2/models/wine/infer", json=request_body)
     assert response.status_code == 400, response.text
     assert words in response.json()["error"]

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import httpx
 import numpy as np
 import pytest
 from v2_inputs import predict_outputs, tensors
 
-from conftest import Server
+from support.server import Server
 
 httpclient = pytest.importorskip("tritonclient.http")
 OUTPUTS = {"wine": "bottles", "spam": "probabilities", "digit": "probabilities"}
 
 
 @pytest.fixture(scope="module")
-def triton(server: Server):  # type: ignore[no-untyped-def]
+def triton(server: Server) -> Iterator[Any]:  # tritonclient ships no type information
     connection = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     yield connection
     connection.close()
 
 
-def test_health_and_metadata(triton) -> None:  # type: ignore[no-untyped-def]
+def test_health_and_metadata(triton: Any) -> None:
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.is_model_ready("digit") and triton.is_model_ready("wine", "1")
     assert triton.get_server_metadata()["name"] == "nnserve"
@@ -31,7 +34,9 @@ def test_health_and_metadata(triton) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("binary_in", [True, False], ids=["binary-in", "json-in"])
 @pytest.mark.parametrize("binary_out", [True, False], ids=["binary-out", "json-out"])
 @pytest.mark.parametrize("name", ["wine", "spam", "digit"])
-def test_infer_equals_predict(triton, server: Server, name: str, binary_in: bool, binary_out: bool) -> None:  # type: ignore[no-untyped-def]
+def test_infer_equals_predict(
+    triton: Any, server: Server, name: str, binary_in: bool, binary_out: bool
+) -> None:
     input_name, tensor, body = tensors()[name]
     tensor_input = httpclient.InferInput(input_name, list(tensor.shape), "FP32")
     tensor_input.set_data_from_numpy(tensor.astype(np.float32), binary_data=binary_in)

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import Browser, Page
 
-from conftest import Server, StartServer, require_tool
-
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    chromium = require_tool("chromium", "/usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
+from support.server import Server, StartServer
 
 
 @pytest.fixture
-def page(browser, server: Server):  # type: ignore[no-untyped-def]
+def page(browser: Browser, server: Server) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.goto(server.url + "/")
@@ -39,11 +25,11 @@ def page(browser, server: Server):  # type: ignore[no-untyped-def]
     context.close()
 
 
-def _bottles(page) -> float:  # type: ignore[no-untyped-def]
+def _bottles(page: Page) -> float:
     return float(page.locator("#wine-bottles").inner_text())
 
 
-def test_ticking_guests_updates_the_bottles(page) -> None:  # type: ignore[no-untyped-def]
+def test_ticking_guests_updates_the_bottles(page: Page) -> None:
     page.wait_for_function("document.querySelector('#wine-bottles').textContent === '1.0'")
     page.get_by_label("Dahlia").check()
     page.get_by_label("Stiffy").check()
@@ -54,7 +40,7 @@ def test_ticking_guests_updates_the_bottles(page) -> None:  # type: ignore[no-un
     assert _bottles(page) == 0.0
 
 
-def test_the_roster_comes_from_the_api(page, server: Server) -> None:  # type: ignore[no-untyped-def]
+def test_the_roster_comes_from_the_api(page: Page, server: Server) -> None:
     model = httpx.get(server.url + "/models/wine").json()
     roster = model["versions"][-1]["preprocessing"]["roster"]
     shown = page.locator('input[name="guest"]').evaluate_all("ticks => ticks.map(t => t.value)")
@@ -62,7 +48,7 @@ def test_the_roster_comes_from_the_api(page, server: Server) -> None:  # type: i
 
 
 @pytest.mark.parametrize(("example", "verdict"), [("spam", "Spam"), ("ham", "Ham")])
-def test_the_spam_examples_get_their_verdicts(page, example: str, verdict: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_spam_examples_get_their_verdicts(page: Page, example: str, verdict: str) -> None:
     page.click(f"#spam-example-{example}")
     page.wait_for_function(
         f"document.querySelector('#spam-verdict').textContent === '{verdict}'", timeout=10_000
@@ -70,8 +56,9 @@ def test_the_spam_examples_get_their_verdicts(page, example: str, verdict: str) 
     assert "spam probability" in page.locator("#spam-probability").inner_text()
 
 
-def _draw(page, points: list[tuple[float, float]]) -> None:  # type: ignore[no-untyped-def]
+def _draw(page: Page, points: Sequence[tuple[float, float]]) -> None:
     box = page.locator("#digit-canvas").bounding_box()
+    assert box is not None, "the canvas is not on the page"
     page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
     page.mouse.down()
     for x, y in points[1:]:
@@ -80,7 +67,7 @@ def _draw(page, points: list[tuple[float, float]]) -> None:  # type: ignore[no-u
 
 
 @pytest.mark.parametrize("digit", [1, 0])
-def test_a_drawn_digit_is_recognised(page, digit: int) -> None:  # type: ignore[no-untyped-def]
+def test_a_drawn_digit_is_recognised(page: Page, digit: int) -> None:
     if digit == 1:
         stroke = [(140, 50 + 4 * i) for i in range(46)]
     else:
@@ -94,7 +81,7 @@ def test_a_drawn_digit_is_recognised(page, digit: int) -> None:  # type: ignore[
     assert page.locator("#digit-answer").inner_text() == "?"
 
 
-def test_an_api_error_is_shown_in_words(browser, start_server: StartServer) -> None:  # type: ignore[no-untyped-def]
+def test_an_api_error_is_shown_in_words(browser: Browser, start_server: StartServer) -> None:
     strict = start_server(NNSERVE_MAX_EMAIL_CHARS="50")
     context = browser.new_context()
     page = context.new_page()
@@ -108,8 +95,8 @@ def test_an_api_error_is_shown_in_words(browser, start_server: StartServer) -> N
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)], ids=["laptop", "phone"])
-def test_a_full_page_screenshot_is_not_blank(  # type: ignore[no-untyped-def]
-    browser, server: Server, tmp_path: Path, width: int, height: int
+def test_a_full_page_screenshot_is_not_blank(
+    browser: Browser, server: Server, tmp_path: Path, width: int, height: int
 ) -> None:
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()

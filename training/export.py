@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,14 +19,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
 
-from service.card import MODEL_FILE, ModelCard, TensorSpec  # noqa: E402
-from training.fit import History  # noqa: E402
+from service.card import MODEL_FILE, ModelCard, TensorSpec
+from training.fit import History
 
 PARITY_TOLERANCE = 1e-4
 SAMPLES_FILE = "samples.json"
@@ -51,6 +52,17 @@ class Trained:
     labels: list[str] | None = None
     confusion: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    threshold: float | None = None
+    # Card sections beyond the held-out metrics, each rendered in the README by its shape:
+    # `views` (name -> metrics, one column per view, "confusion" matrices as tables),
+    # `known_limits` (plain sentences, a list) and `sections` (title -> a dict of scalars, whose
+    # lists of row dicts become tables of their own).
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    known_limits: list[str] = field(default_factory=list)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Graphs derived from the exported model.onnx (wine's hidden layer, training/explain.py):
+    # called on the staged version folder, writes its files there and returns card sections.
+    derive: Callable[[Path], dict[str, Any]] | None = None
 
 
 def next_version(models_dir: Path, name: str) -> int:
@@ -59,8 +71,9 @@ def next_version(models_dir: Path, name: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, spec: TensorSpec,
-                output: TensorSpec) -> None:
+def export_onnx(
+    net: torch.nn.Module, example: torch.Tensor, path: Path, spec: TensorSpec, output: TensorSpec
+) -> None:
     """One self-contained file (no external weights) with a dynamic batch dimension."""
     net.eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -80,7 +93,8 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, spec: T
 
 def onnx_outputs(path: Path, input_name: str, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {input_name: x})[0]
+    output: np.ndarray = session.run(None, {input_name: x})[0]
+    return output
 
 
 def parity(net: torch.nn.Module, path: Path, spec: TensorSpec, x: np.ndarray) -> dict[str, Any]:
@@ -119,12 +133,13 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
     staging.mkdir(parents=True)
     example = torch.from_numpy(trained.x_test[:2])
     export_onnx(trained.net, example, staging / MODEL_FILE, trained.input, trained.output)
+    derived = trained.derive(staging) if trained.derive is not None else {}
     outputs = onnx_outputs(staging / MODEL_FILE, trained.input.name, trained.x_test)
     card = ModelCard(
         name=trained.name,
         version=version,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        task=trained.task,  # type: ignore[arg-type]
+        task=trained.task,
         inputs=[trained.input],
         outputs=[trained.output],
         labels=trained.labels,
@@ -135,6 +150,11 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
         data=trained.data,
         training=trained.training | {"seconds": round(trained.history.seconds, 1)},
         libraries=library_versions(),
+        threshold=trained.threshold,
+        **({"views": trained.views} if trained.views else {}),
+        **({"known_limits": trained.known_limits} if trained.known_limits else {}),
+        **trained.sections,
+        **derived,
     )
     card.write(staging)
     _write_samples(staging / SAMPLES_FILE, trained.samples, outputs)
@@ -147,8 +167,7 @@ def _write_samples(path: Path, samples: list[dict[str, Any]], outputs: np.ndarra
     """Raw held-out inputs as a client sends them, with the outputs this evaluation computed,
     so a test can prove the service answers the same without the training data at hand."""
     items = [
-        {"input": s["input"], "label": s["label"], "output": outputs[s["row"]].tolist()}
-        for s in samples
+        {"input": s["input"], "label": s["label"], "output": outputs[s["row"]].tolist()} for s in samples
     ]
     note = "held-out inputs as sent to the service, with the training pipeline's ONNX outputs"
     path.write_text(json.dumps({"description": note, "items": items}) + "\n")
@@ -185,13 +204,67 @@ def _plot_confusion(confusion: np.ndarray, labels: list[str], path: Path) -> Non
     plt.close(figure)
 
 
-def _table(values: dict[str, Any]) -> str:
-    rows = [
-        f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
-        for key, value in values.items()
-        if not isinstance(value, (dict, list))
-    ]
-    return "\n".join(["| metric | value |", "|---|---|", *rows])
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _rows(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Scalars as table rows, nested dicts (the wine story cases) flattened; long lists (the
+    held-out files, the vocabulary) stay in card.json."""
+    rows = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            rows += _rows(value, f"{prefix}{key}: ")
+        elif not isinstance(value, list):
+            rows.append(f"| {prefix}{key} | {_cell(value)} |")
+    return rows
+
+
+def _table(values: dict[str, Any], what: str = "metric") -> str:
+    return "\n".join([f"| {what} | value |", "|---|---|", *_rows(values)])
+
+
+def _grid(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows)])
+
+
+def _records(values: dict[str, Any]) -> list[str]:
+    """Each list of row dicts in a section (a reliability table, per-font scores) as a table."""
+    blocks = []
+    for key, value in values.items():
+        if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+            header = list(value[0])
+            blocks += [f"{key}:", "", _grid(header, [[row.get(h) for h in header] for row in value]), ""]
+    return blocks
+
+
+def _views(views: dict[str, dict[str, Any]], labels: list[str] | None) -> list[str]:
+    """One column per view, so the same metric reads across them; each view's confusion matrix
+    (rows true, columns predicted) follows as its own table."""
+    scalars = (k for view in views.values() for k, v in view.items() if not isinstance(v, (dict, list)))
+    metrics = list(dict.fromkeys(scalars))
+    rows = [[metric, *(view.get(metric, "") for view in views.values())] for metric in metrics]
+    lines = ["## Views", "", _grid(["metric", *views], rows), ""]
+    for name, view in views.items():
+        if view.get("confusion") and labels:
+            matrix = [[label, *row] for label, row in zip(labels, view["confusion"], strict=True)]
+            lines += [
+                f"Confusion matrix, {name} (rows true, columns predicted):",
+                "",
+                _grid(["true \\ predicted", *labels], matrix),
+                "",
+            ]
+    return lines
+
+
+def _sections(card: ModelCard) -> list[str]:
+    """Every extra card section (beyond views and known limits) as its own heading and tables."""
+    lines = []
+    for key, value in (card.model_extra or {}).items():
+        if key not in ("views", "known_limits") and isinstance(value, dict):
+            lines += [f"## {key.replace('_', ' ').capitalize()}", _table(value, "item"), "", *_records(value)]
+    return lines
 
 
 def _write_readme(folder: Path, card: ModelCard, trained: Trained) -> None:
@@ -203,7 +276,17 @@ def _write_readme(folder: Path, card: ModelCard, trained: Trained) -> None:
         matrix = f"confusion_matrix_v{card.version}.png"
         _plot_confusion(trained.confusion, trained.labels, folder / matrix)
         images.append(f"![confusion matrix]({matrix})")
-    training = {k: v for k, v in card.training.items() if not isinstance(v, dict)}
+    extra = card.model_extra or {}
+    threshold = (
+        []
+        if card.threshold is None or not card.labels
+        else [
+            f"Decision threshold: `{card.labels[-1]}` when its probability is at least "
+            f"{card.threshold:.4f} (card `threshold`).",
+            "",
+        ]
+    )
+    limits = ["## Known limits", "", *(f"- {limit}" for limit in extra.get("known_limits", [])), ""]
     lines = [
         f"# Model card: {card.name} (version {card.version})",
         "",
@@ -211,16 +294,22 @@ def _write_readme(folder: Path, card: ModelCard, trained: Trained) -> None:
         "",
         f"Task: {card.task}. Input `{card.inputs[0].name}` {card.inputs[0].shape} "
         f"{card.inputs[0].dtype}; output `{card.outputs[0].name}` {card.outputs[0].shape}.",
-        f"Data: {card.data['source']} (checksum `{card.data.get('sha512', 'generated')}`).",
         "",
+        *threshold,
         "## Held-out metrics",
         _table(card.metrics),
         "",
+        *(_views(extra["views"], card.labels) if "views" in extra else []),
+        *(limits if "known_limits" in extra else []),
+        *_sections(card),
         "## Baseline on the same held-out split",
         _table(card.baseline),
         "",
+        "## Data",
+        _table(card.data, "data"),
+        "",
         "## Training",
-        _table(training),
+        _table(card.training, "setting"),
         "",
         f"ONNX parity on {card.parity['items']} held-out items: max |torch - onnxruntime| = "
         f"{card.parity['max_abs_diff']:.2e}.",

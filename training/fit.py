@@ -58,13 +58,18 @@ def fit(
     score_name: str,
     augment: Augment | None = None,
     label: str = "",
+    refresh: Callable[[int], np.ndarray] | None = None,
 ) -> History:
-    """AdamW with a one-cycle learning rate; `score` evaluates the held-out split each epoch."""
+    """AdamW with a one-cycle learning rate; `score` evaluates the held-out split each epoch.
+
+    `refresh(epoch)`, when given, replaces x (the first epoch's inputs) at the start of each later
+    epoch with the same rows freshly augmented: augmentation too slow for every batch (numpy,
+    Pillow) is then paid once an epoch. In line on purpose: run in a background thread, it made
+    training slower here, not faster (the loop waits for the GIL at every torch call).
+    """
     make_deterministic(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.AdamW(
-        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = (len(x) + config.batch_size - 1) // config.batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.epochs * steps
@@ -73,6 +78,8 @@ def fit(
     history = History(held_out_name=score_name)
     started = time.perf_counter()
     for epoch in range(config.epochs):
+        if refresh is not None and epoch > 0:
+            inputs = torch.from_numpy(refresh(epoch))
         net.train()
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
@@ -100,9 +107,7 @@ def fit(
     return history
 
 
-def random_affine(
-    max_degrees: float, max_shift: float, scale: tuple[float, float]
-) -> Augment:
+def random_affine(max_degrees: float, max_shift: float, scale: tuple[float, float]) -> Augment:
     """Random rotation, shift (a fraction of the image) and scale, per image, on a batch."""
 
     def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.body import json_response
 from service.card import BagOfWordsVocabulary, Preprocessing
-from service.errors import ApiError
-from service.registry import ModelEntry, ModelRepository, ModelVersion
+from service.dataplane import DataPlane
+from service.loading import ModelVersion
+from service.repository import ModelEntry
 from service.schemas import ErrorResponse, ModelInfo, ModelVersionInfo, ReadyResponse
 
 router = APIRouter(tags=["operations"])
 
 
-def _registry(request: Request) -> ModelRepository:
-    return request.app.state.registry
+def _dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
 
 
 @router.get("/health")
@@ -26,26 +29,22 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=PlainTextResponse)  # documents the text/plain answer
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this process: requests, latency, batching, queueing, model status."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def ready(request: Request) -> ORJSONResponse:
+async def ready(request: Request) -> Response:
     """Readiness: 200 only when every model version is loaded and warmed up; otherwise 503
     naming each one that is not, and why."""
-    registry = _registry(request)
-    failures = registry.failures()
+    dataplane = _dataplane(request)
     states = {
-        f"{v.name}/{v.version}": failures.get(f"{v.name}/{v.version}", "ready")
-        for entry in registry.models.values()
-        for v in entry.versions.values()
+        f"{v.name}/{v.version}": "ready" if v.ready else v.error or "not loaded" for v in dataplane.versions()
     }
-    is_ready = registry.ready()
-    body = ReadyResponse(ready=is_ready, models=states)
-    return ORJSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
+    is_ready = dataplane.ready()
+    return json_response({"ready": is_ready, "models": states}, 200 if is_ready else 503)
 
 
 def _preprocessing_summary(preprocessing: Preprocessing) -> dict[str, Any]:
@@ -83,25 +82,12 @@ def _model_info(entry: ModelEntry) -> ModelInfo:
     )
 
 
-@router.get("/models", response_model=list[ModelInfo])
+@router.get("/models")
 async def list_models(request: Request) -> list[ModelInfo]:
     """Every model and version in the repository, with its card's tensors and metrics."""
-    return [_model_info(entry) for entry in _registry(request).models.values()]
+    return [_model_info(entry) for entry in _dataplane(request).repository.models.values()]
 
 
-@router.get("/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
+@router.get("/models/{name}", responses={404: {"model": ErrorResponse}})
 async def get_model(name: str, request: Request) -> ModelInfo:
-    entry = _registry(request).models.get(name)
-    if entry is None:
-        raise ApiError(404, "model_not_found", f"no model named {name!r}")
-    return _model_info(entry)
-
-
-bench_router = APIRouter(tags=["bench"], include_in_schema=False)
-_CONSTANT = b'{"status":"ok","model":{"name":"constant","version":1}}'
-
-
-@bench_router.get("/bench/constant")
-async def constant() -> Response:
-    """The bare ceiling for `make bench`: the same server stack, no model, no parsing."""
-    return Response(_CONSTANT, media_type="application/json")
+    return _model_info(_dataplane(request).entry(name))

@@ -33,14 +33,52 @@ async function guarded(errorId, work) {
   }
 }
 
+// A "Why?" button that shows or hides its panel's explanation; while shown, the explanation is
+// fetched again after every prediction. Returns whether it is shown.
+function whyToggle(name, explain) {
+  const button = $(`${name}-why`);
+  const view = $(`${name}-why-view`);
+  button.addEventListener("click", () => {
+    const open = button.getAttribute("aria-expanded") !== "true";
+    button.setAttribute("aria-expanded", String(open));
+    button.closest("section").classList.toggle("explaining", open);
+    view.hidden = !open;
+    if (open) guarded(`${name}-error`, explain);
+  });
+  return () => button.getAttribute("aria-expanded") === "true";
+}
+
+// Answers can arrive out of order when questions come fast (ticking guests): a view draws only
+// the answer to the latest question it asked.
+function latestOnly(ask, draw) {
+  let asked = 0;
+  return async () => {
+    const mine = ++asked;
+    const answer = await ask();
+    if (mine === asked) draw(answer);
+  };
+}
+
+const signed = (value, digits) => `${value < 0 ? "\u2212" : "+"}${Math.abs(value).toFixed(digits)}`;
+
+function element(tag, attributes = {}, text = "") {
+  const made = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) made.setAttribute(key, value);
+  if (text) made.textContent = text;
+  return made;
+}
+
 // ---------------------------------------------------------------------------- wine
+
+let roster = [];
 
 async function loadRoster() {
   const model = await api("models/wine");
   const latest = model.versions.find((v) => v.version === model.latest_ready_version);
   if (!latest) throw new Error("The wine model is not ready.");
+  roster = latest.preprocessing.roster;
   const box = $("wine-guests");
-  box.replaceChildren(...latest.preprocessing.roster.map((name) => {
+  box.replaceChildren(...roster.map((name) => {
     const label = document.createElement("label");
     const tick = document.createElement("input");
     tick.type = "checkbox";
@@ -52,12 +90,109 @@ async function loadRoster() {
   }));
 }
 
+const guestList = () => [...document.querySelectorAll('input[name="guest"]:checked')].map((t) => t.value);
+
 async function predictWine() {
-  const guests = [...document.querySelectorAll('input[name="guest"]:checked')].map((t) => t.value);
-  const answer = await api("predict/wine", { guests });
+  const answer = await api("predict/wine", { guests: guestList() });
   $("wine-bottles").textContent = answer.bottles.toFixed(1);
   $("wine-buy").textContent = `(buy ${answer.buy})`;
+  if (wineWhyShown()) await explainWine();
 }
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attributes, text = "") {
+  const made = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) made.setAttribute(key, value);
+  if (text) made.textContent = text;
+  return made;
+}
+
+// The network drawn left to right: guests (ticked ones filled), hidden units (lit by their
+// activation), bottles. Lines run from each guest present to each active unit, and from each
+// active unit to the bottles, green where it adds bottles and red where it takes them away,
+// thicker for more. The units that contribute most carry their meaning from the model card.
+function drawNetwork(answer) {
+  const picture = $("wine-network");
+  const present = new Set(answer.guests.map((g) => g.guest));
+  const units = answer.hidden.units;
+  const guestY = (i) => 30 + (i * 540) / Math.max(1, roster.length - 1);
+  const unitY = (j) => 14 + (j * 572) / Math.max(1, units.length - 1);
+  const out = { x: 730, y: 300 };
+  const guestX = 92;
+  const unitX = 320;
+  const lines = svg("g", { class: "edges" });
+  const nodes = svg("g", { class: "nodes" });
+  const labels = svg("g", { class: "labels" });
+  const active = units.filter((u) => u.active);
+  const strongest = Math.max(1e-9, ...active.map((u) => Math.abs(u.contribution)));
+  const liveliest = Math.max(1e-9, ...active.map((u) => u.activation));
+  roster.forEach((name, i) => {
+    if (!present.has(name)) return;
+    for (const u of active) {
+      lines.append(svg("line", { x1: guestX, y1: guestY(i), x2: unitX, y2: unitY(u.unit), class: "in" }));
+    }
+  });
+  for (const u of active) {
+    lines.append(svg("line", {
+      x1: unitX, y1: unitY(u.unit), x2: out.x, y2: out.y,
+      class: u.contribution >= 0 ? "adds" : "removes",
+      "stroke-width": (0.6 + (5 * Math.abs(u.contribution)) / strongest).toFixed(2),
+    }));
+  }
+  roster.forEach((name, i) => {
+    nodes.append(svg("circle", { cx: guestX, cy: guestY(i), r: 8, class: present.has(name) ? "guest present" : "guest" }));
+    nodes.append(svg("text", { x: guestX - 14, y: guestY(i) + 5, "text-anchor": "end", class: "name" }, name));
+  });
+  for (const u of units) {
+    const unit = svg("circle", {
+      cx: unitX, cy: unitY(u.unit), r: 5.5, class: u.active ? "unit active" : "unit",
+      "fill-opacity": u.active ? (0.35 + (0.65 * u.activation) / liveliest).toFixed(2) : "1",
+    });
+    unit.append(svg("title", {}, `unit ${u.unit}: ${u.meaning} (activation ${u.activation.toFixed(2)})`));
+    nodes.append(unit);
+  }
+  const top = [...active].sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution)).slice(0, 5);
+  for (const u of top) {
+    labels.append(svg("text", { x: unitX + 12, y: unitY(u.unit) + 5, class: "unit-label" }, u.meaning.split(";")[0]));
+  }
+  nodes.append(svg("circle", { cx: out.x, cy: out.y, r: 16, class: "bottles" }));
+  labels.append(svg("text", { x: out.x + 16, y: out.y + 36, "text-anchor": "end", class: "name" },
+    `${answer.bottles.toFixed(1)} bottles`));
+  if (!answer.hidden.available) {
+    labels.append(svg("text", { x: unitX, y: 300, "text-anchor": "middle", class: "name" }, "hidden units unavailable"));
+  }
+  picture.replaceChildren(lines, nodes, labels);
+}
+
+function showWineWhy(answer) {
+  drawNetwork(answer);
+  const widest = Math.max(1e-9, ...answer.guests.map((g) => Math.abs(g.effect)));
+  $("wine-effects").replaceChildren(...answer.guests.map((g) => {
+    const row = element("li", { "data-guest": g.guest, "data-effect": String(g.effect) });
+    const bar = element("span", { class: g.effect >= 0 ? "bar adds" : "bar removes" });
+    bar.style.width = `${(Math.abs(g.effect) / widest) * 100}%`;
+    const track = element("span", { class: "track" });
+    track.append(bar);
+    row.append(element("span", { class: "who" }, g.guest), track,
+      element("span", { class: "effect" }, `${signed(g.effect, 2)} bottles`));
+    return row;
+  }));
+  if (!answer.guests.length) $("wine-effects").append(element("li", {}, "Nobody is coming: just you."));
+  const carried = answer.hidden.units.filter((u) => u.active)
+    .sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
+  $("wine-units-note").textContent = carried.length > SHOWN_UNITS
+    ? `The ${SHOWN_UNITS} of ${carried.length} active units that add or take away the most; hover a unit for its meaning.`
+    : "";
+  $("wine-units").replaceChildren(...carried.slice(0, SHOWN_UNITS).map((u) => element("li",
+    { "data-unit": String(u.unit) }, `unit ${u.unit} (${signed(u.contribution, 2)} bottles): ${u.meaning}`)));
+  $("wine-hidden-note").textContent = answer.hidden.available ? ""
+    : `Hidden units unavailable: ${answer.hidden.reason}`;
+}
+
+const SHOWN_UNITS = 8;
+const explainWine = latestOnly(() => api("explain/wine", { guests: guestList() }), showWineWhy);
+const wineWhyShown = whyToggle("wine", explainWine);
 
 // ---------------------------------------------------------------------------- spam
 
@@ -80,7 +215,47 @@ async function predictSpam() {
   $("spam-bar").style.width = `${percent}%`;
   $("spam-gauge").setAttribute("aria-valuenow", answer.probability.toFixed(3));
   $("spam-probability").textContent = `spam probability ${percent}%`;
+  if (spamWhyShown()) await explainSpam();
 }
+
+// Effects are in probability; shown in percentage points, to two significant digits (a model sure
+// of its answer moves by thousandths of a point).
+const points = (effect) => `${effect < 0 ? "\u2212" : "+"}${Math.abs(effect * 100).toPrecision(2)} points`;
+
+// The text the model read, each examined word marked in the colour of the way it pushed, deeper
+// for a stronger push. Offsets count code points, so the text is sliced as an array of them.
+function highlight(text, tokens) {
+  const chars = Array.from(text);
+  const strongest = Math.max(1e-12, ...tokens.map((t) => Math.abs(t.effect || 0)));
+  const parts = [];
+  let at = 0;
+  for (const t of tokens) {
+    if (!t.effect) continue;
+    parts.push(chars.slice(at, t.start).join(""));
+    const strength = Math.abs(t.effect) / strongest;
+    const mark = element("mark", { class: t.effect > 0 ? "to-spam" : "to-ham", "data-word": t.token,
+      title: `${t.token}: ${points(t.effect)}` }, chars.slice(t.start, t.end).join(""));
+    mark.style.setProperty("--strength", (0.1 + 0.9 * strength).toFixed(3));
+    parts.push(mark);
+    at = t.end;
+  }
+  parts.push(chars.slice(at).join(""));
+  return parts;
+}
+
+function showSpamWhy(answer) {
+  $("spam-read").replaceChildren(...highlight(answer.text, answer.tokens));
+  // "<headers>" is no word of the text: spam v2 reads the header block itself as one.
+  const label = (word) => (word === "<headers>" ? "(the header block)" : word);
+  const words = (list) => list.map((w) => element("li", { "data-word": w.word }, `${label(w.word)} ${points(w.effect)}`));
+  $("spam-ward").replaceChildren(...words(answer.spam_ward));
+  $("ham-ward").replaceChildren(...words(answer.ham_ward));
+  $("spam-note").textContent = answer.note || `Every one of the ${answer.known_words} known words was examined; ` +
+    "words outside the model's vocabulary (not coloured) do not count.";
+}
+
+const explainSpam = latestOnly(() => api("explain/spam", { text: $("spam-text").value }), showSpamWhy);
+const spamWhyShown = whyToggle("spam", explainSpam);
 
 function useExample(kind) {
   $("spam-text").value = EXAMPLES[kind];
@@ -100,6 +275,9 @@ function clearCanvas() {
   inked = false;
   $("digit-answer").textContent = "?";
   $("digit-bars").replaceChildren();
+  const heat = $("digit-heat");
+  heat.getContext("2d").clearRect(0, 0, heat.width, heat.height);
+  $("digit-runner-up").textContent = "";
 }
 
 function point(event) {
@@ -143,7 +321,48 @@ async function predictDigit() {
     bar.append(fill, String(digit));
     return bar;
   }));
+  if (digitWhyShown()) await explainDigit();
 }
+
+// The normalised image as the model saw it (light on dark), with each patch's drop over it: red
+// where hiding the patch lowers the answer's probability, blue where it raises it.
+function drawHeat(answer) {
+  const heat = $("digit-heat");
+  const brush = heat.getContext("2d");
+  const cell = heat.width / answer.image.length;
+  answer.image.forEach((row, y) => row.forEach((value, x) => {
+    const level = Math.round(value * 255);
+    brush.fillStyle = `rgb(${level},${level},${level})`;
+    brush.fillRect(x * cell, y * cell, cell, cell);
+  }));
+  const { patch, stride, drops, hottest } = answer.occlusion;
+  const strongest = Math.max(1e-9, ...drops.flat().map(Math.abs));
+  drops.forEach((row, i) => row.forEach((drop, j) => {
+    if (!drop) return;
+    const alpha = 0.8 * Math.sqrt(Math.abs(drop) / strongest);  // so that weaker patches still show
+    brush.fillStyle = drop > 0 ? `rgba(230,30,40,${alpha})` : `rgba(40,110,255,${alpha})`;
+    brush.fillRect(j * stride * cell, i * stride * cell, patch * cell, patch * cell);
+  }));
+  brush.strokeStyle = "#f0b429";
+  brush.lineWidth = 3;
+  brush.strokeRect(hottest.left * cell, hottest.top * cell, patch * cell, patch * cell);
+}
+
+function showDigitWhy(answer) {
+  if (!answer) {
+    $("digit-runner-up").textContent = "Draw a digit first.";
+    return;
+  }
+  drawHeat(answer);
+  const percent = (p) => `${(p * 100).toFixed(1)}%`;
+  $("digit-runner-up").textContent = `${answer.digit} (${percent(answer.probabilities[answer.digit])}); ` +
+    `runner-up ${answer.runner_up.digit} (${percent(answer.runner_up.probability)}), ` +
+    `margin ${answer.margin.toFixed(3)}. Hiding the outlined patch costs ${percent(answer.occlusion.hottest.drop)}.`;
+}
+
+const explainDigit = latestOnly(
+  async () => (inked ? api("explain/digit", { image: canvas.toDataURL("image/png") }) : null), showDigitWhy);
+const digitWhyShown = whyToggle("digit", explainDigit);
 
 // ---------------------------------------------------------------------------- start
 

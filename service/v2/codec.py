@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from service.card import TensorSpec
-from service.errors import ApiError
+from service.errors import BadRequest, BatchTooLarge
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -34,10 +34,6 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 CARD_DATATYPES = {"float32": "FP32", "int64": "INT64"}
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
-
-
 @dataclass
 class InferRequest:
     id: str | None
@@ -52,21 +48,22 @@ def _object(value: object, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise bad_request(f"{what} must be an object")
+        raise BadRequest(f"{what} must be an object")
     return value
 
 
 def _shape(value: object, name: str) -> list[int]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in value):
-        raise bad_request(f"input {name!r}: shape must be a list of non-negative integers")
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
     return value
 
 
 def _bytes_tensor(data: object, name: str) -> np.ndarray:
     flat = np.asarray(data, dtype=object).ravel()
     if not all(isinstance(item, str | bytes) for item in flat):
-        raise bad_request(f"input {name!r}: BYTES data must be strings")
+        raise BadRequest(f"input {name!r}: BYTES data must be strings")
     return flat
 
 
@@ -79,68 +76,72 @@ def _json_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) -
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as exc:
-        raise bad_request(f"input {name!r}: data is not a regular array of numbers") from exc
+        raise BadRequest(f"input {name!r}: data is not a regular array of numbers") from exc
     kind_ok = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}[dtype.kind]
     if array.size and array.dtype.kind not in kind_ok:
-        raise bad_request(f"input {name!r}: data does not hold {datatype} values")
-    converted = array.astype(dtype)
+        raise BadRequest(f"input {name!r}: data does not hold {datatype} values")
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is what `fits` looks for
+        converted = array.astype(dtype)
     fits = np.isfinite(converted).all() if dtype.kind == "f" else (converted == array).all()
     if not fits:
-        raise bad_request(f"input {name!r}: data holds values out of the {datatype} range")
+        raise BadRequest(f"input {name!r}: data holds values out of the {datatype} range")
     return converted.ravel()
 
 
 def parse_request(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
     binary = b""
     if header_length is not None:
-        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
-            raise bad_request("Inference-Header-Content-Length does not fit the body")
+        digits = header_length.isascii() and header_length.isdigit() and len(header_length) <= 15
+        if not digits or int(header_length) > len(body):
+            raise BadRequest("Inference-Header-Content-Length does not fit the body")
         body, binary = body[: int(header_length)], body[int(header_length) :]
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"the inference request is not valid JSON: {exc}") from None
+        raise BadRequest(f"the inference request is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
-        raise bad_request("the inference request needs an `inputs` list")
+        raise BadRequest("the inference request needs an `inputs` list")
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
     offset = 0
     for tensor in document["inputs"]:
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise bad_request("each input needs a `name`")
+            raise BadRequest("each input needs a `name`")
         name = tensor["name"]
         datatype = tensor.get("datatype")
         if not isinstance(datatype, str) or datatype not in DATATYPES:
-            raise bad_request(f"input {name!r}: unknown datatype {datatype!r}")
+            raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}")
         shape = _shape(tensor.get("shape"), name)
         if shape and shape[0] > max_rows:
-            raise ApiError(413, "batch_too_large", f"input {name!r}: {shape[0]} rows is over the limit of {max_rows}")
+            raise BatchTooLarge(f"input {name!r}: {shape[0]} rows is over the limit of {max_rows}")
         size = math.prod(shape)
         dtype = DATATYPES[datatype]
         parameters = _object(tensor.get("parameters"), f"input {name!r}: parameters")
         if "binary_data_size" in parameters:
             length = parameters["binary_data_size"]
             if datatype == "BYTES" or not isinstance(length, int) or length != size * dtype.itemsize:
-                raise bad_request(f"input {name!r}: binary_data_size {length} does not fit shape {shape}")
+                raise BadRequest(f"input {name!r}: binary_data_size {length} does not fit shape {shape}")
             if offset + length > len(binary):
-                raise bad_request(f"input {name!r}: the body holds fewer binary bytes than declared")
+                raise BadRequest(f"input {name!r}: the body holds fewer binary bytes than declared")
             flat = np.frombuffer(binary, dtype=dtype, count=size, offset=offset)
+            if dtype.kind == "f" and not np.isfinite(flat).all():
+                raise BadRequest(f"input {name!r}: binary data holds values that are not finite numbers")
             offset += length
         elif "data" in tensor:
             flat = _json_tensor(tensor["data"], dtype, name, datatype)
         else:
-            raise bad_request(f"input {name!r} has neither data nor binary_data_size")
+            raise BadRequest(f"input {name!r} has neither data nor binary_data_size")
         if flat.size != size:
-            raise bad_request(f"input {name!r}: shape {shape} needs {size} values, got {flat.size}")
+            raise BadRequest(f"input {name!r}: shape {shape} needs {size} values, got {flat.size}")
         if name in inputs:
-            raise bad_request(f"input {name!r} is given twice")
+            raise BadRequest(f"input {name!r} is given twice")
         inputs[name] = flat.reshape(shape)
         datatypes[name] = datatype
     if offset != len(binary):
-        raise bad_request("the body holds more binary bytes than the inputs declare")
+        raise BadRequest("the body holds more binary bytes than the inputs declare")
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise bad_request("`id` must be a string")
+        raise BadRequest("`id` must be a string")
     binary_default = bool(_object(document.get("parameters"), "parameters").get("binary_data_output"))
     return InferRequest(
         id=request_id,
@@ -156,12 +157,19 @@ def _requested_outputs(outputs: object, binary_default: bool) -> list[tuple[str,
     `binary_data_output`, as in Triton."""
     if outputs is None:
         return None
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                                for o in outputs):
-        raise bad_request("`outputs` must be a list of {name, parameters}")
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise BadRequest("`outputs` must be a list of {name, parameters}")
     return [
-        (o["name"], bool(_object(o.get("parameters"), f"output {o['name']!r}: parameters")
-                         .get("binary_data", binary_default)))
+        (
+            o["name"],
+            bool(
+                _object(o.get("parameters"), f"output {o['name']!r}: parameters").get(
+                    "binary_data", binary_default
+                )
+            ),
+        )
         for o in outputs
     ]
 
@@ -171,21 +179,21 @@ def feeds_for(request: InferRequest, specs: list[TensorSpec]) -> dict[str, np.nd
     expected = {spec.name: spec for spec in specs}
     unknown = set(request.inputs) - set(expected)
     if unknown:
-        raise bad_request(f"unknown input(s) {sorted(unknown)}; the model takes {sorted(expected)}")
+        raise BadRequest(f"unknown input(s) {sorted(unknown)}; the model takes {sorted(expected)}")
     feeds = {}
     for name, spec in expected.items():
         if name not in request.inputs:
-            raise bad_request(f"missing input {name!r}")
+            raise BadRequest(f"missing input {name!r}")
         want = CARD_DATATYPES[spec.dtype]
         if request.datatypes[name] != want:
-            raise bad_request(f"input {name!r} must be {want}, not {request.datatypes[name]}")
+            raise BadRequest(f"input {name!r} must be {want}, not {request.datatypes[name]}")
         tensor = request.inputs[name]
         if len(tensor.shape) != len(spec.shape) or any(
             d != s for d, s in zip(tensor.shape, spec.shape, strict=True) if s != -1
         ):
-            raise bad_request(f"input {name!r} has shape {list(tensor.shape)}; the model takes {spec.shape}")
+            raise BadRequest(f"input {name!r} has shape {list(tensor.shape)}; the model takes {spec.shape}")
         if tensor.shape[0] == 0:
-            raise bad_request(f"input {name!r} has no rows")
+            raise BadRequest(f"input {name!r} has no rows")
         feeds[name] = np.ascontiguousarray(tensor)
     return feeds
 
@@ -205,7 +213,7 @@ def encode_response(
     blobs = []
     for name, binary in selected:
         if name not in outputs:
-            raise bad_request(f"unknown output {name!r}; the model gives {sorted(outputs)}")
+            raise BadRequest(f"unknown output {name!r}; the model gives {sorted(outputs)}")
         array, datatype = outputs[name]
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:

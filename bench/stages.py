@@ -1,0 +1,139 @@
+"""Where one request's time goes, stage by stage, timed in process with the service's own functions.
+
+Each stage is what the route does for one item, called the way the route calls it: parsing the
+body (pydantic-core or the V2 codec), preprocessing (the card's encoder, the digit
+normalisation), the model (one onnxruntime call, batch 1) and writing the answer (orjson). What
+the served latency holds beyond these and beyond the bare reference's own latency is the cost of
+nnserve's layers (guard, hot path, batching queue, access log, metrics).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+
+from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard
+from service.features import (
+    BagOfWords,
+    GuestEncoder,
+    decode_base64_image,
+    image_bytes_to_digit,
+    pixels_to_digit,
+)
+from service.schemas import DigitRequest, SpamRequest, WineRequest
+from service.v2.codec import CARD_DATATYPES, encode_response, feeds_for, parse_request
+
+STAGES = ("parse", "preprocess", "model", "response")
+
+
+def _microseconds(call: Callable[[], object], seconds: float = 0.3) -> float:
+    """Median time of one call, from batches of calls over `seconds`."""
+    call()
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(samples) < 5:
+        started = time.perf_counter()
+        for _ in range(10):
+            call()
+        samples.append((time.perf_counter() - started) / 10)
+    return float(np.median(samples)) * 1e6
+
+
+class _Model:
+    def __init__(self, folder: Path) -> None:
+        self.card = ModelCard.read(folder)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        result: np.ndarray = self.session.run(None, {self.card.inputs[0].name: rows})[0]
+        return result
+
+
+def _json(answer: Callable[[np.ndarray], dict[str, Any]]) -> Callable[[np.ndarray], bytes]:
+    return lambda out: orjson.dumps(answer(out), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _split(
+    parse: Callable[[], Any],
+    preprocess: Callable[[Any], np.ndarray],
+    model: _Model,
+    respond: Callable[[np.ndarray], object],
+) -> dict[str, float]:
+    parsed = parse()
+    rows = preprocess(parsed)
+    output = model.run(rows)
+    return {
+        "parse": _microseconds(parse),
+        "preprocess": _microseconds(lambda: preprocess(parsed)),
+        "model": _microseconds(lambda: model.run(rows)),
+        "response": _microseconds(lambda: respond(output)),
+    }
+
+
+def stage_split(path: str, body: bytes, header_length: int | None, folder: Path) -> dict[str, float] | None:
+    """Microseconds per stage for one request of this kind; None for routes not split here."""
+    model = _Model(folder)
+    ref = {"name": model.card.name, "version": model.card.version}
+    preprocessing = model.card.preprocessing
+    if path == "/predict/wine" and isinstance(preprocessing, GuestRoster):
+        guests = GuestEncoder(preprocessing.roster)
+        return _split(
+            lambda: WineRequest.model_validate_json(body),
+            lambda parsed: guests.encode(parsed.items()[0])[np.newaxis],
+            model,
+            _json(lambda out: {"bottles": round(float(out[0, 0]), 4), "model": ref}),
+        )
+    if path == "/predict/spam" and isinstance(preprocessing, BagOfWordsVocabulary):
+        words = BagOfWords(preprocessing.vocabulary)
+        return _split(
+            lambda: SpamRequest.model_validate_json(body),
+            lambda parsed: words.encode(parsed.items()[0])[np.newaxis],
+            model,
+            _json(
+                lambda out: {"spam": bool(out[0, 1] >= 0.5), "probability": float(out[0, 1]), "model": ref}
+            ),
+        )
+    if path == "/predict/digit" and isinstance(preprocessing, MnistNormalisation):
+        floor = preprocessing.noise_floor
+
+        def digit(parsed: DigitRequest) -> np.ndarray:
+            item = parsed.items()[0]
+            if item.image is not None:
+                image = decode_base64_image(item.image, 1 << 24)
+                return image_bytes_to_digit(image, 1 << 24, floor)[np.newaxis, np.newaxis]
+            return pixels_to_digit(np.asarray(item.pixels, dtype=np.float32), floor)[np.newaxis, np.newaxis]
+
+        return _split(
+            lambda: DigitRequest.model_validate_json(body),
+            digit,
+            model,
+            _json(
+                lambda out: {"digit": int(out[0].argmax()), "probabilities": out[0].tolist(), "model": ref}
+            ),
+        )
+    if path.startswith("/v2/models/"):
+        length = None if header_length is None else str(header_length)
+        parsed = parse_request(body, length, 256)
+        output = model.card.outputs[0]
+        return _split(
+            lambda: parse_request(body, length, 256),
+            lambda request: feeds_for(request, model.card.inputs)[model.card.inputs[0].name],
+            model,
+            lambda out: encode_response(
+                model.card.name,
+                model.card.version,
+                parsed,
+                {output.name: (out, CARD_DATATYPES[output.dtype])},
+            ),
+        )
+    return None

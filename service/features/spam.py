@@ -1,0 +1,221 @@
+"""An email (raw RFC 822 or just a body) as the spam network's input: a binary bag of words."""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.message
+import email.policy
+import html.parser
+import re
+import warnings
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*|[$!%]")
+_FALLBACK_CHARSET = "latin-1"
+# A pseudo-token for "this text opened with a header block". A whole message and a pasted body
+# differ in more than words (length, quoting, signatures); with this token in its vocabulary a
+# model can tell which it was given. The tokenizer never makes it ("<" is not a token character),
+# and a vocabulary without it (spam v1's) simply ignores it.
+HEADERS_TOKEN = "<headers>"
+
+# A header block as RFC 5322 lays it out: optionally an mbox "From " line, then fields (a name of
+# printable ASCII but the colon, a colon, a value) each followed by its folded continuation lines
+# (starting with a space or tab), then the blank line that separates header and body. The colon
+# must be followed by white space or the end of the line: every real mailer writes one, and it
+# keeps "http://..." and "10:30" from passing for fields. Each kind of line starts with its own
+# kind of character and every line can be matched one way only (a CR is either inside a value or
+# alone before the LF), so the match never backtracks: it is linear, and stops at the first line
+# that is not a header.
+_LEADING_BLANK_LINES = re.compile(r"(?:[ \t]*\r?\n)*")
+_HEADER_BLOCK = re.compile(
+    r"(?:From [^\n]*\n)?"
+    r"(?:[!-9;-~]+:(?:[ \t][^\n]*|\r)?\n(?:[ \t][^\n]*\n)*)+"
+    r"\r?\n"
+)
+_FIELD_NAME = re.compile(r"^([!-9;-~]+):", re.MULTILINE)
+_STANDARD_FIELDS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "received",
+        "message-id",
+        "return-path",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "delivered-to",
+        "reply-to",
+        "sender",
+        "in-reply-to",
+        "references",
+    }
+)
+_HTML_DOCUMENT = re.compile(r"\s*<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE)
+
+
+def header_block_end(text: str) -> int | None:
+    """Where the body starts if `text` opens with a real header block, else None.
+
+    A block counts when it has two fields or more, or one standard field (From, Subject, Date,
+    Received, Content-Type, any X-...): one line such as "URGENT: claim your prize" or
+    "Re: meeting tomorrow" followed by text is a body that starts with a colon, not a header.
+    The blank line that ends the block is required (RFC 5322 puts it before every body): without
+    it, "Date: Friday\nTime: 3pm" would be read as a message with no text at all, and every word
+    the sender typed would be dropped. Leading blank lines are skipped.
+    This runs before any parsing, so a text without headers never reaches the email parser.
+    """
+    start = _LEADING_BLANK_LINES.match(text).end()  # type: ignore[union-attr]  # matches the empty string: never None
+    block = _HEADER_BLOCK.match(text, start)
+    if block is None:
+        return None
+    names = [name.lower() for name in _FIELD_NAME.findall(text, start, block.end())]
+    if len(names) < 2 and not any(n in _STANDARD_FIELDS or n.startswith("x-") for n in names):
+        return None
+    return block.end()
+
+
+class _HTMLText(html.parser.HTMLParser):
+    """Collects the text a reader sees in an HTML part, following HTML's own parsing rules.
+
+    Script and style content is never shown; html.parser reads it as raw text up to its end tag,
+    so an unclosed <script> or <style> hides the rest of its part (as a browser would), and the
+    other parts and the subject are untouched because each part gets its own parser. A <title>
+    is not page text, but it holds only text, so any tag inside one means its end tag was left
+    out, and ends it. Nothing else is hidden: text in an unclosed <head> shows in a browser, and
+    a <body> start tag ends the head.
+    """
+
+    _HIDDEN = frozenset({"script", "style", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self._hidden = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._hidden = tag in self._HIDDEN
+
+    def handle_endtag(self, tag: str) -> None:
+        self._hidden = False
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.chunks.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _HTMLText()
+    parser.feed(markup)
+    parser.close()
+    return " ".join(parser.chunks)
+
+
+def _decode_part(part: email.message.Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or _FALLBACK_CHARSET
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode(_FALLBACK_CHARSET, errors="replace")
+
+
+def body_text(text: str) -> str:
+    """A text without headers as the reader sees it: an HTML document's visible text, else itself."""
+    return html_to_text(text) if _HTML_DOCUMENT.match(text) else text
+
+
+class EmailText(NamedTuple):
+    """What a reader sees of a message: its subject and body, and whether it came with headers
+    (a text without them has no subject)."""
+
+    subject: str
+    body: str
+    headers: bool
+
+
+def read_email(raw: str | bytes) -> EmailText:
+    """The subject and the text of every text/plain and text/html part, in order.
+
+    Accepts a raw RFC 822 message (with headers) or just a body (see header_block_end). Broken
+    charsets and transfer encodings are tolerated rather than refused, because spam is often
+    malformed on purpose.
+    """
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+    start = _LEADING_BLANK_LINES.match(text).end()  # type: ignore[union-attr]  # matches the empty string: never None
+    if header_block_end(text) is None:
+        return EmailText("", body_text(text[start:]), headers=False)
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Leading blank lines are ASCII, so `start` counts bytes as well as characters.
+        message = email.message_from_bytes(raw[start:], policy=email.policy.compat32)
+    parts = []
+    for part in message.walk():
+        # "text/plain charset=us-ascii" (no semicolon) is still plain text.
+        content_type = part.get_content_type().split()[0]
+        if content_type == "text/plain":
+            parts.append(_decode_part(part))
+        elif content_type == "text/html":
+            parts.append(html_to_text(_decode_part(part)))
+    return EmailText(_header_text(message.get("Subject", "")), "\n".join(parts), headers=True)
+
+
+def email_text(raw: str | bytes) -> str:
+    """The words a reader sees: the subject and the body, as one text."""
+    subject, body, _ = read_email(raw)
+    return f"{subject}\n{body}" if subject else body
+
+
+def _header_text(value: object) -> str:
+    try:
+        parts = email.header.decode_header(str(value))
+    except (ValueError, LookupError):
+        return str(value)
+    text = []
+    for chunk, charset in parts:
+        if isinstance(chunk, bytes):
+            try:
+                chunk = chunk.decode(charset or _FALLBACK_CHARSET, errors="replace")
+            except LookupError:
+                chunk = chunk.decode(_FALLBACK_CHARSET, errors="replace")
+        text.append(chunk)
+    return " ".join(text)
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def email_tokens(raw: str | bytes) -> set[str]:
+    """The distinct tokens of an email (the bag of words is binary, so counts do not matter),
+    plus HEADERS_TOKEN when it came with a header block."""
+    parsed = read_email(raw)
+    tokens = set(tokenize(f"{parsed.subject}\n{parsed.body}"))
+    if parsed.headers:
+        tokens.add(HEADERS_TOKEN)
+    return tokens
+
+
+class BagOfWords:
+    """Binary bag of words over a fixed vocabulary (the model card's), index built once."""
+
+    def __init__(self, vocabulary: Sequence[str]) -> None:
+        self.vocabulary = list(vocabulary)
+        self._index = {token: i for i, token in enumerate(self.vocabulary)}
+
+    def encode(self, raw: str | bytes) -> np.ndarray:
+        vector = np.zeros(len(self.vocabulary), dtype=np.float32)
+        hits = [self._index[t] for t in email_tokens(raw) if t in self._index]
+        vector[hits] = 1.0
+        return vector

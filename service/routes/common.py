@@ -1,0 +1,170 @@
+"""What the domain routes (/predict/*, /explain/*) share: documenting a raw-request route, the
+preamble every request runs (key, body, model), encoding items with each failure named by where
+it is, and the answer's shape. One copy, so a prediction and its explanation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from service import deadline
+from service.auth import check_api_key
+from service.body import json_body, json_response, parse_json
+from service.card import MnistNormalisation
+from service.config import Settings
+from service.dataplane import DataPlane
+from service.errors import ApiError, InvalidInput, ModelNotReady, PayloadTooLarge
+from service.features import (
+    BagOfWords,
+    FeatureError,
+    GuestEncoder,
+    ImageTooLargeError,
+    PixelBudget,
+    UnknownGuestError,
+    decode_base64_image,
+    image_bytes_to_digit,
+    pixels_to_digit,
+)
+from service.loading import ServingModel
+from service.schemas import DigitItem, ErrorResponse
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
+}
+Item = TypeVar("Item")
+Body = TypeVar("Body", bound=BaseModel)
+Encoder = TypeVar("Encoder", GuestEncoder, BagOfWords)
+_VERSION_PARAMETER = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "description": "model version; default: the highest ready one",
+    "schema": {"type": "integer", "minimum": 1},
+}
+
+
+def documented(request_model: type, response_model: Any) -> dict[str, Any]:
+    """Route options that document a raw-request route: its JSON body, its `version` query
+    parameter (read by begin, which costs less than FastAPI's dependency machinery) and its
+    answers (`response_model` may be a union: one item or a batch)."""
+    return {
+        "openapi_extra": json_body(request_model) | {"parameters": [_VERSION_PARAMETER]},
+        "responses": {200: {"model": response_model}, **ERRORS},
+        "response_class": Response,
+    }
+
+
+def dataplane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
+
+
+async def begin(request: Request, body_model: type[Body], name: str) -> tuple[Body, ServingModel]:
+    """What every prediction does first: check the key, validate the body, find the model version
+    the request asks for (`?version=N`) or the highest ready one."""
+    check_api_key(request)
+    body = await parse_json(request, body_model)
+    return body, dataplane(request).model(name, request.query_params.get("version"))
+
+
+def model_encoder(model: ServingModel, kind: type[Encoder]) -> Encoder:
+    """The model's preprocessing table, if its card declares the kind this route encodes with."""
+    if not isinstance(model.encoder, kind):
+        raise ModelNotReady(f"model {model.name!r} does not take {kind.__name__}")
+    return model.encoder
+
+
+def feature_error(exc: FeatureError, where: str) -> ApiError:
+    details: dict[str, Any] = {"loc": where}
+    if isinstance(exc, UnknownGuestError):
+        details |= {"unknown": exc.unknown, "known_guests": exc.roster}
+    error = PayloadTooLarge if isinstance(exc, ImageTooLargeError) else InvalidInput
+    return error(f"{where}: {exc}", details)
+
+
+def encode_each(
+    items: Sequence[Item],
+    batched: bool,
+    field_of: Callable[[Item], str],
+    encode: Callable[[Item], np.ndarray],
+) -> np.ndarray:
+    """Encodes every item; the first one that fails is reported by its index in the batch."""
+    rows = []
+    for index, item in enumerate(items):
+        try:
+            rows.append(encode(item))
+        except FeatureError as exc:
+            where = f"batch.{index}.{field_of(item)}" if batched else field_of(item)
+            raise feature_error(exc, where) from exc
+    return np.stack(rows)
+
+
+def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np.ndarray]:
+    """An email's bag of words, refusing a text over the length limit."""
+
+    def encode(text: str) -> np.ndarray:
+        if len(text) > settings.max_email_chars:
+            raise FeatureError(f"text is {len(text)} characters; the limit is {settings.max_email_chars}")
+        return encoder.encode(text)
+
+    return encode
+
+
+def spam_threshold(model: ServingModel, settings: Settings) -> float:
+    """The probability at which an email is called spam: NNSERVE_SPAM_THRESHOLD when an operator
+    sets it; else the card's, chosen at training time on a validation split; else 0.5."""
+    return model.card.decision_threshold(settings.spam_threshold)
+
+
+def _digit_tensor(item: DigitItem, settings: Settings, budget: PixelBudget, noise_floor: float) -> np.ndarray:
+    if item.image is not None:
+        data = decode_base64_image(item.image, settings.max_image_bytes)
+        return image_bytes_to_digit(data, budget, noise_floor)
+    try:
+        pixels = np.asarray(item.pixels, dtype=np.float32)
+    except ValueError as exc:
+        raise FeatureError("pixels must be 784 numbers or 28 rows of 28") from exc
+    if pixels.ndim == 2 and pixels.shape != (28, 28):
+        raise FeatureError(f"nested pixels must be 28 rows of 28, got {pixels.shape}")
+    return pixels_to_digit(pixels, noise_floor)
+
+
+async def digit_rows(
+    model: ServingModel, items: Sequence[DigitItem], batched: bool, settings: Settings
+) -> np.ndarray:
+    """Each item's 1x28x28 image, normalised as the model's card says, stacked, within the
+    request's pixel budget and deadline (service/deadline.py)."""
+    preprocessing = model.card.preprocessing
+    if not isinstance(preprocessing, MnistNormalisation):
+        raise ModelNotReady(f"model {model.name!r} does not take digit images")
+    noise_floor = preprocessing.noise_floor
+    budget = PixelBudget(settings.max_image_side**2, settings.max_request_pixels)
+    during = "while its images were decoded"
+
+    def encode(item: DigitItem) -> np.ndarray:
+        deadline.check(during)
+        return _digit_tensor(item, settings, budget, noise_floor)[np.newaxis]
+
+    def field_of(item: DigitItem) -> str:
+        return "image" if item.image is not None else "pixels"
+
+    def encode_all() -> np.ndarray:
+        return encode_each(items, batched, field_of, encode)
+
+    if any(item.image is not None for item in items):
+        # Decoding images costs milliseconds: off the event loop, in the decoding threads.
+        return await deadline.in_thread(settings.decode_threads, encode_all, during)
+    return encode_all()
+
+
+def answer(model: ServingModel, predictions: list[dict[str, Any]], batched: bool) -> Response:
+    ref = {"name": model.name, "version": model.version}
+    if batched:
+        return json_response({"predictions": predictions, "model": ref})
+    return json_response({**predictions[0], "model": ref})

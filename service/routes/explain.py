@@ -1,0 +1,94 @@
+"""The explanation endpoints: /explain/wine, /explain/spam, /explain/digit.
+
+Each takes what its /predict/* route takes, for one item, with the same key check, errors and
+`?version=`, and answers the prediction plus why (service/explain/). A batch is refused with 422:
+an explanation already runs the network on many variants of its one item. These are separate
+routes from /predict/*, whose path they never touch; they queue on the same model runners, so
+under load their rows are batched with predictions like any other request's.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.config import Settings
+from service.errors import InvalidInput
+from service.explain import digit, spam, wine
+from service.features import BagOfWords, GuestEncoder
+from service.routes.common import (
+    answer,
+    begin,
+    dataplane,
+    digit_rows,
+    documented,
+    email_encoder,
+    encode_each,
+    model_encoder,
+    spam_threshold,
+)
+from service.schemas import (
+    DigitExplainRequest,
+    DigitExplanation,
+    DigitRequest,
+    SpamExplainRequest,
+    SpamExplanation,
+    SpamRequest,
+    WineExplainRequest,
+    WineExplanation,
+    WineRequest,
+)
+
+router = APIRouter(prefix="/explain", tags=["explain"])
+
+
+def _one_item(batched: bool, route: str) -> None:
+    if batched:
+        raise InvalidInput(
+            f"batch: an explanation is of one item; send it without `batch` (POST /predict/{route} "
+            "takes batches)",
+            {"loc": "batch"},
+        )
+
+
+@router.post("/wine", **documented(WineExplainRequest, WineExplanation))
+async def explain_wine(request: Request) -> Response:
+    """Bottles for a party, each guest's exact effect in bottles (the party without them, run by
+    the network), and the hidden units' activations next to what each one means."""
+    body, model = await begin(request, WineRequest, "wine")
+    _one_item(body.batched, "wine")
+    encoder = model_encoder(model, GuestEncoder)
+    party = encode_each(body.items(), False, lambda _: "guests", encoder.encode)[0]
+    return answer(model, [await wine.explain(dataplane(request), model, encoder, party)], False)
+
+
+@router.post("/spam", **documented(SpamExplainRequest, SpamExplanation))
+async def explain_spam(request: Request) -> Response:
+    """The spam probability, the words that pushed it toward spam and toward ham with their exact
+    effect (the email without each word, run by the network), and the tokens the model read."""
+    body, model = await begin(request, SpamRequest, "spam")
+    _one_item(body.batched, "spam")
+    settings: Settings = request.app.state.settings
+    encoder = model_encoder(model, BagOfWords)
+    texts = body.items()
+    bag = encode_each(texts, False, lambda _: "text", email_encoder(settings, encoder))[0]
+    explanation = await spam.explain(
+        dataplane(request),
+        model,
+        encoder,
+        texts[0],
+        bag,
+        settings.explain_max_words,
+        spam_threshold(model, settings),
+    )
+    return answer(model, [explanation], False)
+
+
+@router.post("/digit", **documented(DigitExplainRequest, DigitExplanation))
+async def explain_digit(request: Request) -> Response:
+    """The digit, the runner-up and the margin, the normalised image the model saw, and an
+    occlusion map: how much hiding each patch of it lowers the digit's probability."""
+    body, model = await begin(request, DigitRequest, "digit")
+    _one_item(body.batched, "digit")
+    rows = await digit_rows(model, body.items(), False, request.app.state.settings)
+    return answer(model, [await digit.explain(dataplane(request), model, rows[0])], False)

@@ -1,0 +1,133 @@
+"""A real `nnserve` process on a free port, for the tests that need one (start-up, shutdown,
+overload, reload, load balancer, browser, soak), and the system tools those tests drive."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS_DIR = REPO / "models"
+NNSERVE = Path(sys.executable).parent / "nnserve"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running `nnserve` process; its combined stdout/stderr is in `log_path`."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 5) -> str:
+        """The log once it contains `text`: a request's line is written after its response is
+        sent, so it can trail what the client has already seen by a moment."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+StartServer = Callable[..., Server]
+
+
+def _wait_until_up(server: Server, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"nnserve exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.url + path, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"nnserve did not answer 200 on {path} in {timeout}s:\n{server.log()}")
+
+
+def launch(
+    log_dir: Path,
+    *,
+    wait_ready: bool = True,
+    timeout: float = 60,
+    executable: Path = NNSERVE,
+    cwd: Path = REPO,
+    **env_overrides: str,
+) -> Server:
+    """Starts the console script on a free port with NNSERVE_* overrides and waits until it
+    answers 200 on /ready (or /health); its stdout and stderr go to `log_dir/server.log`."""
+    port = free_port()
+    log_path = log_dir / "server.log"
+    env = {
+        **os.environ,
+        "NNSERVE_HOST": "127.0.0.1",
+        "NNSERVE_PORT": str(port),
+        "NNSERVE_MODELS_DIR": str(MODELS_DIR),
+        "NNSERVE_DRAIN_SECONDS": "0",  # stop() at once; tests/test_shutdown.py drains for real
+        **{k: str(v) for k, v in env_overrides.items()},
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(executable)], env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    server = Server(process, port, log_path, env_overrides)
+    try:
+        _wait_until_up(server, "/ready" if wait_ready else "/health", timeout)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
+
+
+def require_tool(name: str, *candidates: str) -> str:
+    """The path of a system tool a test drives for real. Missing on a developer's machine: skip
+    with the reason; missing in CI (where .ci/run installs it): fail, so CI never skips silently."""
+    for candidate in (name, *candidates):
+        path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
+        if path:
+            return path
+    reason = f"{name} is not installed (.ci/run installs it with apt-get)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)

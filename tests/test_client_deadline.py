@@ -1,0 +1,134 @@
+"""A client sends X-Request-Timeout: its own deadline, clamped by the server's, holds through image
+decoding, the model's queue and the model. Past it the client hears 504 at once and the work
+queued for it never runs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from support.server import Server, StartServer
+
+DELAY_MS = 1000
+CALLERS = 5
+CLIENT_TIMEOUT_S = 0.2
+
+
+def _onnxruntime_calls(http: httpx.Client, model: str) -> float:
+    found = re.search(
+        rf'nnserve_batch_size_count\{{model="{model}",version="\d+"\}} (\S+)', http.get("/metrics").text
+    )
+    assert found
+    return float(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def slow(start_server: StartServer) -> Server:
+    """Every inference takes a second; the server's own deadline is the default 10 s."""
+    return start_server(NNSERVE_TEST_INFERENCE_DELAY_MS=str(DELAY_MS))
+
+
+def test_a_client_deadline_gives_504_at_once_and_drops_queued_work(slow: Server) -> None:
+    with slow.client() as http:
+        before = _onnxruntime_calls(http, "wine")
+
+        def call(i: int) -> tuple[int, float, str]:
+            started = time.perf_counter()
+            response = httpx.post(
+                f"{slow.url}/predict/wine",
+                json={"guests": ["Stiffy"] * (i % 2)},
+                headers={"X-Request-Timeout": str(CLIENT_TIMEOUT_S)},
+                timeout=30,
+            )
+            return response.status_code, time.perf_counter() - started, response.json()["code"]
+
+        with ThreadPoolExecutor(CALLERS) as pool:
+            results = list(pool.map(call, range(CALLERS)))
+        time.sleep(2 * DELAY_MS / 1000)  # the one call already inside onnxruntime finishes
+        ran = _onnxruntime_calls(http, "wine") - before
+    slowest = max(seconds for _, seconds, _ in results)
+    print(
+        f"\nX-Request-Timeout {CLIENT_TIMEOUT_S} s, inference {DELAY_MS} ms: "
+        f"{[(status, code) for status, _, code in results]}, slowest {slowest:.3f} s, "
+        f"onnxruntime calls {ran:.0f} for {CALLERS} requests"
+    )
+    assert all(status == 504 and code == "deadline_exceeded" for status, _, code in results)
+    assert slowest < DELAY_MS / 1000, "the 504 waited for the inference"
+    assert ran <= 1, "requests queued past their deadline still ran"
+
+
+def test_the_server_deadline_caps_what_a_client_asks_for(start_server: StartServer) -> None:
+    server = start_server(
+        NNSERVE_TEST_INFERENCE_DELAY_MS=str(DELAY_MS), NNSERVE_INFERENCE_TIMEOUT_SECONDS="0.3"
+    )
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{server.url}/predict/wine", json={"guests": []}, headers={"X-Request-Timeout": "3600"}, timeout=30
+    )
+    waited = time.perf_counter() - started
+    assert response.status_code == 504 and "0.3 s" in response.json()["error"], response.text
+    assert waited < 0.8
+
+
+def test_a_generous_client_deadline_is_served(slow: Server) -> None:
+    response = httpx.post(
+        f"{slow.url}/predict/wine", json={"guests": []}, headers={"X-Request-Timeout": "5"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf-ish", "", "1e-400", "½"])
+def test_a_malformed_client_deadline_is_400(client: httpx.Client, value: str) -> None:
+    response = client.post(
+        "/predict/wine", json={"guests": []}, headers={b"X-Request-Timeout": value.encode()}
+    )
+    assert response.status_code == 400, response.text
+    assert "X-Request-Timeout" in response.json()["error"]
+
+
+def _costly_batch(count: int) -> dict[str, list[dict[str, str]]]:
+    """`count` 1024x1024 transparent PNGs with strokes everywhere: a few KB each, and the most
+    decoding and normalisation work per pixel that was found (tests/test_request_budget.py)."""
+    side = 1024
+    pixels = np.zeros((side, side, 4), np.uint8)
+    pixels[::7, :, 3] = 255
+    png = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(png, "PNG", optimize=True)
+    image = base64.b64encode(png.getvalue()).decode()
+    return {"batch": [{"image": image}] * count}
+
+
+def _cpu_seconds(server: Server) -> float:
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
+
+
+def test_image_decoding_stops_at_the_client_deadline(start_server: StartServer) -> None:
+    server = start_server()
+    body = _costly_batch(4)
+    with server.client() as http:
+        assert http.post("/predict/digit", json=body).status_code == 200  # warm
+        cpu = _cpu_seconds(server)
+        full = http.post("/predict/digit", json=body)
+        full_cpu = _cpu_seconds(server) - cpu
+        started = time.perf_counter()
+        cut = http.post("/predict/digit", json=body, headers={"X-Request-Timeout": "0.01"})
+        waited = time.perf_counter() - started
+        time.sleep(0.3)  # the image being decoded at the deadline finishes
+        cut_cpu = _cpu_seconds(server) - cpu - full_cpu
+    print(
+        f"\n4 costly images: {full_cpu * 1000:.0f} ms CPU in full; with a 10 ms deadline "
+        f"{cut.status_code} after {waited * 1000:.0f} ms, {cut_cpu * 1000:.0f} ms CPU"
+    )
+    assert full.status_code == 200
+    assert cut.status_code == 504 and "decoded" in cut.json()["error"], cut.text
+    assert cut_cpu < full_cpu * 0.75, "decoding went on after the deadline"

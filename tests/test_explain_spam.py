@@ -1,0 +1,196 @@
+"""A mail client asks why an email was called spam or ham: the words that moved the probability,
+each with its exact effect, and the tokens the model read, to highlight them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from samples import latest_version
+
+from support.inprocess import MakeClient
+from support.server import MODELS_DIR
+
+SPAM = (
+    "Dear friend, you have been selected to receive a FREE cash prize of $1,000,000!\n"
+    "Click here now to claim your money. This limited time offer expires today.\n"
+    "Act now! 100% guaranteed, no risk. To be removed from our mailing list reply REMOVE."
+)
+HAM = (
+    "Hi Bob,\n\nThanks for sending the notes. I looked through the patch you mentioned and I think the "
+    "change to the config parser is fine, but could you add a test for the empty file case before we "
+    "merge it?\n\nCheers,\nAlice"
+)
+
+
+def _vocabulary() -> list[str]:
+    card = json.loads((MODELS_DIR / "spam" / str(latest_version("spam")) / "card.json").read_text())
+    vocabulary: list[str] = card["preprocessing"]["vocabulary"]
+    return vocabulary
+
+
+def _places(body: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return [(t["token"], t["start"], t["end"]) for t in body["tokens"]]
+
+
+def _explain(client: httpx.Client, text: str) -> dict[str, Any]:
+    response = client.post("/explain/spam", json={"text": text})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _probability(client: httpx.Client, text: str) -> float:
+    probability: float = client.post("/predict/spam", json={"text": text}).json()["probability"]
+    return probability
+
+
+def _without(body: dict[str, Any], word: str) -> str:
+    """The text the model read with every occurrence of `word` blanked out, by the answer's spans."""
+    text = list(body["text"])
+    for token in body["tokens"]:
+        if token["token"] == word:
+            text[token["start"] : token["end"]] = " " * (token["end"] - token["start"])
+    return "".join(text)
+
+
+@pytest.mark.parametrize(("text", "side"), [(SPAM, "spam_ward"), (HAM, "ham_ward")], ids=["spam", "ham"])
+def test_removing_the_strongest_word_moves_the_probability_by_its_stated_effect(
+    client: httpx.Client, text: str, side: str
+) -> None:
+    body = _explain(client, text)
+    assert body["text"] == text  # a body without headers is read as it is
+    assert body["probability"] == _probability(client, text)
+    strongest = body[side][0]
+    assert (strongest["effect"] > 0) is (side == "spam_ward")
+    after = _probability(client, _without(body, strongest["word"]))
+    assert after == pytest.approx(body["probability"] - strongest["effect"], abs=1e-6)
+
+
+def test_every_listed_word_has_its_exact_effect(client: httpx.Client) -> None:
+    body = _explain(client, SPAM)
+    listed = body["spam_ward"] + body["ham_ward"]
+    assert 0 < len(body["spam_ward"]) <= 10 and len(body["ham_ward"]) <= 10
+    for word in listed:
+        after = _probability(client, _without(body, word["word"]))
+        assert body["probability"] - after == pytest.approx(word["effect"], abs=1e-6), word
+    spam_ward = [w["effect"] for w in body["spam_ward"]]
+    assert spam_ward == sorted(spam_ward, reverse=True)
+    others = [
+        t["effect"]
+        for t in body["tokens"]
+        if t["effect"] is not None and t["token"] not in {w["word"] for w in listed}
+    ]
+    assert all(effect <= min(spam_ward) for effect in others)
+
+
+def test_the_spam_example_is_pushed_by_spammy_words(client: httpx.Client) -> None:
+    body = _explain(client, SPAM)
+    assert body["spam"] is True
+    classics = {
+        "click",
+        "free",
+        "remove",
+        "guaranteed",
+        "money",
+        "cash",
+        "prize",
+        "offer",
+        "limited",
+        "!",
+        "$",
+    }
+    assert classics & {w["word"] for w in body["spam_ward"][:5]}
+
+
+def test_tokens_point_at_the_words_of_the_text_the_model_read(client: httpx.Client) -> None:
+    raw = "From: a@example.com\nSubject: Win CASH now\nX-Mailer: x\n\nClick HERE, win it all!"
+    body = _explain(client, raw)
+    assert body["text"] == "Win CASH now\nClick HERE, win it all!"  # subject and body, no headers
+    assert [t["token"] for t in body["tokens"]] == "win cash now click here win it all !".split()
+    for token in body["tokens"]:
+        assert body["text"][token["start"] : token["end"]].lower() == token["token"]
+        assert (token["effect"] is not None) is token["known"]
+    effects = {t["token"]: t["effect"] for t in body["tokens"] if t["known"]}
+    header_marker = "<headers>" in _vocabulary()  # spam v2 reads the header block as a word of its own
+    assert body["known_words"] == body["examined"] == len(effects) + header_marker and body["capped"] is False
+
+
+def test_a_header_block_is_explained_where_the_vocabulary_has_a_word_for_it(client: httpx.Client) -> None:
+    """Spam v2 reads "<headers>" (the email came with a header block) like a word: its effect is the
+    difference between the email and its body alone."""
+    body = "Lunch at noon tomorrow?"
+    raw = f"From: alice@example.org\nTo: bob@example.org\n\n{body}"
+    explained = _explain(client, raw)
+    listed = {w["word"]: w["effect"] for w in explained["spam_ward"] + explained["ham_ward"]}
+    assert explained["text"] == body and _places(explained) == _places(_explain(client, body))
+    if "<headers>" in _vocabulary():
+        assert explained["known_words"] == 5
+        difference = explained["probability"] - _probability(client, body)
+        assert listed["<headers>"] == pytest.approx(difference, abs=1e-6)
+    else:
+        assert explained["known_words"] == 4 and "<headers>" not in listed
+
+
+def test_offsets_hold_when_lowercasing_changes_the_length(client: httpx.Client) -> None:
+    body = _explain(client, "\u0130stanbul offer: click here")  # U+0130 lowercases to two characters
+    for token in body["tokens"]:
+        assert body["text"][token["start"] : token["end"]] == token["token"]
+
+
+def test_a_long_email_is_capped_and_says_so(make_client: MakeClient) -> None:
+    client = make_client(explain_max_words=5)
+    body = _explain(client, SPAM)
+    known_in_order = list(dict.fromkeys(t["token"] for t in body["tokens"] if t["known"]))
+    assert body["capped"] is True and body["examined"] == 5 and body["known_words"] == len(known_in_order)
+    assert body["note"].startswith(f"examined the first 5 of {len(known_in_order)} known words")
+    examined = [t["token"] for t in body["tokens"] if t["effect"] is not None]
+    assert list(dict.fromkeys(examined)) == known_in_order[:5]
+
+
+def test_the_verdict_is_the_predictions(client: httpx.Client) -> None:
+    for text in (SPAM, HAM):
+        body = _explain(client, text)
+        assert body["spam"] is client.post("/predict/spam", json={"text": text}).json()["spam"]
+        assert body["spam"] is (body["probability"] >= body["threshold"])
+
+
+def test_a_version_whose_card_has_a_threshold_is_judged_by_it(
+    client: httpx.Client, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """Version 2 of spam carries the threshold chosen at training time; both routes use it. Here a
+    copy of the latest version gets a threshold just above the spam example's probability."""
+    probability = _probability(client, SPAM)
+    threshold = (probability + 1.0) / 2
+    version = MODELS_DIR / "spam" / str(latest_version("spam"))
+    folder = tmp_path / "spam" / version.name
+    shutil.copytree(version, folder)
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps(card | {"threshold": threshold}))
+    strict = make_client(models_dir=tmp_path)
+    body = _explain(strict, SPAM)
+    assert body["threshold"] == threshold and body["probability"] == probability
+    assert body["spam"] is False
+    assert strict.post("/predict/spam", json={"text": SPAM}).json()["spam"] is False
+
+
+def test_a_text_over_the_limit_is_refused_like_a_prediction(make_client: MakeClient) -> None:
+    client = make_client(max_email_chars=50)
+    explained = client.post("/explain/spam", json={"text": SPAM})
+    assert explained.status_code == 422
+    assert explained.json() == client.post("/predict/spam", json={"text": SPAM}).json()
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [({"batch": [{"text": SPAM}]}, "batch"), ({"text": ""}, "text"), ({"text": 42}, "text")],
+    ids=["batch", "empty", "not-a-string"],
+)
+def test_bad_bodies_are_422(client: httpx.Client, body: dict[str, Any], loc: str) -> None:
+    response = client.post("/explain/spam", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(loc)
