@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from support.server import StartServer
+from support.server import Server, StartServer
 
 DEADLINE_S = 0.2
 DELAY_MS = 1500
@@ -26,34 +26,47 @@ def _wine_batches_run(http: httpx.Client) -> float:
     return float(found.group(1))
 
 
-@pytest.mark.parametrize("batching", ["true", "false"])
-def test_past_the_deadline_the_client_gets_504_and_queued_work_never_runs(
-    start_server: StartServer, batching: str
-) -> None:
-    server = start_server(
-        NNSERVE_INFERENCE_TIMEOUT_SECONDS=str(DEADLINE_S),
-        NNSERVE_TEST_INFERENCE_DELAY_MS=str(DELAY_MS),
-        NNSERVE_BATCHING=batching,
-    )
+def _burst(server: Server, headers: dict[str, str]) -> tuple[list[tuple[int, float, str]], float]:
+    """CALLERS requests at once; each one's (status, seconds, code), and the onnxruntime calls made."""
     with server.client() as http:
         before = _wine_batches_run(http)
 
         def call(i: int) -> tuple[int, float, str]:
             started = time.perf_counter()
-            response = httpx.post(f"{server.url}/predict/wine", json={"guests": ["Stiffy"] * (i % 2)})
+            response = httpx.post(
+                f"{server.url}/predict/wine",
+                json={"guests": ["Stiffy"] * (i % 2)},
+                headers=headers,
+                timeout=30,
+            )
             return response.status_code, time.perf_counter() - started, response.json()["code"]
 
         with ThreadPoolExecutor(CALLERS) as pool:
             results = list(pool.map(call, range(CALLERS)))
         time.sleep(2 * DELAY_MS / 1000)  # let the one call already inside onnxruntime finish
-        ran = _wine_batches_run(http) - before
-        slowest = max(seconds for _, seconds, _ in results)
-        print(
-            f"\ndeadline {DEADLINE_S} s, inference {DELAY_MS} ms, batching={batching}: "
-            f"{[(status, code) for status, _, code in results]}, slowest answer {slowest:.3f} s, "
-            f"onnxruntime calls made {ran:.0f} of {CALLERS} requests"
-        )
-        assert all(status == 504 and code == "deadline_exceeded" for status, _, code in results)
-        assert slowest < DELAY_MS / 1000, "the 504 waited for the inference"
-        assert ran == 1, "requests queued past their deadline still ran"
         assert http.get("/ready").status_code == 200
+        return results, _wine_batches_run(http) - before
+
+
+@pytest.mark.parametrize(
+    ("set_by", "batching"), [("server", "true"), ("server", "false"), ("client", "true")]
+)
+def test_past_the_deadline_the_client_gets_504_and_queued_work_never_runs(
+    start_server: StartServer, set_by: str, batching: str
+) -> None:
+    """The deadline is the server's NNSERVE_INFERENCE_TIMEOUT_SECONDS, or the client's own
+    X-Request-Timeout under the server's default of 10 s."""
+    env = {"NNSERVE_TEST_INFERENCE_DELAY_MS": str(DELAY_MS), "NNSERVE_BATCHING": batching}
+    if set_by == "server":
+        env["NNSERVE_INFERENCE_TIMEOUT_SECONDS"] = str(DEADLINE_S)
+    headers = {"X-Request-Timeout": str(DEADLINE_S)} if set_by == "client" else {}
+    results, ran = _burst(start_server(**env), headers)
+    slowest = max(seconds for _, seconds, _ in results)
+    print(
+        f"\ndeadline {DEADLINE_S} s set by the {set_by}, inference {DELAY_MS} ms, batching={batching}: "
+        f"{[(status, code) for status, _, code in results]}, slowest answer {slowest:.3f} s, "
+        f"onnxruntime calls made {ran:.0f} of {CALLERS} requests"
+    )
+    assert all(status == 504 and code == "deadline_exceeded" for status, _, code in results)
+    assert slowest < DELAY_MS / 1000, "the 504 waited for the inference"
+    assert ran == 1, "requests queued past their deadline still ran"
