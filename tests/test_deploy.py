@@ -25,7 +25,7 @@ import yaml
 
 from service import __version__
 
-from support.server import REPO, StartServer, require_tool
+from support.server import REPO, StartServer, is_json_object, require_tool
 
 K8S_DIR = REPO / "deploy" / "k8s"
 # The oldest Kubernetes with everything the manifests use (the preStop sleep action) and the
@@ -138,15 +138,8 @@ def test_the_log_stays_json_where_onnxruntime_cannot_write_its_home(start_server
     server = start_server(HOME="/dev/null", CI="")
     assert httpx.post(f"{server.url}/predict/wine", json=WINE_PARTY, timeout=10).status_code == 200
     lines = server.wait_for_log("/predict/wine").splitlines()
-    not_json = [line for line in lines if not _is_json_object(line)]
+    not_json = [line for line in lines if not is_json_object(line)]
     assert lines and not not_json, not_json
-
-
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
 
 
 def test_several_workers_serve_correct_predictions(start_server: StartServer) -> None:

@@ -35,7 +35,7 @@ import pytest
 import yaml
 from readme_examples import README, examples, matches
 
-from support.server import REPO, free_port, require_tool
+from support.server import REPO, free_port, is_json_object, require_tool
 
 # Everything the module creates is named after it, so a leftover is easy to tell from the rest.
 NAME = f"nnserve-test-{secrets.token_hex(4)}"
@@ -108,7 +108,7 @@ class Docker:
 
     def served(self, container: str, request_id_prefix: str) -> int:
         """Requests with that id prefix the container answered with 200, from its access log."""
-        entries = (json.loads(line) for line in self.log_lines(container) if _is_json_object(line))
+        entries = (json.loads(line) for line in self.log_lines(container) if is_json_object(line))
         return sum(
             1
             for entry in entries
@@ -118,7 +118,7 @@ class Docker:
     def assert_log_is_json(self, container: str) -> None:
         """The service's promise: one JSON object per line, whatever a library writes."""
         lines = self.log_lines(container)
-        not_json = [line for line in lines if not _is_json_object(line)]
+        not_json = [line for line in lines if not is_json_object(line)]
         assert lines and not not_json, f"{container} logged lines that are not JSON:\n" + "\n".join(not_json)
 
     def wait_healthy(self, containers: list[str], timeout: float = 120) -> float:
@@ -142,13 +142,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout} s: {what}")
         time.sleep(0.5)
-
-
-def _is_json_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
 
 
 def _engine_answers(cli: str) -> bool:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import yaml
@@ -19,7 +18,7 @@ import yaml
 from bench.worst_case import worst_requests
 from service.config import Settings
 
-from support.server import MODELS_DIR, REPO, Server, StartServer
+from support.server import MODELS_DIR, REPO, StartServer
 
 BURST = 400
 SETTINGS = Settings()
@@ -32,11 +31,6 @@ def _container_limit_mb() -> float:
     limit = container["resources"]["limits"]["memory"]
     number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", limit).groups()  # type: ignore[union-attr]  # the manifest is checked to hold Mi or Gi
     return int(number) * (1024 if unit == "Gi" else 1) * 1024 * 1024 / 1e6
-
-
-def _status_mb(server: Server, key: str) -> float:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) * 1024 / 1e6  # type: ignore[union-attr]  # every /proc status has it
 
 
 def _versions(name: str) -> list[str]:
@@ -79,9 +73,9 @@ def test_a_burst_at_the_limits_is_refused_never_killed_for_memory(start_server: 
     with server.client(headers={"Content-Type": "application/json"}) as http:
         for path, body in requests:  # each once: onnxruntime's arenas grow to the largest batch
             http.post(path, content=body)
-    warmed = _status_mb(server, "VmRSS")
+    warmed = server.status_kib("VmRSS") * 1024 / 1e6
     statuses = asyncio.run(_burst(server.url, requests))
-    peak = _status_mb(server, "VmHWM")
+    peak = server.status_kib("VmHWM") * 1024 / 1e6
     limit = _container_limit_mb()
     print(
         f"\nburst of {BURST} heavy requests: {dict(sorted(statuses.items()))}; RSS {warmed:.0f} MB after "

@@ -4,7 +4,6 @@ the V2 model repository extension, as often as they like: memory does not grow w
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import threading
 import time
@@ -121,11 +120,6 @@ RELOAD_SECONDS_BOUND = 120
 PIXELS = {"pixels": [0.0] * 784}
 
 
-def _rss_mb(server: Server) -> float:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]  # every /proc status has VmRSS
-
-
 def test_reloading_a_model_200_times_under_traffic_does_not_grow_memory(start_server: StartServer) -> None:
     """Each cycle unloads digit and loads it again (new sessions, built and warmed) while a client
     keeps asking digit and wine; between an unload and the next load digit is a documented 404."""
@@ -149,12 +143,12 @@ def test_reloading_a_model_200_times_under_traffic_does_not_grow_memory(start_se
                 assert http.post("/v2/repository/models/digit/unload").status_code == 200
                 assert http.post("/v2/repository/models/digit/load").status_code == 200
                 if cycle == 0:
-                    after_first = _rss_mb(server)
+                    after_first = server.status_kib() / 1024
     finally:
         stop.set()
         client.join(30)
     seconds = time.monotonic() - started
-    after_all = _rss_mb(server)
+    after_all = server.status_kib() / 1024
     growth = (after_all - after_first) / after_first
     print(
         f"\n{RELOAD_CYCLES} unload/load cycles of digit in {seconds:.1f} s: RSS {after_first:.1f} MB after "

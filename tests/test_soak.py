@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +21,6 @@ WARM_UP_REQUESTS = 3000
 # Each client sends a few hundred requests a second on this 2-core machine; a tenth of that over the
 # minute is the floor below which the test would prove nothing.
 MIN_REQUESTS_PER_CLIENT = 1500
-
-
-def _rss_mb(server: Server) -> float:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]  # every /proc status has VmRSS
 
 
 def _requests() -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -74,12 +67,12 @@ def test_a_minute_of_mixed_load_has_no_errors_and_no_leak(start_server: StartSer
     server = start_server(NNSERVE_LOG_LEVEL="warning")
     errors: list[str] = []
     assert _load(server, None, WARM_UP_REQUESTS, errors) == WARM_UP_REQUESTS
-    after_warm_up = _rss_mb(server)
+    after_warm_up = server.status_kib() / 1024
     until = time.monotonic() + SOAK_SECONDS
     with ThreadPoolExecutor(CLIENTS) as pool:
         clients = [pool.submit(_load, server, until, None, errors) for _ in range(CLIENTS)]
         sent = [client.result(timeout=SOAK_SECONDS + 60) for client in clients]  # re-raises a client's error
-    after_soak = _rss_mb(server)
+    after_soak = server.status_kib() / 1024
     growth = (after_soak - after_warm_up) / after_warm_up
     print(
         f"\nsoak: {sum(sent)} requests in {SOAK_SECONDS} s from {CLIENTS} clients ({sent}), "

@@ -3,7 +3,9 @@ overload, reload, load balancer, browser, soak), and the system tools those test
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +44,13 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def status_kib(self, field: str = "VmRSS") -> int:
+        """A memory figure of the process from /proc/PID/status (VmRSS, VmHWM, ...), in KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        found = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+        assert found, f"{field} not in /proc/{self.process.pid}/status"
+        return int(found.group(1))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -131,3 +140,11 @@ def require_tool(name: str, *candidates: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def is_json_object(line: str) -> bool:
+    """Whether a log line is one JSON object: the service's promise for every line it writes."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
