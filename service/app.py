@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from onnxruntime import InferenceSession
+from starlette.types import ASGIApp
 
 from service import __version__
 from service.auth import document_api_keys
@@ -33,7 +34,19 @@ from service.v2 import routes as v2
 WEB_DIR = Path(__file__).parent / "web"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class NNServe(FastAPI):
+    """FastAPI with `front`: layers put ahead of FastAPI's own middleware stack rather than
+    inside it. Inference requests are guarded, answered by the hot path and never reach FastAPI's
+    layers, which cost a bare FastAPI app about a third of its time per request."""
+
+    front: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return self.front(stack) if self.front else stack
+
+
+def create_app(settings: Settings | None = None) -> NNServe:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
 
@@ -73,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
 
-    app = FastAPI(
+    app = NNServe(
         title="nnserve",
         version=__version__,
         description="Serves three small neural networks: wine, spam and digit.",
@@ -101,21 +114,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The demo page: plain HTML, CSS and JS calling the public API."""
         return FileResponse(WEB_DIR / "index.html")
 
-    # Innermost: inference requests go no further than this layer (service/hotpath.py).
-    app.add_middleware(HotPath, routers=[predict.router, explain.router, v2.router], fastapi=app)
-    app.add_middleware(
-        RequestGuard,
-        settings=settings,
-        metrics=metrics,
-    )
-    if settings.cors_origins:  # outermost, so the guard's own 413 and 503 carry CORS headers too
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Authorization", "X-Request-ID", "X-Request-Timeout"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
+    def front(inner: ASGIApp) -> ASGIApp:
+        """The layers every request meets before FastAPI's own stack (its server-error,
+        telemetry and body-limit middleware, which the guard and the hot path do without)."""
+        app_: ASGIApp = HotPath(inner, routers=[predict.router, explain.router, v2.router], fastapi=app)
+        app_ = RequestGuard(app_, settings=settings, metrics=metrics)
+        if settings.cors_origins:  # outermost, so the guard's own 413 and 503 carry CORS headers too
+            app_ = CORSMiddleware(
+                app_,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Content-Type", "Authorization", "X-Request-ID", "X-Request-Timeout"],
+                expose_headers=["X-Request-ID", "Retry-After"],
+            )
+        return app_
+
+    app.front = front
     return app
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -15,16 +16,21 @@ _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.created, record.levelname.lower(), record.name, record.getMessage(), fields)
+
+
+def json_line(created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    entry = {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        **fields,
+    }
+    return orjson.dumps(entry, default=str).decode()
 
 
 class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
@@ -48,6 +54,9 @@ class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # gener
         except Exception:
             self.handleError(record)
             return
+        self.add_line(line)
+
+    def add_line(self, line: str) -> None:
         self._lines.append(line)  # list.append is atomic: no lock on the request's path
         if len(self._lines) >= self.capacity:
             self.flush()
@@ -70,6 +79,23 @@ class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # gener
                 self.flush()
 
 
+ACCESS = logging.getLogger("nnserve.access")
+
+
+def log_access(message: str, fields: dict[str, Any]) -> None:
+    """One access line. With the JSON format (the default) the line is built here and handed to
+    the buffer directly: a LogRecord, the caller lookup and the generic formatter cost about
+    10 us, a tenth of a small model's whole request. Other handlers get a record as usual."""
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    for handler in ACCESS.handlers:
+        if isinstance(handler, BufferedHandler) and isinstance(handler.formatter, JsonFormatter):
+            handler.add_line(json_line(time.time(), "info", ACCESS.name, message, fields))
+        else:
+            record = ACCESS.makeRecord(ACCESS.name, logging.INFO, "", 0, message, (), None, extra=fields)
+            handler.handle(record)
+
+
 def configure_logging(level: str, fmt: str) -> None:
     formatter = (
         JsonFormatter()
@@ -84,11 +110,10 @@ def configure_logging(level: str, fmt: str) -> None:
         logger.setLevel(level.upper())
         logger.propagate = False
     # The access log, one line per request: batched (see BufferedHandler).
-    access = logging.getLogger("nnserve.access")
-    for old in access.handlers:
+    for old in ACCESS.handlers:
         old.close()
     buffered = BufferedHandler(sys.stderr)
     buffered.setFormatter(formatter)
-    access.handlers[:] = [buffered]
-    access.setLevel(level.upper())
-    access.propagate = False
+    ACCESS.handlers[:] = [buffered]
+    ACCESS.setLevel(level.upper())
+    ACCESS.propagate = False

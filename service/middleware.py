@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import time
 
 import orjson
+from prometheus_client import Counter, Histogram
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,9 +21,8 @@ from service import deadline
 from service.config import Settings
 from service.drain import READINESS_PATHS, draining
 from service.errors import error_response
+from service.logs import log_access
 from service.metrics import Metrics
-
-log = logging.getLogger("nnserve.access")
 
 _REQUEST_ID = b"x-request-id"
 _MAX_REQUEST_ID = 128
@@ -64,6 +63,7 @@ class RequestGuard:
         self.metrics = metrics
         self.in_flight = 0
         self.bytes_in_flight = 0
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,21 +150,34 @@ class RequestGuard:
     def _record(self, scope: Scope, status: int, started: float, request_id: bytes) -> None:
         seconds = time.perf_counter() - started
         endpoint = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.requests.labels(endpoint, str(status)).inc()
-        self.metrics.request_seconds.labels(endpoint).observe(seconds)
-        log.info(
-            "%s %s %d",
-            scope["method"],
-            scope["path"],
-            status,
-            extra={
-                "method": scope["method"],
-                "path": scope["path"],
+        count, latency = self._series(endpoint, status)
+        count.inc()
+        latency.observe(seconds)
+        method, path = scope["method"], scope["path"]
+        log_access(
+            f"{method} {path} {status}",
+            {
+                "method": method,
+                "path": path,
                 "status": status,
                 "latency_ms": round(seconds * 1000, 3),
                 "request_id": request_id.decode("latin-1"),
             },
         )
+
+    def _series(self, endpoint: str, status: int) -> tuple[Counter, Histogram]:
+        """The metric children for a route template and status, looked up once: prometheus-client's
+        labels() validates and hashes its arguments on every call. Both keys are bounded (route
+        templates, HTTP statuses)."""
+        key = (endpoint, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                self.metrics.requests.labels(endpoint, str(status)),
+                self.metrics.request_seconds.labels(endpoint),
+            )
+            self._children[key] = series
+        return series
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, int]:
         """The whole body and the bytes it holds of bytes_in_flight (given back at once if it is
