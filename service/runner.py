@@ -142,7 +142,9 @@ class ModelRunner:
             future.set_result(self.run_sync(feeds))
         else:
             future = loop.run_in_executor(self._executor, self.run_sync, feeds)
-        if limit is None:
+        if limit is None or self.inline:
+            # An inline model's batch runs in the loop's next turn, before any timer set now
+            # could fire: a timer would never change the answer.
             return await future
         # A timer that cancels the future: cheaper per request than asyncio.wait_for.
         expired = False

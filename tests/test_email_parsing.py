@@ -6,8 +6,9 @@ from __future__ import annotations
 import email
 
 import pytest
+from samples import samples
 
-from service.features import email_text, email_tokens
+from service.features import email_text, email_tokens, spam
 from service.features.spam import HEADERS_TOKEN, header_block_end, read_email
 
 
@@ -177,3 +178,68 @@ def test_a_text_without_headers_never_reaches_the_email_parser(monkeypatch: pyte
 
     monkeypatch.setattr(email, "message_from_bytes", refuse)
     assert email_text("Can you review my pull request when you get a chance?").startswith("Can")
+
+
+_SINGLE_PART = {
+    "crlf-folded-subject": "From: a@b.c\r\nSubject: cheap\r\n\twatches today\r\n\r\nBuy now\r\nor never\r\n",
+    "encoded-word-subject": "From: a@b.c\nSubject: =?utf-8?b?R3LDvMOfZQ==?= and more\n\nhello",
+    "quoted-charset": 'From: a@b.c\nContent-Type: text/plain; charset="UTF-8"\n\nna\u00efve \u2014 ok',
+    "no-charset-non-ascii-body": "From: a@b.c\nSubject: x\n\nna\u00efve caf\u00e9",
+    "unknown-charset": "From: a@b.c\nContent-Type: text/plain; charset=x-nonsense\n\nstill read",
+    "base64": "From: a@b.c\nContent-Transfer-Encoding: base64\n\nQnV5IGNoZWFwIHdhdGNoZXM=\n",
+    "quoted-printable-html": (
+        "From: a@b.c\nContent-Type: text/html\nContent-Transfer-Encoding: quoted-printable\n\n"
+        "<html><body><p>Cheap =3D good</p></body></html>"
+    ),
+    "mbox-from-line": "From someone Tue Sep 24 2002\nFrom: a@b.c\nSubject: hi\n\nbody text",
+    "duplicate-content-type": "From: a@b.c\nContent-Type: text/html\nContent-Type: text/plain\n\n<b>bold</b>",
+    "not-text": "From: a@b.c\nContent-Type: application/octet-stream\n\nno words here",
+    "lone-cr-in-body": "From: a@b.c\nSubject: s\n\nline one\rline two\n",
+}
+_PARSER_ONLY = {
+    "multipart": (
+        "From: a@b.c\nContent-Type: multipart/alternative; boundary=XX\n\n"
+        "--XX\nContent-Type: text/plain\n\nplain words\n--XX--\n"
+    ),
+    "lone-cr-in-headers": "From: a@b.c\rSubject: s\nTo: d@e.f\n\nbody",
+    "non-ascii-header": "From: a@b.c\nSubject: caf\u00e9\n\nbody",
+    "attached-message": "From: a@b.c\nContent-Type: message/rfc822\n\nSubject: inner\n\ninner body",
+}
+
+
+def _with_the_parser_only(monkeypatch: pytest.MonkeyPatch, raw: str | bytes) -> object:
+    monkeypatch.setattr(spam, "_single_part", lambda *_: None)
+    read = read_email(raw)
+    monkeypatch.undo()
+    return read
+
+
+def _takes_the_fast_path(raw: str | bytes) -> bool:
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", errors="surrogatepass")
+    start = spam._LEADING_BLANK_LINES.match(text).end()  # type: ignore[union-attr]  # matches ""
+    end = header_block_end(text)
+    return end is not None and spam._single_part(text, data, start, end) is not None
+
+
+@pytest.mark.parametrize("name", [*_SINGLE_PART, *_PARSER_ONLY])
+def test_a_single_part_email_reads_the_same_without_the_email_parser(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = {**_SINGLE_PART, **_PARSER_ONLY}[name]
+    assert _takes_the_fast_path(raw) == (name in _SINGLE_PART)
+    for form in (raw, raw.encode("utf-8")):
+        assert read_email(form) == _with_the_parser_only(monkeypatch, form)
+
+
+def test_every_held_out_email_reads_the_same_without_the_email_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The served models' held-out emails (real SpamAssassin mail): the fast path gives exactly
+    what the email package gives, so training (which reads every email through read_email too)
+    and serving agree whichever path an email takes."""
+    emails = [s.input["text"] for version in (1, 2) for s in samples("spam", version)]
+    fast = [raw for raw in emails if _takes_the_fast_path(raw)]
+    assert len(fast) > len(emails) // 2, "the fast path should cover most real mail"
+    for raw in emails:
+        assert read_email(raw) == _with_the_parser_only(monkeypatch, raw), raw[:300]
