@@ -37,7 +37,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from bench import worst_case
-from bench.stages import STAGES, stage_split
+from bench.stages import STAGES, bookkeeping_us, stage_split
 from service.config import Settings
 from service.features import pixels_to_digit
 
@@ -556,7 +556,7 @@ def main() -> None:
     }
     raw = raw_onnxruntime(batch_sizes)
     targets = check_targets(runs, rss_mb, start_s)
-    report(runs, workers, stages, raw, targets, rss_mb, start_s, batch_sizes)
+    report(runs, workers, stages, raw, targets, rss_mb, start_s, batch_sizes, bookkeeping_us())
 
 
 def _stage_rows(runs: list[Run], stages: dict[str, dict[str, float]]) -> list[str]:
@@ -616,6 +616,7 @@ def report(
     rss_mb: float,
     start_s: float,
     batch_sizes: dict[str, float],
+    bookkeeping: dict[str, float],
 ) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
@@ -648,6 +649,9 @@ def report(
         "Mean batch size formed with batching on: "
         + ", ".join(f"{m} {b:.1f}" for m, b in sorted(batch_sizes.items())),
         f"Resident memory after warm-up: {rss_mb:.0f} MB; start to ready: {start_s:.2f} s",
+        f"Per request, in process: the request guard {bookkeeping['guard']:.1f} us (deadline, limits, "
+        f"id, metrics, access line); every metric update a request and its batch make "
+        f"{bookkeeping['metrics']:.1f} us; the access line {bookkeeping['access line']:.1f} us",
         "",
         "Targets:",
     ]
@@ -668,6 +672,7 @@ def report(
         "mean_batch_sizes": batch_sizes,
         "rss_mb": rss_mb,
         "start_to_ready_s": start_s,
+        "bookkeeping_us": bookkeeping,
         "targets": [{"target": n, "met": m, "value": v} for n, m, v in targets],
         "table": text,
     }

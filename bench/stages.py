@@ -9,6 +9,9 @@ nnserve's layers (guard, hot path, batching queue, access log, metrics).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +20,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard
+from service.config import Settings
 from service.features import (
     BagOfWords,
     GuestEncoder,
@@ -26,6 +31,9 @@ from service.features import (
     image_bytes_to_digit,
     pixels_to_digit,
 )
+from service.logs import BufferedHandler, JsonFormatter, log_access
+from service.metrics import Metrics
+from service.middleware import RequestGuard
 from service.schemas import DigitRequest, SpamRequest, WineRequest
 from service.v2.codec import CARD_DATATYPES, encode_response, feeds_for, parse_request
 
@@ -137,3 +145,69 @@ def stage_split(path: str, body: bytes, header_length: int | None, folder: Path)
             ),
         )
     return None
+
+
+def bookkeeping_us() -> dict[str, float]:
+    """What every request pays for being guarded and counted, timed in process: the request guard
+    (deadline, limits, request id, metrics and access line) around an app that answers a
+    constant, minus that app alone; and within it the metric updates a request and its batch make
+    and the access line, on their own."""
+    settings = Settings()
+    metrics = Metrics.create()
+    log = logging.getLogger("nnserve.access")
+    saved = log.handlers[:], log.level, log.propagate
+    with open(os.devnull, "w") as devnull:
+        handler = BufferedHandler(devnull)
+        handler.setFormatter(JsonFormatter())
+        log.handlers[:], log.level, log.propagate = [handler], logging.INFO, False
+        try:
+            guard = RequestGuard(_constant, settings=settings, metrics=metrics)
+            requests = metrics.requests.labels("/predict/wine", "200")
+            latency = metrics.request_seconds.labels("/predict/wine")
+            batch = metrics.observer("wine", 1)
+
+            def count() -> None:
+                metrics.in_flight.inc()
+                metrics.in_flight.dec()
+                requests.inc()
+                latency.observe(0.0003)
+                batch.on_queue_wait(0.00001)
+                batch.on_batch(1, 0.000006)
+
+            fields = {"method": "POST", "path": "/predict/wine", "status": 200, "latency_ms": 0.3}
+            costs = {
+                "guard": _asgi_us(guard) - _asgi_us(_constant),
+                "metrics": _microseconds(count),
+                "access line": _microseconds(lambda: log_access("POST /predict/wine 200", fields)),
+            }
+        finally:
+            handler.close()
+            log.handlers[:], log.level, log.propagate = saved
+    return costs
+
+
+async def _constant(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _asgi_us(app: ASGIApp, calls: int = 20_000) -> float:
+    """Microseconds per POST /predict/wine through `app`, driven in one event loop."""
+    body = b'{"guests": ["Dahlia"]}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(_: Message) -> None:
+        pass
+
+    async def drive() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            scope = {"type": "http", "method": "POST", "path": "/predict/wine", "headers": headers}
+            await app(scope, receive, send)
+        return (time.perf_counter() - started) / calls * 1e6
+
+    return asyncio.run(drive())
