@@ -136,7 +136,10 @@ class ModelRunner:
             self._queue.append(pending)
             if not self._draining:
                 self._draining = True
-                loop.create_task(self._drain())
+                if self.inline:
+                    loop.call_soon(self._serve_inline)
+                else:
+                    loop.create_task(self._drain())
         elif self.inline:
             future = loop.create_future()
             future.set_result(self.run_sync(feeds))
@@ -166,38 +169,55 @@ class ModelRunner:
         finally:
             timer.cancel()
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _serve_inline(self) -> None:
+        """An inline model's queue, emptied at the loop's next turn: what the loop read meanwhile
+        goes as one batch. A plain callback rather than a task, since nothing here waits."""
         try:
-            while self._queue:
-                batch = self._take_batch()
-                if not batch:
-                    continue
-                now = time.perf_counter()
-                for item in batch:
-                    self._observer.on_queue_wait(now - item.enqueued)
+            while batch := self._take_batch():
+                outcome: Outputs | Exception
                 try:
-                    feeds = _stack([item.feeds for item in batch])
-                    if self.inline:  # the requests that arrived meanwhile queued before this task ran
-                        outputs = self.run_sync(feeds)
-                    else:
-                        outputs = await loop.run_in_executor(self._executor, self.run_sync, feeds)
+                    outcome = self.run_sync(self._feeds(batch))
                 except Exception as exc:  # the batch failed: every caller in it hears why
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                    continue
-                start = 0
-                for item in batch:
-                    stop = start + item.rows
-                    if not item.future.done():
-                        item.future.set_result([out[start:stop] for out in outputs])
-                    start = stop
+                    outcome = exc
+                self._settle(batch, outcome)
         finally:
             self._draining = False
 
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while batch := self._take_batch():
+                outcome: Outputs | Exception
+                try:
+                    outcome = await loop.run_in_executor(self._executor, self.run_sync, self._feeds(batch))
+                except Exception as exc:
+                    outcome = exc
+                self._settle(batch, outcome)
+        finally:
+            self._draining = False
+
+    def _feeds(self, batch: list[_Pending]) -> Feeds:
+        now = time.perf_counter()
+        for item in batch:
+            self._observer.on_queue_wait(now - item.enqueued)
+        return _stack([item.feeds for item in batch])
+
+    @staticmethod
+    def _settle(batch: list[_Pending], outcome: Outputs | Exception) -> None:
+        """Each caller still waiting gets its rows of the outputs, or hears why the batch failed."""
+        start = 0
+        for item in batch:
+            stop = start + item.rows
+            if not item.future.done():
+                if isinstance(outcome, Exception):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result([out[start:stop] for out in outcome])
+            start = stop
+
     def _take_batch(self) -> list[_Pending]:
-        """Requests whose callers still wait, up to max_batch_rows (a bigger one goes alone)."""
+        """Requests whose callers still wait, up to max_batch_rows (a bigger one goes alone);
+        empty only when the queue is."""
         batch: list[_Pending] = []
         rows = 0
         while self._queue:

@@ -63,6 +63,31 @@ def test_concurrent_requests_are_stacked_and_answered_in_order() -> None:
         np.testing.assert_allclose(answer, runner.session.run(None, _party(i))[0], rtol=0, atol=1e-6)
 
 
+def test_an_inline_model_batches_what_arrives_in_one_turn_of_the_loop() -> None:
+    """A model fast enough to run on the event loop (calibrated so) still batches: the requests
+    read in one turn of the loop go together at the next, with no task in between."""
+    recorder = Recorder()
+    session = ort.InferenceSession(str(WINE), providers=["CPUExecutionProvider"])
+    runner = ModelRunner(
+        session, ThreadPoolExecutor(1), max_batch_rows=64, observer=recorder, inline_below_seconds=1.0
+    )
+    runner.calibrate(_party(0))
+    assert runner.inline
+    recorder.batches.clear()
+    wrong = {"guests": np.zeros((1, 3), dtype=np.float32)}
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        answers = await asyncio.gather(*(runner.run(_party(i)) for i in range(100)))
+        failed = await asyncio.gather(runner.run(_party(1)), runner.run(wrong), return_exceptions=True)
+        return list(answers), list(failed)
+
+    answers, failed = asyncio.run(scenario())
+    assert recorder.batches == [64, 36]
+    for i, answer in enumerate(answers):
+        np.testing.assert_allclose(answer[0], runner.session.run(None, _party(i))[0], rtol=0, atol=1e-6)
+    assert all(isinstance(r, ValueError) for r in failed), failed
+
+
 def test_a_request_past_its_deadline_is_dropped_from_the_queue() -> None:
     recorder = Recorder()
     runner = _runner(recorder, delay=0.3, timeout=0.1)
