@@ -56,6 +56,7 @@ SHORT_SPAM = (
     "exclusive offer expires at midnight, so act now and don't miss out on your reward! "
     "Click the secure link below to get started."
 )
+SHORT_SPAM_CASE = f"spam ({len(SHORT_SPAM)} chars, no headers)"
 LUA = """
 wrk.method = os.getenv("BENCH_METHOD")
 local path = os.getenv("BENCH_BODY")
@@ -145,7 +146,7 @@ def build_cases() -> list[Case]:
     cases = [
         Case("wine (3 guests)", "POST", "/predict/wine", party, model="wine"),
         Case(
-            f"spam ({len(SHORT_SPAM)} chars, no headers)",
+            SHORT_SPAM_CASE,
             "POST",
             "/predict/spam",
             json.dumps({"text": SHORT_SPAM}).encode(),
@@ -372,7 +373,7 @@ def _ratio(runs: list[Run], case: str, connections: int, variant: str = "on") ->
 # Issue 14's targets: ratios to the separate bare FastAPI process at 32 connections.
 RATIO_TARGETS = (
     ("wine", 1.5),
-    ("spam (300 chars", 1.0),
+    (SHORT_SPAM_CASE, 1.0),
     ("spam (2", 0.6),
     ("digit (784", 0.5),
     ("V2 digit (binary", 0.7),
@@ -398,14 +399,16 @@ def check_targets(runs: list[Run], rss_mb: float, start_s: float) -> list[tuple[
             )
     if 32 in measured:
         over = {n: by[(n, 32, "on")].p99_ms / by[(n, 32, "reference")].p99_ms for n in names}
-        worst = max(over, key=lambda n: over[n])
-        targets.append(
-            (
-                "p99 at 32 connections <= 2x the bare app's, every endpoint",
-                over[worst] <= 2,
-                f"worst {worst} {over[worst]:.1f}x",
+        predictions = [n for n in names if not n.startswith("explain")]
+        for which, among in (("every endpoint", names), ("every prediction endpoint", predictions)):
+            worst = max(among, key=lambda n: over[n])
+            targets.append(
+                (
+                    f"p99 at 32 connections <= 2x the bare app's, {which}",
+                    over[worst] <= 2,
+                    f"worst {worst} {over[worst]:.1f}x",
+                )
             )
-        )
         slower = [n for n in names if by[(n, 32, "on")].rps < by[(n, 32, "off")].rps * 0.98]
         targets.append(
             (
