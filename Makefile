@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: serve test lint fmt train bench clean
+.PHONY: serve test test-all lint fmt train bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.serve
 	$(BIN)/nnserve
 
-# Extra pytest options, e.g. make test PYTEST_ARGS=--skip-soak
+# Extra pytest options, e.g. make test PYTEST_ARGS="-k spam -x"
 PYTEST_ARGS ?=
+# The fast ring: no Docker, browser, real-server or long tests, except one smoke test per protocol.
+FAST := smoke or not (process or browser or docker or slow)
 test: $(VENV)/.test
+	$(BIN)/python -m pytest -m "$(FAST)" $(PYTEST_ARGS)
+
+# Every test: what `make test` runs, plus real servers, Chromium, the Docker engine and the soak.
+test-all: $(VENV)/.test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ruff (lint and format check) and strict mypy over service, training, bench and tests.

@@ -21,17 +21,16 @@ from support.browser import chromium
 from support.inprocess import MakeClient, in_process_client
 from support.server import MODELS_DIR, Server, StartServer, launch
 
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--skip-soak", action="store_true", help="skip the one-minute soak test")
+NEEDS = {"server": "process", "start_server": "process", "browser": "browser"}
+"""Fixtures that make a test need something more than the process it runs in: the marker each
+adds, so that a test's tier follows from what it uses instead of a mark someone must remember."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--skip-soak"):
-        skip = pytest.mark.skip(reason="--skip-soak given")
-        for item in items:
-            if "soak" in item.keywords:
-                item.add_marker(skip)
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in NEEDS:
+                item.add_marker(NEEDS[fixture])
 
 
 @pytest.fixture(scope="session")

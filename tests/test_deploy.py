@@ -25,7 +25,8 @@ import yaml
 
 from service import __version__
 
-from support.server import REPO, StartServer, is_json_object, require_tool
+from support.server import REPO, StartServer, is_json_object
+from support.tools import require_tool
 
 K8S_DIR = REPO / "deploy" / "k8s"
 # The oldest Kubernetes with everything the manifests use (the preStop sleep action) and the

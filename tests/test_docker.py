@@ -35,7 +35,10 @@ import pytest
 import yaml
 from readme_examples import README, examples, matches
 
-from support.server import REPO, free_port, is_json_object, require_tool
+from support.server import REPO, free_port, is_json_object
+from support.tools import require_tool
+
+pytestmark = pytest.mark.docker
 
 # Everything the module creates is named after it, so a leftover is easy to tell from the rest.
 NAME = f"nnserve-test-{secrets.token_hex(4)}"

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.server import REPO, Server, StartServer, require_tool
+from support.server import REPO, Server, StartServer
+from support.tools import require_tool
 
 SCRIPT = REPO / "deploy" / "every-replica.sh"
 KEY = "replica-admin-5e0d"

@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.server import MODELS_DIR, Server, StartServer, require_tool
+from support.server import MODELS_DIR, Server, StartServer
+from support.tools import require_tool
 
 MIN_CASES = 100
 API_KEY = "fuzz-admin-key"

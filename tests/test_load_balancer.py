@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.server import REPO, Server, StartServer, free_port, require_tool
+from support.server import REPO, Server, StartServer, free_port
+from support.tools import require_tool
 
 REQUESTS = 400
 KILL_AT = 150  # the request index that kills replica 0 first, while other threads have theirs in flight

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 from readme_examples import ANSWER_PROPERTY, README, Example, examples, matches, reprint
 
-from support.server import Server, StartServer, require_tool
+from support.server import Server, StartServer
+from support.tools import require_tool
 
 EXAMPLES = examples(README.read_text())
 

@@ -62,7 +62,7 @@ def _load(server: Server, until: float | None, count: int | None, errors: list[s
     return sent
 
 
-@pytest.mark.soak
+@pytest.mark.slow
 def test_a_minute_of_mixed_load_has_no_errors_and_no_leak(start_server: StartServer) -> None:
     server = start_server(NNSERVE_LOG_LEVEL="warning")
     errors: list[str] = []

@@ -11,13 +11,18 @@ import pytest
 from v2_inputs import predict_outputs, tensors
 
 from support.server import Server
+from support.tools import require_module
 
-httpclient = pytest.importorskip("tritonclient.http")
 OUTPUTS = {"wine": "bottles", "spam": "probabilities", "digit": "probabilities"}
 
 
 @pytest.fixture(scope="module")
-def triton(server: Server) -> Iterator[Any]:  # tritonclient ships no type information
+def httpclient() -> Any:  # tritonclient ships no type information
+    return require_module("tritonclient.http")
+
+
+@pytest.fixture(scope="module")
+def triton(server: Server, httpclient: Any) -> Iterator[Any]:
     connection = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     yield connection
     connection.close()
@@ -35,7 +40,7 @@ def test_health_and_metadata(triton: Any) -> None:
 @pytest.mark.parametrize("binary_out", [True, False], ids=["binary-out", "json-out"])
 @pytest.mark.parametrize("name", ["wine", "spam", "digit"])
 def test_infer_equals_predict(
-    triton: Any, server: Server, name: str, binary_in: bool, binary_out: bool
+    triton: Any, httpclient: Any, server: Server, name: str, binary_in: bool, binary_out: bool
 ) -> None:
     input_name, tensor, body = tensors()[name]
     tensor_input = httpclient.InferInput(input_name, list(tensor.shape), "FP32")

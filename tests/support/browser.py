@@ -6,9 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
-
-from support.server import require_tool
+from support.tools import require_module, require_tool
 
 # Without the background-networking flags Chromium keeps trying hosts this closed network refuses.
 CHROMIUM_FLAGS = [
@@ -27,7 +25,7 @@ CHROMIUM_FLAGS = [
 def chromium() -> Iterator[Any]:
     """A launched playwright Browser; skipped (failed in CI) when chromium is not installed."""
     executable = require_tool("chromium", "/usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require_module("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "models"
@@ -127,19 +125,6 @@ def launch(
         server.stop()
         raise
     return server
-
-
-def require_tool(name: str, *candidates: str) -> str:
-    """The path of a system tool a test drives for real. Missing on a developer's machine: skip
-    with the reason; missing in CI (where .ci/run installs it): fail, so CI never skips silently."""
-    for candidate in (name, *candidates):
-        path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
-        if path:
-            return path
-    reason = f"{name} is not installed (.ci/run installs it with apt-get)"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def is_json_object(line: str) -> bool:
