@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,25 +25,13 @@ from service.hotpath import HotPath
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.middleware import RequestGuard
+from service.nnserve import NNServe
 from service.repository import ModelRepository
 from service.routes import explain, ops, predict
 from service.runner import ModelRunner
 from service.v2 import routes as v2
 
 WEB_DIR = Path(__file__).parent / "web"
-
-
-class NNServe(FastAPI):
-    """FastAPI with `front`: layers put ahead of FastAPI's own middleware stack rather than
-    inside it, so inference requests are guarded and answered by the hot path without passing
-    through FastAPI's error, telemetry and body-limit layers, which they have no use for (the
-    guard limits bodies, and the hot path turns any exception into the app's error answer)."""
-
-    front: Callable[[ASGIApp], ASGIApp] | None = None
-
-    def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        return self.front(stack) if self.front else stack
 
 
 def create_app(settings: Settings | None = None) -> NNServe:
@@ -54,7 +41,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
     metrics = Metrics.create()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: NNServe) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
 
         def make_runner(session: InferenceSession, name: str, version: int) -> ModelRunner:
@@ -81,13 +68,15 @@ def create_app(settings: Settings | None = None) -> NNServe:
         # a pause of tens of milliseconds in the middle of requests (the p99).
         gc.collect()
         gc.freeze()
-        app.state.dataplane = DataPlane(repository)
+        app.dataplane = DataPlane(repository)
         try:
             yield
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
 
     app = NNServe(
+        settings,
+        metrics,
         title="nnserve",
         version=__version__,
         description="Serves three small neural networks: wine, spam and digit.",
@@ -96,8 +85,6 @@ def create_app(settings: Settings | None = None) -> NNServe:
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
     metrics.watch_models(lambda: _model_states(app))
     install_error_handlers(app)
     install_body_schemas(app)
@@ -134,8 +121,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
     return app
 
 
-def _model_states(app: FastAPI) -> dict[tuple[str, int], bool]:
-    dataplane: DataPlane | None = getattr(app.state, "dataplane", None)
-    if dataplane is None:
+def _model_states(app: NNServe) -> dict[tuple[str, int], bool]:
+    if not app.started:
         return {}
-    return {(v.name, v.version): v.ready for v in dataplane.versions()}
+    return {(v.name, v.version): v.ready for v in app.dataplane.versions()}

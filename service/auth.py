@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from service.config import Settings
 from service.errors import ApiError, Unauthorized
 from service.middleware import is_inference
+from service.nnserve import NNServe
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _SCHEME = "apiKey"
@@ -39,7 +40,7 @@ def _unauthorized() -> Unauthorized:
 
 
 def check_api_key(request: Request) -> None:
-    keys: list[str] = request.app.state.settings.api_key
+    keys: list[str] = NNServe.of(request).settings.api_key
     if keys and not _matches(_presented_key(request), keys):
         raise _unauthorized()
 
@@ -50,7 +51,7 @@ async def require_api_key(request: Request) -> None:
 
 
 async def require_admin_key(request: Request) -> None:
-    settings: Settings = request.app.state.settings
+    settings: Settings = NNServe.of(request).settings
     if not settings.admin_keys:
         raise ApiError(403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
     presented = _presented_key(request)

@@ -60,6 +60,19 @@ class DataPlane:
         versions = self.versions()
         return bool(versions) and all(v.ready for v in versions)
 
+    async def load(self, name: str) -> ModelEntry:
+        """(Re)loads every version in models/<name>/ and swaps them in at once: the repository
+        builds and warms the new sessions off the event loop, so serving never pauses."""
+        entry = await self.repository.load(name)
+        if entry is None:
+            raise ModelNotFound(f"no model folder with versions for {name!r}")
+        return entry
+
+    async def unload(self, name: str) -> None:
+        """Stops serving a model: it is unknown (404) until it is loaded again."""
+        if not await self.repository.unload(name):
+            raise ModelNotFound(f"no model named {name!r}")
+
     async def infer(self, model: ServingModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Every output of the graph, in the card's order; the model's runner batches and times it."""
         return await model.runner.run(feeds)

@@ -147,7 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, exc: QueueFull) -> Response:
-        retry_after = str(request.app.state.settings.retry_after_seconds)
+        retry_after = str(request.app.settings.retry_after_seconds)  # the app is an NNServe
         return error_response(503, "overloaded", f"{exc}; retry", headers={"Retry-After": retry_after})
 
     @app.exception_handler(StarletteHTTPException)

@@ -23,6 +23,7 @@ from service.drain import READINESS_PATHS, draining
 from service.errors import error_response
 from service.logs import log_access
 from service.metrics import Metrics
+from service.nnserve import NNServe
 
 _REQUEST_ID = b"x-request-id"
 _MAX_REQUEST_ID = 128
@@ -229,8 +230,8 @@ def _draining_readiness(scope: Scope) -> Response:
     """Readiness while the server drains: 503, naming every model version and why."""
     body: dict[str, object] = {"ready": False}
     if scope["path"] == "/ready":
-        dataplane = getattr(scope["app"].state, "dataplane", None)
-        versions = dataplane.versions() if dataplane is not None else []
+        app: NNServe = scope["app"]
+        versions = app.dataplane.versions() if app.started else []
         body["models"] = {f"{v.name}/{v.version}": "shutting down" for v in versions}
     return Response(orjson.dumps(body), status_code=503, media_type="application/json")
 

@@ -18,7 +18,6 @@ from service.auth import check_api_key
 from service.body import json_body, json_response, parse_json
 from service.card import MnistNormalisation
 from service.config import Settings
-from service.dataplane import DataPlane
 from service.errors import ApiError, InvalidInput, ModelNotReady, PayloadTooLarge
 from service.features import (
     BagOfWords,
@@ -32,6 +31,7 @@ from service.features import (
     pixels_to_digit,
 )
 from service.loading import ServingModel
+from service.nnserve import NNServe
 from service.schemas import DigitItem, ErrorResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -60,17 +60,12 @@ def documented(request_model: type, response_model: Any) -> dict[str, Any]:
     }
 
 
-def dataplane(request: Request) -> DataPlane:
-    plane: DataPlane = request.app.state.dataplane
-    return plane
-
-
 async def begin(request: Request, body_model: type[Body], name: str) -> tuple[Body, ServingModel]:
     """What every prediction does first: check the key, validate the body, find the model version
     the request asks for (`?version=N`) or the highest ready one."""
     check_api_key(request)
     body = await parse_json(request, body_model)
-    return body, dataplane(request).model(name, request.query_params.get("version"))
+    return body, NNServe.of(request).dataplane.model(name, request.query_params.get("version"))
 
 
 def model_encoder(model: ServingModel, kind: type[Encoder]) -> Encoder:

@@ -16,10 +16,10 @@ from service.config import Settings
 from service.errors import InvalidInput
 from service.explain import digit, spam, wine
 from service.features import BagOfWords, GuestEncoder
+from service.nnserve import NNServe
 from service.routes.common import (
     answer,
     begin,
-    dataplane,
     digit_rows,
     documented,
     email_encoder,
@@ -59,7 +59,7 @@ async def explain_wine(request: Request) -> Response:
     _one_item(body.batched, "wine")
     encoder = model_encoder(model, GuestEncoder)
     party = encode_each(body.items(), False, lambda _: "guests", encoder.encode)[0]
-    return answer(model, [await wine.explain(dataplane(request), model, encoder, party)], False)
+    return answer(model, [await wine.explain(NNServe.of(request).dataplane, model, encoder, party)], False)
 
 
 @router.post("/spam", **documented(SpamExplainRequest, SpamExplanation))
@@ -68,12 +68,12 @@ async def explain_spam(request: Request) -> Response:
     effect (the email without each word, run by the network), and the tokens the model read."""
     body, model = await begin(request, SpamRequest, "spam")
     _one_item(body.batched, "spam")
-    settings: Settings = request.app.state.settings
+    settings: Settings = NNServe.of(request).settings
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
     bag = encode_each(texts, False, lambda _: "text", email_encoder(settings, encoder))[0]
     explanation = await spam.explain(
-        dataplane(request),
+        NNServe.of(request).dataplane,
         model,
         encoder,
         texts[0],
@@ -90,5 +90,5 @@ async def explain_digit(request: Request) -> Response:
     occlusion map: how much hiding each patch of it lowers the digit's probability."""
     body, model = await begin(request, DigitRequest, "digit")
     _one_item(body.batched, "digit")
-    rows = await digit_rows(model, body.items(), False, request.app.state.settings)
-    return answer(model, [await digit.explain(dataplane(request), model, rows[0])], False)
+    rows = await digit_rows(model, body.items(), False, NNServe.of(request).settings)
+    return answer(model, [await digit.explain(NNServe.of(request).dataplane, model, rows[0])], False)

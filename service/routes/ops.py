@@ -10,17 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.body import json_response
 from service.card import BagOfWordsVocabulary, Preprocessing
-from service.dataplane import DataPlane
 from service.loading import ModelVersion
+from service.nnserve import NNServe
 from service.repository import ModelEntry
 from service.schemas import ErrorResponse, ModelInfo, ModelVersionInfo, ReadyResponse
 
 router = APIRouter(tags=["operations"])
-
-
-def _dataplane(request: Request) -> DataPlane:
-    dataplane: DataPlane = request.app.state.dataplane
-    return dataplane
 
 
 @router.get("/health")
@@ -32,14 +27,14 @@ async def health() -> dict[str, str]:
 @router.get("/metrics", response_class=PlainTextResponse)  # documents the text/plain answer
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this process: requests, latency, batching, queueing, model status."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(NNServe.of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def ready(request: Request) -> Response:
     """Readiness: 200 only when every model version is loaded and warmed up; otherwise 503
     naming each one that is not, and why."""
-    dataplane = _dataplane(request)
+    dataplane = NNServe.of(request).dataplane
     states = {
         f"{v.name}/{v.version}": "ready" if v.ready else v.error or "not loaded" for v in dataplane.versions()
     }
@@ -85,9 +80,9 @@ def _model_info(entry: ModelEntry) -> ModelInfo:
 @router.get("/models")
 async def list_models(request: Request) -> list[ModelInfo]:
     """Every model and version in the repository, with its card's tensors and metrics."""
-    return [_model_info(entry) for entry in _dataplane(request).repository.models.values()]
+    return [_model_info(entry) for entry in NNServe.of(request).dataplane.repository.models.values()]
 
 
 @router.get("/models/{name}", responses={404: {"model": ErrorResponse}})
 async def get_model(name: str, request: Request) -> ModelInfo:
-    return _model_info(_dataplane(request).entry(name))
+    return _model_info(NNServe.of(request).dataplane.entry(name))

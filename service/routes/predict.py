@@ -20,10 +20,10 @@ from service.config import Settings
 from service.errors import BatchTooLarge, InvalidInput
 from service.features import BagOfWords, GuestEncoder
 from service.loading import ServingModel
+from service.nnserve import NNServe
 from service.routes.common import (
     answer,
     begin,
-    dataplane,
     digit_rows,
     documented,
     email_encoder,
@@ -55,7 +55,7 @@ def _check_batch(settings: Settings, items: Sequence[Any]) -> None:
 
 async def _run(request: Request, model: ServingModel, rows: np.ndarray) -> np.ndarray:
     """The model's first output (the card's) for these rows."""
-    return (await dataplane(request).infer(model, {model.card.inputs[0].name: rows}))[0]
+    return (await NNServe.of(request).dataplane.infer(model, {model.card.inputs[0].name: rows}))[0]
 
 
 @router.post("/wine", **documented(WineRequest, WineResponse | WineBatchResponse))
@@ -64,7 +64,7 @@ async def predict_wine(request: Request) -> Response:
     body, model = await begin(request, WineRequest, "wine")
     encoder = model_encoder(model, GuestEncoder)
     guest_lists = body.items()
-    _check_batch(request.app.state.settings, guest_lists)
+    _check_batch(NNServe.of(request).settings, guest_lists)
     rows = encode_each(guest_lists, body.batched, lambda _: "guests", encoder.encode)
     bottles = [round(b, 4) for b in (await _run(request, model, rows))[:, 0].tolist()]
     predictions = [{"bottles": b, "buy": math.ceil(b)} for b in bottles]
@@ -75,7 +75,7 @@ async def predict_wine(request: Request) -> Response:
 async def predict_spam(request: Request) -> Response:
     """Spam probability of an email: raw RFC 822 with headers, or just a body."""
     body, model = await begin(request, SpamRequest, "spam")
-    settings: Settings = request.app.state.settings
+    settings: Settings = NNServe.of(request).settings
     encode = email_encoder(settings, model_encoder(model, BagOfWords))
     texts = body.items()
     _check_batch(settings, texts)
@@ -90,7 +90,7 @@ async def predict_spam(request: Request) -> Response:
 async def predict_digit(request: Request) -> Response:
     """The handwritten digit in an image of any size and polarity, or in 784 MNIST pixels."""
     body, model = await begin(request, DigitRequest, "digit")
-    settings: Settings = request.app.state.settings
+    settings: Settings = NNServe.of(request).settings
     items = body.items()
     _check_batch(settings, items)
     rows = await digit_rows(model, items, body.batched, settings)

@@ -13,9 +13,8 @@ from starlette.responses import Response
 from service import __version__
 from service.auth import check_api_key, require_admin_key
 from service.body import json_response
-from service.dataplane import DataPlane
-from service.errors import ModelNotFound
 from service.loading import ServingModel
+from service.nnserve import NNServe
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
@@ -30,14 +29,9 @@ router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _dataplane(request: Request) -> DataPlane:
-    dataplane: DataPlane = request.app.state.dataplane
-    return dataplane
-
-
 def _model(request: Request, name: str) -> ServingModel:
     """The model the path names: `/versions/{version}` pins one, its absence takes the latest."""
-    return _dataplane(request).model(name, request.path_params.get("version"))
+    return NNServe.of(request).dataplane.model(name, request.path_params.get("version"))
 
 
 def _model_route(suffix: str, endpoint: Callable[..., Any], method: str, **options: Any) -> None:
@@ -74,7 +68,7 @@ async def live() -> dict[str, bool]:
 
 @router.get("/health/ready", responses={503: {}})
 async def ready(request: Request) -> Response:
-    is_ready = _dataplane(request).ready()
+    is_ready = NNServe.of(request).dataplane.ready()
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
@@ -83,7 +77,7 @@ async def model_metadata(request: Request, name: str) -> dict[str, Any]:
     model = _model(request, name)
     return {
         "name": name,
-        "versions": [str(v) for v in sorted(_dataplane(request).entry(name).versions)],
+        "versions": [str(v) for v in sorted(NNServe.of(request).dataplane.entry(name).versions)],
         "platform": "onnxruntime_onnx",
         **{
             kind: [
@@ -106,9 +100,9 @@ async def infer(request: Request, name: str) -> Response:
     check_api_key(request)
     model = _model(request, name)
     parsed = parse_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), request.app.state.settings.max_batch_size
+        await request.body(), request.headers.get(HEADER_LENGTH), NNServe.of(request).settings.max_batch_size
     )
-    outputs = await _dataplane(request).infer(model, feeds_for(parsed, model.card.inputs))
+    outputs = await NNServe.of(request).dataplane.infer(model, feeds_for(parsed, model.card.inputs))
     named = {
         spec.name: (array, CARD_DATATYPES[spec.dtype])
         for spec, array in zip(model.card.outputs, outputs, strict=True)
@@ -145,7 +139,7 @@ async def repository_index(request: Request) -> list[dict[str, Any]]:
             "state": "READY" if v.ready else "UNAVAILABLE",
             "reason": v.error or "",
         }
-        for v in _dataplane(request).versions()
+        for v in NNServe.of(request).dataplane.versions()
     ]
 
 
@@ -153,9 +147,7 @@ async def repository_index(request: Request) -> list[dict[str, Any]]:
 async def load_model(request: Request, name: str) -> dict[str, Any]:
     """Loads every version in models/<name>/, new or changed, and swaps them in at once. The new
     sessions are built and warmed first, off the event loop, so serving never pauses."""
-    entry = await _dataplane(request).repository.load(name)
-    if entry is None:
-        raise ModelNotFound(f"no model folder with versions for {name!r}")
+    entry = await NNServe.of(request).dataplane.load(name)
     return {
         "name": name,
         "versions": {
@@ -167,6 +159,5 @@ async def load_model(request: Request, name: str) -> dict[str, Any]:
 @repository.post("/models/{name}/unload", responses=ERRORS)
 async def unload_model(request: Request, name: str) -> dict[str, str]:
     """Stops serving a model: its endpoints answer 404 until it is loaded again."""
-    if not await _dataplane(request).repository.unload(name):
-        raise ModelNotFound(f"no model named {name!r}")
+    await NNServe.of(request).dataplane.unload(name)
     return {"name": name, "state": "UNLOADED"}
