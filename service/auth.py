@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from service.config import Settings
-from service.errors import ApiError, Unauthorized
-from service.middleware import is_inference
+from service.errors import AdminDisabled, Forbidden, Unauthorized
+from service.guard import is_inference
 from service.nnserve import NNServe
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -45,22 +45,17 @@ def check_api_key(request: Request) -> None:
         raise _unauthorized()
 
 
-async def require_api_key(request: Request) -> None:
-    """check_api_key as a FastAPI dependency."""
-    check_api_key(request)
-
-
 async def require_admin_key(request: Request) -> None:
     settings: Settings = NNServe.of(request).settings
     if not settings.admin_keys:
-        raise ApiError(403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
+        raise AdminDisabled("administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
     presented = _presented_key(request)
     is_admin = _matches(presented, settings.admin_keys)
     is_predictor = _matches(presented, settings.api_key)  # always compared: timing tells nothing
     if is_admin:
         return
     if is_predictor:
-        raise ApiError(403, "forbidden", "this key may ask for predictions, not administer the models")
+        raise Forbidden("this key may ask for predictions, not administer the models")
     raise _unauthorized()
 
 
