@@ -88,9 +88,6 @@ class Settings(BaseSettings):
         description="a model whose batch-1 call takes less than this at warm-up runs on "
         "the event loop: the hop to a thread and back costs more than such a call; 0: never",
     )
-    test_inference_delay_ms: float = Field(
-        0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
-    )
 
     api_keys: Annotated[list[str], NoDecode] = Field(
         [],

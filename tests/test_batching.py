@@ -15,6 +15,7 @@ from samples import latest_version, samples
 
 from service.runner import BatchObserver, DeadlineExceeded, ModelRunner
 
+from support import slow_model
 from support.server import MODELS_DIR, Server, StartServer
 
 WINE = MODELS_DIR / "wine" / "1" / "model.onnx"
@@ -26,13 +27,16 @@ class Recorder(BatchObserver):
         self.batches: list[int] = []
 
 
-def _runner(recorder: Recorder, delay: float = 0.0, timeout: float | None = None) -> ModelRunner:
-    session = ort.InferenceSession(str(WINE), providers=["CPUExecutionProvider"])
+def _runner(recorder: Recorder, milliseconds: float = 0.0, timeout: float | None = None) -> ModelRunner:
+    """A runner of the committed wine model, or of one that takes `milliseconds` per call."""
+    if milliseconds:
+        session = slow_model.session(slow_model.slow_wine(milliseconds))
+    else:
+        session = ort.InferenceSession(str(WINE), providers=["CPUExecutionProvider"])
     return ModelRunner(
         session,
         ThreadPoolExecutor(1),
         max_batch_rows=64,
-        test_delay=delay,
         timeout=timeout,
         observer=recorder,
     )
@@ -52,7 +56,7 @@ def test_a_lone_request_runs_at_once_alone() -> None:
 
 def test_concurrent_requests_are_stacked_and_answered_in_order() -> None:
     recorder = Recorder()
-    runner = _runner(recorder, delay=0.01)
+    runner = _runner(recorder, milliseconds=10)
 
     async def all_at_once() -> list[np.ndarray]:
         return [o[0] for o in await asyncio.gather(*(runner.run(_party(i)) for i in range(100)))]
@@ -90,7 +94,7 @@ def test_an_inline_model_batches_what_arrives_in_one_turn_of_the_loop() -> None:
 
 def test_a_request_past_its_deadline_is_dropped_from_the_queue() -> None:
     recorder = Recorder()
-    runner = _runner(recorder, delay=0.3, timeout=0.1)
+    runner = _runner(recorder, milliseconds=300, timeout=0.1)
 
     async def two() -> list[object]:
         return list(

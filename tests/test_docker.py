@@ -36,6 +36,7 @@ import yaml
 from readme_examples import README, examples, matches
 
 from support.server import REPO, free_port, is_json_object
+from support.slow_model import SlowModels
 from support.tools import require_tool
 
 pytestmark = pytest.mark.docker
@@ -518,15 +519,13 @@ def test_scaling_to_three_replicas_and_restarting_nginx_spreads_requests_over_al
 
 
 def test_stopping_the_replicas_answers_every_request_they_accepted(
-    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], slow_models: SlowModels
 ) -> None:
     """`docker-compose stop api` sends SIGTERM while every replica has slow requests in flight."""
     slow_ms, in_flight = 1500, 8
     slow = tmp_path / "slow.yml"
     slow.write_text(
-        yaml.safe_dump(
-            {"services": {"api": {"environment": {"NNSERVE_TEST_INFERENCE_DELAY_MS": str(slow_ms)}}}}
-        )
+        yaml.safe_dump({"services": {"api": {"volumes": [f"{slow_models(slow_ms)}:/app/models:ro"]}}})
     )
     replicas = stack.up(files=(slow,))
     grace = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["api"]["stop_grace_period"]
