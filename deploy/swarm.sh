@@ -224,6 +224,8 @@ down() {
   created=$(docker node inspect --format "{{index .Spec.Labels \"$CREATED_LABEL\"}}" self)
   if [ "$created" = true ] && [ -z "$(docker service ls --quiet)" ]; then
     docker swarm leave --force >/dev/null
+    # `swarm init` made this bridge for the nodes' own traffic; leaving does not remove it.
+    docker network rm docker_gwbridge >/dev/null 2>&1 || true
     log "left the swarm '$0 up' created"
   fi
 }
