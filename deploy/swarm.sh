@@ -148,6 +148,19 @@ $(docker service ps --no-trunc "$api" | head -n 20)"
   done
 }
 
+update_started() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}' "$(service api)"; }
+task_template() { docker service inspect --format '{{json .Spec.TaskTemplate}}' "$(service api)"; }
+
+# Any change to the replicas' spec (image, keys, settings) starts a rolling update, but not at
+# once: until it has, the old replicas look like a finished one.
+wait_for_update_start() {
+  local before=$1 deadline=$((SECONDS + 60))
+  while [ "$(update_started)" = "$before" ]; do
+    [ $SECONDS -lt "$deadline" ] || die "Swarm did not start the update within 60s"
+    sleep 0.5
+  done
+}
+
 wait_for_nginx() {
   local deadline=$((SECONDS + TIMEOUT))
   until curl -fsS -o /dev/null "http://127.0.0.1:$PORT/ready" 2>/dev/null; do
@@ -171,10 +184,18 @@ deploy() {
   # An image on one node needs no registry; on several, every node pulls the same digest.
   local resolve=never
   [ "$(node_count)" -eq 1 ] || resolve=always
+  local template="" started=""
+  if docker service inspect "$(service api)" >/dev/null 2>&1; then
+    template=$(task_template)
+    started=$(update_started)
+  fi
   NNSERVE_IMAGE=$image SWARM_STACK=$STACK SWARM_PORT=$PORT SWARM_REPLICAS=$replicas \
     SWARM_ADMIN_KEYS_FILE=$(realpath "$admin_keys") SWARM_ADMIN_KEYS_DIGEST=$(digest "$admin_keys") \
     SWARM_NGINX_CONF_DIGEST=$(digest deploy/swarm/nginx.conf) \
     docker stack deploy --with-registry-auth --resolve-image "$resolve" "${files[@]}" "$STACK" >/dev/null
+  if [ -n "$template" ] && [ "$(task_template)" != "$template" ]; then
+    wait_for_update_start "$started"
+  fi
   wait_for_replicas "$image"
   wait_for_nginx
 }
