@@ -23,6 +23,12 @@
 #   SWARM_TIMEOUT            seconds to wait for the replicas (300)
 #   PYTHON_IMAGE, NGINX_IMAGE  base images, as for docker-compose.yml (deploy/local-images.sh)
 set -euo pipefail
+# Paths given by the caller are relative to where it runs, not to the repository.
+for variable in SWARM_API_KEYS_FILE SWARM_ADMIN_KEYS_FILE SWARM_STATE_DIR; do
+  if [ -n "${!variable:-}" ]; then
+    printf -v "$variable" '%s' "$(realpath -m "${!variable}")"
+  fi
+done
 cd "$(dirname "$0")/.."
 
 STACK=${SWARM_STACK:-nnserve}
@@ -136,7 +142,7 @@ wait_for_replicas() {
     esac
     desired=$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "$api")
     tasks=$(running_tasks)
-    ready=$(grep -c "^$spec Running" <<<"$tasks" || true)
+    ready=$(awk -v image="$spec" '$1 == image && $2 == "Running"' <<<"$tasks" | wc -l)
     if [ "$state" != updating ] && [ "$state" != rollback_started ] &&
       [ "$ready" = "$desired" ] && [ "$(wc -l <<<"$tasks")" = "$desired" ]; then
       [ "$spec" = "$image" ] || die "the update to $image failed; Swarm rolled back to $spec (${cause:-rolled back})"
@@ -190,7 +196,7 @@ deploy() {
     started=$(update_started)
   fi
   NNSERVE_IMAGE=$image SWARM_STACK=$STACK SWARM_PORT=$PORT SWARM_REPLICAS=$replicas \
-    SWARM_ADMIN_KEYS_FILE=$(realpath "$admin_keys") SWARM_ADMIN_KEYS_DIGEST=$(digest "$admin_keys") \
+    SWARM_ADMIN_KEYS_FILE=$admin_keys SWARM_ADMIN_KEYS_DIGEST=$(digest "$admin_keys") \
     SWARM_NGINX_CONF_DIGEST=$(digest deploy/swarm/nginx.conf) \
     docker stack deploy --with-registry-auth --resolve-image "$resolve" "${files[@]}" "$STACK" >/dev/null
   if [ -n "$template" ] && [ "$(task_template)" != "$template" ]; then

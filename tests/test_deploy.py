@@ -353,7 +353,13 @@ def test_the_swarm_stack_rolls_updates_health_first_and_rolls_back() -> None:
     assert deploy["update_config"]["parallelism"] == 1
     assert {"cpus", "memory"} <= deploy["resources"]["limits"].keys()
     assert api["read_only"] is True
-    assert api["environment"]["NNSERVE_ADMIN_KEYS_FILE"] == f"/run/secrets/{api['secrets'][0]['target']}"
+    keyed = yaml.safe_load((SWARM_DIR / "api-keys.yml").read_text())["services"]["api"]
+    for service, setting in ((api, "NNSERVE_ADMIN_KEYS_FILE"), (keyed, "NNSERVE_API_KEYS_FILE")):
+        [secret] = service["secrets"]
+        assert service["environment"][setting] == f"/run/secrets/{secret['target']}"
+        assert secret["uid"] == dockerfile_stages()[-1].args("USER")[-1].split(":")[0], (
+            "the service's user reads it"
+        )
     [port] = stack["services"]["nginx"]["ports"]
     assert port["mode"] == "host", "the ingress routing mesh needs IPVS too"
 
