@@ -1,4 +1,5 @@
-"""An email (raw RFC 822 or just a body) as the spam network's input: a binary bag of words."""
+"""An email (raw RFC 822 or just a body) as the spam network's input: a binary bag of words, as a
+dense vector over the vocabulary (spam v1, v2) or as the ids of the words present (v3 on)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from service.features.errors import FeatureError
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*|[$!%]")
 _FALLBACK_CHARSET = "latin-1"
@@ -243,14 +246,101 @@ def email_tokens(raw: str | bytes) -> set[str]:
 
 
 class BagOfWords:
-    """Binary bag of words over a fixed vocabulary (the model card's), index built once."""
+    """Binary bag of words over a fixed vocabulary (the model card's), index built once: a dense
+    vector with a 1 for each vocabulary word present, the input of spam v1 and v2."""
 
-    def __init__(self, vocabulary: Sequence[str]) -> None:
+    def __init__(self, vocabulary: Sequence[str], input_name: str = "bag_of_words") -> None:
         self.vocabulary = list(vocabulary)
+        self.input_name = input_name
         self._index = {token: i for i, token in enumerate(self.vocabulary)}
+
+    def ids(self, raw: str | bytes) -> np.ndarray:
+        """The vocabulary indices of the words in `raw`, ascending, each once."""
+        return np.array(sorted(self._index[t] for t in email_tokens(raw) if t in self._index), dtype=np.int64)
 
     def encode(self, raw: str | bytes) -> np.ndarray:
         vector = np.zeros(len(self.vocabulary), dtype=np.float32)
-        hits = [self._index[t] for t in email_tokens(raw) if t in self._index]
-        vector[hits] = 1.0
+        vector[self.ids(raw)] = 1.0
         return vector
+
+    def present(self, row: np.ndarray) -> list[int]:
+        return [int(i) for i in np.flatnonzero(row)]
+
+    def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.input_name: np.stack(rows)}
+
+    def ablations(self, row: np.ndarray, removed: Sequence[int]) -> dict[str, np.ndarray]:
+        """The row, then one row per index in `removed` with that vocabulary word taken out."""
+        rows = np.repeat(row[np.newaxis], 1 + len(removed), axis=0)
+        rows[np.arange(1, len(rows)), list(removed)] = 0.0
+        return {self.input_name: rows}
+
+
+# A batch's token tensors are padded to the next of these widths (or a multiple of the last), so
+# requests of similar length share a shape and the model's runner can batch them together.
+_WIDTHS = (8, 16, 32, 64, 128, 256, 512)
+
+
+def padded_width(tokens: int) -> int:
+    for width in _WIDTHS:
+        if tokens <= width:
+            return width
+    return -(-tokens // _WIDTHS[-1]) * _WIDTHS[-1]
+
+
+class TokenIds(BagOfWords):
+    """The same binary bag of words in sparse form (spam v3 on): the ids of the vocabulary words
+    present and a weight for each (1; 0 pads a row to the batch's width). The network's first
+    layer sums the embedding rows of the ids, each times its weight: the dense vector times the
+    weight matrix, at a cost that grows with the words in the text rather than the vocabulary.
+
+    `test_patterns` (the card's) name strings that make a text spam whatever its words, such as
+    SpamAssassin's GTUBE, which mail administrators send to test a filter end to end.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Sequence[str],
+        input_names: tuple[str, str] = ("token_ids", "weights"),
+        test_patterns: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(vocabulary, input_names[0])
+        self.weights_name = input_names[1]
+        self.test_patterns = dict(test_patterns or {})
+
+    def encode(self, raw: str | bytes) -> np.ndarray:
+        return self.ids(raw)
+
+    def present(self, row: np.ndarray) -> list[int]:
+        return [int(i) for i in row]
+
+    def test_pattern(self, text: str) -> str | None:
+        """The name of the first test pattern found anywhere in `text`, if any."""
+        return next((name for name, pattern in self.test_patterns.items() if pattern in text), None)
+
+    def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        width = padded_width(max(len(row) for row in rows))
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        weights = np.zeros((len(rows), width), dtype=np.float32)
+        for n, row in enumerate(rows):
+            ids[n, : len(row)] = row
+            weights[n, : len(row)] = 1.0
+        return {self.input_name: ids, self.weights_name: weights}
+
+    def ablations(self, row: np.ndarray, removed: Sequence[int]) -> dict[str, np.ndarray]:
+        """Each word is taken out by zeroing its weight, so every row keeps one width."""
+        feeds = self.feeds([row] * (1 + len(removed)))
+        place = {int(token): n for n, token in enumerate(row.tolist())}
+        feeds[self.weights_name][np.arange(1, len(removed) + 1), [place[i] for i in removed]] = 0.0
+        return feeds
+
+    def check(self, feeds: dict[str, np.ndarray]) -> None:
+        """Tensors a client built itself (the V2 protocol): one shape for both, ids in the vocabulary."""
+        ids, weights = feeds[self.input_name], feeds[self.weights_name]
+        if ids.shape != weights.shape:
+            raise FeatureError(
+                f"{self.input_name} {list(ids.shape)} and {self.weights_name} {list(weights.shape)} "
+                "must have one shape"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocabulary)):
+            raise FeatureError(f"{self.input_name} must be in [0, {len(self.vocabulary) - 1}]")

@@ -26,6 +26,7 @@ from service.features import (
     GuestEncoder,
     ImageTooLargeError,
     PixelBudget,
+    TokenIds,
     UnknownGuestError,
     decode_base64_image,
     image_bytes_to_digit,
@@ -88,12 +89,12 @@ def feature_error(exc: FeatureError, where: str) -> ApiError:
     return error(f"{where}: {exc}", details)
 
 
-def encode_each(
+def encode_rows(
     items: Sequence[Item],
     batched: bool,
     field_of: Callable[[Item], str],
     encode: Callable[[Item], np.ndarray],
-) -> np.ndarray:
+) -> list[np.ndarray]:
     """Encodes every item; the first one that fails is reported by its index in the batch."""
     rows = []
     for index, item in enumerate(items):
@@ -102,7 +103,17 @@ def encode_each(
         except FeatureError as exc:
             where = f"batch.{index}.{field_of(item)}" if batched else field_of(item)
             raise feature_error(exc, where) from exc
-    return np.stack(rows)
+    return rows
+
+
+def encode_each(
+    items: Sequence[Item],
+    batched: bool,
+    field_of: Callable[[Item], str],
+    encode: Callable[[Item], np.ndarray],
+) -> np.ndarray:
+    """encode_rows, stacked into one tensor."""
+    return np.stack(encode_rows(items, batched, field_of, encode))
 
 
 def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np.ndarray]:
@@ -114,6 +125,19 @@ def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np
         return encoder.encode(text)
 
     return encode
+
+
+def spam_rows(
+    settings: Settings, encoder: BagOfWords, texts: Sequence[str], batched: bool
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Each text's encoded row, and the model's feeds for them all."""
+    rows = encode_rows(texts, batched, lambda _: "text", email_encoder(settings, encoder))
+    return rows, encoder.feeds(rows)
+
+
+def test_pattern(encoder: BagOfWords, text: str) -> str | None:
+    """The test pattern (GTUBE) the model's card names and the text contains, if any."""
+    return encoder.test_pattern(text) if isinstance(encoder, TokenIds) else None
 
 
 def spam_threshold(model: ServingModel, settings: Settings) -> float:

@@ -22,10 +22,11 @@ from service.routes.common import (
     dataplane,
     digit_rows,
     documented,
-    email_encoder,
     encode_each,
     model_encoder,
+    spam_rows,
     spam_threshold,
+    test_pattern,
 )
 from service.schemas import (
     DigitExplainRequest,
@@ -64,22 +65,24 @@ async def explain_wine(request: Request) -> Response:
 
 @router.post("/spam", **documented(SpamExplainRequest, SpamExplanation))
 async def explain_spam(request: Request) -> Response:
-    """The spam probability, the words that pushed it toward spam and toward ham with their exact
-    effect (the email without each word, run by the network), and the tokens the model read."""
+    """The spam probability and log-odds, the words that pushed it toward spam and toward ham with
+    their exact effect on both (the email without each word, run by the network), and the tokens
+    the model read."""
     body, model = await begin(request, SpamRequest, "spam")
     _one_item(body.batched, "spam")
     settings: Settings = request.app.state.settings
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
-    bag = encode_each(texts, False, lambda _: "text", email_encoder(settings, encoder))[0]
+    rows, _ = spam_rows(settings, encoder, texts, False)
     explanation = await spam.explain(
         dataplane(request),
         model,
         encoder,
         texts[0],
-        bag,
+        rows[0],
         settings.explain_max_words,
         spam_threshold(model, settings),
+        test_pattern(encoder, texts[0]),
     )
     return answer(model, [explanation], False)
 

@@ -14,7 +14,8 @@ from service import __version__
 from service.auth import check_api_key, require_admin_key
 from service.body import json_response
 from service.dataplane import DataPlane
-from service.errors import ModelNotFound
+from service.errors import BadRequest, ModelNotFound
+from service.features import FeatureError, TokenIds
 from service.loading import ServingModel
 from service.v2.codec import (
     CARD_DATATYPES,
@@ -108,7 +109,13 @@ async def infer(request: Request, name: str) -> Response:
     parsed = parse_request(
         await request.body(), request.headers.get(HEADER_LENGTH), request.app.state.settings.max_batch_size
     )
-    outputs = await _dataplane(request).infer(model, feeds_for(parsed, model.card.inputs))
+    feeds = feeds_for(parsed, model.card.inputs)
+    if isinstance(model.encoder, TokenIds):
+        try:
+            model.encoder.check(feeds)
+        except FeatureError as exc:
+            raise BadRequest(str(exc)) from exc
+    outputs = await _dataplane(request).infer(model, feeds)
     named = {
         spec.name: (array, CARD_DATATYPES[spec.dtype])
         for spec, array in zip(model.card.outputs, outputs, strict=True)
