@@ -108,6 +108,14 @@ def _token_ids(card: ModelCard, prep: TokenIdVocabulary) -> TokenIds:
     return TokenIds(prep.vocabulary, names, prep.test_patterns)
 
 
+def spam_encoder(card: ModelCard) -> BagOfWords:
+    """The encoder a spam card's preprocessing names: dense (v1, v2) or token ids (v3 on)."""
+    encoder = _encoder_for(card)
+    if not isinstance(encoder, BagOfWords):
+        raise ModelLoadError(f"{card.name} v{card.version} does not read text")
+    return encoder
+
+
 def _encoder_for(card: ModelCard) -> Encoder | None:
     prep = card.preprocessing
     if isinstance(prep, TokenIdVocabulary):

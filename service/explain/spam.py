@@ -85,9 +85,15 @@ async def explain(
     in_text = dict.fromkeys(token for token, _, _ in spans)
     known = [word for word in present if word not in in_text] + [word for word in in_text if word in present]
     examined = [] if test_pattern else known[:max_words]
-    outputs = await dataplane.infer(model, encoder.ablations(row, [present[word] for word in examined]))
-    probabilities = outputs[0][:, SPAM_COLUMN].tolist()
-    logits = log_odds(outputs[0])
+    # The text as sent runs alone, as /predict/spam runs it, so both give the same probability to
+    # the last bit (onnxruntime may sum a batch of several rows in another order).
+    outputs = [(await dataplane.infer(model, encoder.feeds([row])))[0]]
+    if examined:
+        ablations = encoder.ablations(row, [present[word] for word in examined])
+        outputs.append((await dataplane.infer(model, ablations))[0])
+    rows = np.concatenate(outputs)
+    probabilities = rows[:, SPAM_COLUMN].tolist()
+    logits = log_odds(rows)
     effects = {
         word: {"effect": probabilities[0] - p, "log_odds_effect": _difference(logits[0], logit)}
         for word, p, logit in zip(examined, probabilities[1:], logits[1:], strict=True)

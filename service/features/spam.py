@@ -270,9 +270,9 @@ class BagOfWords:
         return {self.input_name: np.stack(rows)}
 
     def ablations(self, row: np.ndarray, removed: Sequence[int]) -> dict[str, np.ndarray]:
-        """The row, then one row per index in `removed` with that vocabulary word taken out."""
-        rows = np.repeat(row[np.newaxis], 1 + len(removed), axis=0)
-        rows[np.arange(1, len(rows)), list(removed)] = 0.0
+        """One row per index in `removed` (at least one): the row with that vocabulary word taken out."""
+        rows = np.repeat(row[np.newaxis], len(removed), axis=0)
+        rows[np.arange(len(rows)), list(removed)] = 0.0
         return {self.input_name: rows}
 
 
@@ -329,9 +329,9 @@ class TokenIds(BagOfWords):
 
     def ablations(self, row: np.ndarray, removed: Sequence[int]) -> dict[str, np.ndarray]:
         """Each word is taken out by zeroing its weight, so every row keeps one width."""
-        feeds = self.feeds([row] * (1 + len(removed)))
+        feeds = self.feeds([row] * len(removed))
         place = {int(token): n for n, token in enumerate(row.tolist())}
-        feeds[self.weights_name][np.arange(1, len(removed) + 1), [place[i] for i in removed]] = 0.0
+        feeds[self.weights_name][np.arange(len(removed)), [place[i] for i in removed]] = 0.0
         return feeds
 
     def check(self, feeds: dict[str, np.ndarray]) -> None:
