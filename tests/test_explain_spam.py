@@ -146,10 +146,12 @@ def test_a_long_email_is_capped_and_says_so(make_client: MakeClient) -> None:
     client = make_client(explain_max_words=5)
     body = _explain(client, SPAM)
     known_in_order = list(dict.fromkeys(t["token"] for t in body["tokens"] if t["known"]))
-    assert body["capped"] is True and body["examined"] == 5 and body["known_words"] == len(known_in_order)
-    assert body["note"].startswith(f"examined the first 5 of {len(known_in_order)} known words")
+    # Entries with no place in the text ("<headers>"; v3's shapes of numbers and links) go first.
+    placeless = body["known_words"] - len(known_in_order)
+    assert body["capped"] is True and body["examined"] == 5 and 0 <= placeless < 5
+    assert body["note"].startswith(f"examined the first 5 of {body['known_words']} known words")
     examined = [t["token"] for t in body["tokens"] if t["effect"] is not None]
-    assert list(dict.fromkeys(examined)) == known_in_order[:5]
+    assert list(dict.fromkeys(examined)) == known_in_order[: 5 - placeless]
 
 
 def test_the_verdict_is_the_predictions(client: httpx.Client) -> None:

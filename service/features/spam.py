@@ -17,13 +17,19 @@ import numpy as np
 
 from service.features.errors import FeatureError
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*|[$!%]")
+_TOKEN = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*|[$!%\u00a3]")
 _FALLBACK_CHARSET = "latin-1"
 # A pseudo-token for "this text opened with a header block". A whole message and a pasted body
 # differ in more than words (length, quoting, signatures); with this token in its vocabulary a
 # model can tell which it was given. The tokenizer never makes it ("<" is not a token character),
 # and a vocabulary without it (spam v1's) simply ignores it.
 HEADERS_TOKEN = "<headers>"
+# Pseudo-tokens for a token's shape (spam v3 on): how long its runs of digits are (a short code to
+# text, a premium-rate number, a price) and whether it is a link. The number itself is rarely seen
+# twice; its shape is, and text-message spam is full of them. Each comes from one token, so an
+# explanation can take a word out with the shapes only it made. Older vocabularies ignore them.
+_DIGIT_RUN = re.compile(r"[0-9]+")
+_LINK = re.compile(r"www|http|\.(?:com|net|org|info|biz|co\.uk)$")
 
 # A header block as RFC 5322 lays it out: optionally an mbox "From " line, then fields (a name of
 # printable ASCII but the colon, a colon, a value) each followed by its folded continuation lines
@@ -235,11 +241,28 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def _digits_shape(length: int) -> str:
+    return (
+        "<digits:"
+        + ("1-2" if length <= 2 else "3-4" if length <= 4 else "5-6" if length <= 6 else "7+")
+        + ">"
+    )
+
+
+def token_shapes(token: str) -> list[str]:
+    """The shape pseudo-tokens one token makes (see _DIGIT_RUN)."""
+    shapes = [_digits_shape(len(run)) for run in _DIGIT_RUN.findall(token)]
+    if _LINK.search(token):
+        shapes.append("<link>")
+    return shapes
+
+
 def email_tokens(raw: str | bytes) -> set[str]:
-    """The distinct tokens of an email (the bag of words is binary, so counts do not matter),
-    plus HEADERS_TOKEN when it came with a header block."""
+    """The distinct tokens of an email (the bag of words is binary, so counts do not matter) and
+    their shapes, plus HEADERS_TOKEN when it came with a header block."""
     parsed = read_email(raw)
     tokens = set(tokenize(f"{parsed.subject}\n{parsed.body}"))
+    tokens.update([shape for token in tokens for shape in token_shapes(token)])
     if parsed.headers:
         tokens.add(HEADERS_TOKEN)
     return tokens
@@ -269,10 +292,11 @@ class BagOfWords:
     def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         return {self.input_name: np.stack(rows)}
 
-    def ablations(self, row: np.ndarray, removed: Sequence[int]) -> dict[str, np.ndarray]:
-        """One row per index in `removed` (at least one): the row with that vocabulary word taken out."""
+    def ablations(self, row: np.ndarray, removed: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """One row per entry of `removed` (at least one): the row with those vocabulary words out."""
         rows = np.repeat(row[np.newaxis], len(removed), axis=0)
-        rows[np.arange(len(rows)), list(removed)] = 0.0
+        for n, indices in enumerate(removed):
+            rows[n, list(indices)] = 0.0
         return {self.input_name: rows}
 
 
@@ -327,11 +351,12 @@ class TokenIds(BagOfWords):
             weights[n, : len(row)] = 1.0
         return {self.input_name: ids, self.weights_name: weights}
 
-    def ablations(self, row: np.ndarray, removed: Sequence[int]) -> dict[str, np.ndarray]:
+    def ablations(self, row: np.ndarray, removed: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Each word is taken out by zeroing its weight, so every row keeps one width."""
         feeds = self.feeds([row] * len(removed))
         place = {int(token): n for n, token in enumerate(row.tolist())}
-        feeds[self.weights_name][np.arange(len(removed)), [place[i] for i in removed]] = 0.0
+        for n, indices in enumerate(removed):
+            feeds[self.weights_name][n, [place[i] for i in indices]] = 0.0
         return feeds
 
     def check(self, feeds: dict[str, np.ndarray]) -> None:
