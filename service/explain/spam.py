@@ -23,7 +23,7 @@ import numpy as np
 
 from service.dataplane import DataPlane
 from service.features import BagOfWords, email_text, tokenize
-from service.features.spam import token_shapes
+from service.features.spam import EmailText, token_shapes
 from service.loading import ServingModel
 
 TOP_WORDS = 10
@@ -75,13 +75,14 @@ async def explain(
     dataplane: DataPlane,
     model: ServingModel,
     encoder: BagOfWords,
-    raw: str,
+    raw: EmailText,
     row: np.ndarray,
     max_words: int,
     threshold: float,
     test_pattern: str | None = None,
 ) -> dict[str, Any]:
-    """`row` is the email as the route encoded it from `raw`; `test_pattern` the pattern it holds."""
+    """`raw` is the email as read_email read it, `row` as the route encoded it from `raw`;
+    `test_pattern` the pattern the text as sent holds."""
     text, spans = token_spans(email_text(raw))
     present = {encoder.vocabulary[i]: i for i in encoder.present(row)}
     in_text = dict.fromkeys(token for token, _, _ in spans)

@@ -215,9 +215,16 @@ def _single_part(text: str, data: bytes, start: int, end: int) -> email.message.
     return message
 
 
-def email_text(raw: str | bytes) -> str:
+Email = str | bytes | EmailText  # a text as sent, or as read_email already read it
+
+
+def _read(raw: Email) -> EmailText:
+    return raw if isinstance(raw, EmailText) else read_email(raw)
+
+
+def email_text(raw: Email) -> str:
     """The words a reader sees: the subject and the body, as one text."""
-    subject, body, _ = read_email(raw)
+    subject, body, _ = _read(raw)
     return f"{subject}\n{body}" if subject else body
 
 
@@ -257,10 +264,10 @@ def token_shapes(token: str) -> list[str]:
     return shapes
 
 
-def email_tokens(raw: str | bytes) -> set[str]:
+def email_tokens(raw: Email) -> set[str]:
     """The distinct tokens of an email (the bag of words is binary, so counts do not matter) and
     their shapes, plus HEADERS_TOKEN when it came with a header block."""
-    parsed = read_email(raw)
+    parsed = _read(raw)
     tokens = set(tokenize(f"{parsed.subject}\n{parsed.body}"))
     tokens.update([shape for token in tokens for shape in token_shapes(token)])
     if parsed.headers:
@@ -277,11 +284,11 @@ class BagOfWords:
         self.input_name = input_name
         self._index = {token: i for i, token in enumerate(self.vocabulary)}
 
-    def ids(self, raw: str | bytes) -> np.ndarray:
+    def ids(self, raw: Email) -> np.ndarray:
         """The vocabulary indices of the words in `raw`, ascending, each once."""
         return np.array(sorted(self._index[t] for t in email_tokens(raw) if t in self._index), dtype=np.int64)
 
-    def encode(self, raw: str | bytes) -> np.ndarray:
+    def encode(self, raw: Email) -> np.ndarray:
         vector = np.zeros(len(self.vocabulary), dtype=np.float32)
         vector[self.ids(raw)] = 1.0
         return vector
@@ -332,7 +339,7 @@ class TokenIds(BagOfWords):
         self.weights_name = input_names[1]
         self.test_patterns = dict(test_patterns or {})
 
-    def encode(self, raw: str | bytes) -> np.ndarray:
+    def encode(self, raw: Email) -> np.ndarray:
         return self.ids(raw)
 
     def present(self, row: np.ndarray) -> list[int]:
@@ -351,12 +358,19 @@ class TokenIds(BagOfWords):
             weights[n, : len(row)] = 1.0
         return {self.input_name: ids, self.weights_name: weights}
 
+    def _repeated(self, row: np.ndarray, count: int) -> dict[str, np.ndarray]:
+        """feeds([row] * count), built as one row repeated."""
+        one = self.feeds([row])
+        return {name: np.repeat(tensor, count, axis=0) for name, tensor in one.items()}
+
     def ablations(self, row: np.ndarray, removed: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Each word is taken out by zeroing its weight, so every row keeps one width."""
-        feeds = self.feeds([row] * len(removed))
-        place = {int(token): n for n, token in enumerate(row.tolist())}
+        feeds = self._repeated(row, len(removed))
+        place = {token: n for n, token in enumerate(row.tolist())}
+        weights = feeds[self.weights_name]
         for n, indices in enumerate(removed):
-            feeds[self.weights_name][n, [place[i] for i in indices]] = 0.0
+            for i in indices:
+                weights[n, place[i]] = 0.0
         return feeds
 
     def check(self, feeds: dict[str, np.ndarray]) -> None:

@@ -32,6 +32,7 @@ from service.features import (
     image_bytes_to_digit,
     pixels_to_digit,
 )
+from service.features.spam import EmailText, read_email
 from service.loading import ServingModel
 from service.schemas import DigitItem, ErrorResponse
 
@@ -41,6 +42,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 Item = TypeVar("Item")
 Body = TypeVar("Body", bound=BaseModel)
 Encoder = TypeVar("Encoder", GuestEncoder, BagOfWords)
+Out = TypeVar("Out")
 _VERSION_PARAMETER = {
     "name": "version",
     "in": "query",
@@ -93,8 +95,8 @@ def encode_rows(
     items: Sequence[Item],
     batched: bool,
     field_of: Callable[[Item], str],
-    encode: Callable[[Item], np.ndarray],
-) -> list[np.ndarray]:
+    encode: Callable[[Item], Out],
+) -> list[Out]:
     """Encodes every item; the first one that fails is reported by its index in the batch."""
     rows = []
     for index, item in enumerate(items):
@@ -116,15 +118,21 @@ def encode_each(
     return np.stack(encode_rows(items, batched, field_of, encode))
 
 
-def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np.ndarray]:
-    """An email's bag of words, refusing a text over the length limit."""
+def email_reader(settings: Settings) -> Callable[[str], EmailText]:
+    """An email as read_email reads it, refusing a text over the length limit."""
 
-    def encode(text: str) -> np.ndarray:
+    def read(text: str) -> EmailText:
         if len(text) > settings.max_email_chars:
             raise FeatureError(f"text is {len(text)} characters; the limit is {settings.max_email_chars}")
-        return encoder.encode(text)
+        return read_email(text)
 
-    return encode
+    return read
+
+
+def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np.ndarray]:
+    """An email's bag of words, refusing a text over the length limit."""
+    read = email_reader(settings)
+    return lambda text: encoder.encode(read(text))
 
 
 def spam_rows(

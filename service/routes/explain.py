@@ -22,9 +22,10 @@ from service.routes.common import (
     dataplane,
     digit_rows,
     documented,
+    email_reader,
     encode_each,
+    encode_rows,
     model_encoder,
-    spam_rows,
     spam_threshold,
     test_pattern,
 )
@@ -73,13 +74,13 @@ async def explain_spam(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
-    rows, _ = spam_rows(settings, encoder, texts, False)
+    (parsed,) = encode_rows(texts, False, lambda _: "text", email_reader(settings))
     explanation = await spam.explain(
         dataplane(request),
         model,
         encoder,
-        texts[0],
-        rows[0],
+        parsed,
+        encoder.encode(parsed),
         settings.explain_max_words,
         spam_threshold(model, settings),
         test_pattern(encoder, texts[0]),
