@@ -224,7 +224,8 @@ async function predictSpam() {
 // probability is saturated (a model sure of its answer moves by thousandths of a point), and shows
 // the points beside it, to two significant digits. An older model's answer without log-odds
 // falls back to the points.
-const points = (effect) => `${effect < 0 ? "\u2212" : "+"}${Math.abs(effect * 100).toPrecision(2)} points`;
+const points = (effect) => (effect === 0 ? "0 points"
+  : `${effect < 0 ? "\u2212" : "+"}${Math.abs(effect * 100).toPrecision(2)} points`);
 const strengthOf = (w) => (w.log_odds_effect ?? w.effect) || 0;
 const described = (w) => (w.log_odds_effect == null ? points(w.effect)
   : `${w.log_odds_effect < 0 ? "\u2212" : "+"}${Math.abs(w.log_odds_effect).toFixed(2)} log-odds (${points(w.effect)})`);
@@ -253,8 +254,10 @@ function highlight(text, tokens) {
 
 function showSpamWhy(answer) {
   $("spam-read").replaceChildren(...highlight(answer.text, answer.tokens));
-  // "<headers>" is no word of the text: spam v2 reads the header block itself as one.
-  const label = (word) => (word === "<headers>" ? "(the header block)" : word);
+  // "<headers>" is no word of the text: spam v2 and v3 read the header block itself as one, and
+  // v3 the shapes of numbers ("<digits:5-6>") and links ("<link>").
+  const label = (word) => (word === "<headers>" ? "(the header block)" : word === "<link>" ? "(a link)"
+    : word.startsWith("<digits:") ? `(a number of ${word.slice(8, -1)} digits)` : word);
   const words = (list) => list.map((w) => element("li", { "data-word": w.word }, `${label(w.word)} ${described(w)}`));
   $("spam-ward").replaceChildren(...words(answer.spam_ward));
   $("ham-ward").replaceChildren(...words(answer.ham_ward));
