@@ -7,6 +7,7 @@ import email
 import email.header
 import email.message
 import email.policy
+import functools
 import html.parser
 import re
 import warnings
@@ -256,12 +257,14 @@ def _digits_shape(length: int) -> str:
     )
 
 
-def token_shapes(token: str) -> list[str]:
-    """The shape pseudo-tokens one token makes (see _DIGIT_RUN)."""
+@functools.lru_cache(maxsize=1 << 16)
+def token_shapes(token: str) -> tuple[str, ...]:
+    """The shape pseudo-tokens one token makes (see _DIGIT_RUN). Cached: most tokens are common
+    words met in every other email, and an explanation asks for each word's shapes again."""
     shapes = [_digits_shape(len(run)) for run in _DIGIT_RUN.findall(token)]
     if _LINK.search(token):
         shapes.append("<link>")
-    return shapes
+    return tuple(shapes)
 
 
 def email_tokens(raw: Email) -> set[str]:
