@@ -220,8 +220,11 @@ class ModelRunner:
 
     def _take_batch(self) -> list[_Pending]:
         """Requests whose callers still wait, up to max_batch_rows (a bigger one goes alone);
-        empty only when the queue is."""
+        empty only when the queue is. Only requests whose tensors have the first one's shape past
+        the batch dimension join it (a model with a dynamic width, such as spam's token ids, gets
+        rows of several widths); the others keep their places for the next batch."""
         batch: list[_Pending] = []
+        skipped: list[_Pending] = []
         rows = 0
         while self._queue:
             item = self._queue[0]
@@ -230,9 +233,17 @@ class ModelRunner:
                 continue
             if batch and rows + item.rows > self._max_rows:
                 break
+            if batch and _widths(item.feeds) != _widths(batch[0].feeds):
+                skipped.append(self._queue.popleft())
+                continue
             batch.append(self._queue.popleft())
             rows += item.rows
+        self._queue.extendleft(reversed(skipped))
         return batch
+
+
+def _widths(feeds: Feeds) -> list[tuple[int, ...]]:
+    return [tensor.shape[1:] for tensor in feeds.values()]
 
 
 def _stack(feeds_list: list[Feeds]) -> Feeds:
