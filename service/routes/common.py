@@ -60,11 +60,17 @@ def documented(request_model: type, response_model: Any) -> dict[str, Any]:
     }
 
 
-async def begin(request: Request, body_model: type[Body], name: str) -> tuple[Body, ServingModel]:
-    """What every prediction does first: check the key, validate the body, find the model version
-    the request asks for (`?version=N`) or the highest ready one."""
+async def begin(
+    request: Request,
+    body_model: type[Body],
+    name: str,
+    fast: Callable[[bytes], Body | None] | None = None,
+) -> tuple[Body, ServingModel]:
+    """What every prediction does first: check the key, validate the body (`fast` reads its plain
+    forms, see parse_json), find the model version the request asks for (`?version=N`) or the
+    highest ready one."""
     check_api_key(request)
-    body = await parse_json(request, body_model)
+    body = await parse_json(request, body_model, fast)
     return body, NNServe.of(request).dataplane.model(name, request.query_params.get("version"))
 
 

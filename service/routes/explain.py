@@ -17,6 +17,7 @@ from service.errors import InvalidInput
 from service.explain import digit, spam, wine
 from service.features import BagOfWords, GuestEncoder
 from service.nnserve import NNServe
+from service.pixel_body import read_pixels
 from service.routes.common import (
     answer,
     begin,
@@ -88,7 +89,7 @@ async def explain_spam(request: Request) -> Response:
 async def explain_digit(request: Request) -> Response:
     """The digit, the runner-up and the margin, the normalised image the model saw, and an
     occlusion map: how much hiding each patch of it lowers the digit's probability."""
-    body, model = await begin(request, DigitRequest, "digit")
+    body, model = await begin(request, DigitRequest, "digit", read_pixels)
     _one_item(body.batched, "digit")
     rows = await digit_rows(model, body.items(), False, NNServe.of(request).settings)
     return answer(model, [await digit.explain(NNServe.of(request).dataplane, model, rows[0])], False)
