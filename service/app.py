@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
     @asynccontextmanager
     async def lifespan(app: NNServe) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+        explaining = ThreadPoolExecutor(settings.explain_threads, thread_name_prefix="explain")
 
         def make_runner(session: InferenceSession, name: str, version: int) -> ModelRunner:
             return ModelRunner(
@@ -57,10 +58,24 @@ def create_app(settings: Settings | None = None) -> NNServe:
                 inline_below_seconds=settings.inline_model_us / 1e6,
             )
 
+        def make_explainer(session: InferenceSession, name: str, version: int) -> ModelRunner:
+            """Never on the event loop: an explanation's dozens of rows would stall every request."""
+            return ModelRunner(
+                session,
+                explaining,
+                max_batch_rows=settings.max_batch_size,
+                max_queued_rows=settings.explain_max_queued_rows,
+                batching=settings.batching,
+                timeout=settings.inference_timeout_seconds,
+                test_delay=settings.test_inference_delay_ms / 1000,
+                observer=metrics.observer(name, version),
+            )
+
         repository = ModelRepository(
             settings.models_dir,
             intra_op_threads=settings.intra_op_threads,
             make_runner=make_runner,
+            make_explainer=make_explainer,
         )
         repository.load_all()
         # Everything loaded so far (cards, vocabularies, sessions) lives as long as the process:
@@ -73,6 +88,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
             yield
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
+            explaining.shutdown(wait=True, cancel_futures=True)
 
     app = NNServe(
         settings,

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         5.0, ge=0, description="on SIGTERM, time /ready answers 503 while requests are still accepted"
     )
+    # Explanations apart (issue 25): their own executor and queue, so they cannot starve predictions
+    explain_threads: int = Field(
+        1, ge=1, description="threads running explanation rows, apart from predictions"
+    )
+    explain_max_queued_rows: int = Field(
+        512, ge=1, description="explanation rows waiting per model version; past it: 503 + Retry-After"
+    )
+
     inline_model_us: float = Field(
         50.0,
         ge=0,

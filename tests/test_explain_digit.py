@@ -4,6 +4,8 @@ map of where the answer came from, and how close the runner-up was."""
 from __future__ import annotations
 
 import base64
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,27 @@ def test_an_image_over_the_limit_is_413(make_client: MakeClient) -> None:
     response = client.post("/explain/digit", json={"image": image})
     assert response.status_code == 413
     assert response.json() == client.post("/predict/digit", json={"image": image}).json()
+
+
+def test_explanations_in_flight_leave_the_prediction_queue_alone(make_client: MakeClient) -> None:
+    """Each explanation puts dozens of rows in a queue; they wait in the explanations' own
+    (NNSERVE_EXPLAIN_*), so a prediction finds its model's queue empty instead of 503."""
+    client = make_client(test_inference_delay_ms=150, max_queued_rows=4)
+    item = _confident_digit().input
+    with ThreadPoolExecutor(4) as pool:
+        explaining = [pool.submit(client.post, "/explain/digit", json=item) for _ in range(3)]
+        time.sleep(0.05)  # the explanations' rows are queued or running by now
+        assert not any(done.done() for done in explaining), "the explanations finished too soon to test"
+        prediction = client.post("/predict/digit", json=item)
+        statuses = [done.result().status_code for done in explaining]
+    assert prediction.status_code == 200, prediction.text
+    assert statuses == [200, 200, 200]
+
+
+def test_explanations_have_their_own_queue_limit(make_client: MakeClient) -> None:
+    client = make_client(test_inference_delay_ms=150, explain_max_queued_rows=4)
+    item = _confident_digit().input
+    with ThreadPoolExecutor(4) as pool:
+        explaining = [pool.submit(client.post, "/explain/digit", json=item) for _ in range(3)]
+        statuses = sorted(done.result().status_code for done in explaining)
+    assert statuses[0] == 200 and 503 in statuses
