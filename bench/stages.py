@@ -211,3 +211,31 @@ def _asgi_us(app: ASGIApp, calls: int = 20_000) -> float:
         return (time.perf_counter() - started) / calls * 1e6
 
     return asyncio.run(drive())
+
+
+def raw_onnxruntime(
+    folders: dict[str, Path], batch_sizes: dict[str, float]
+) -> list[dict[str, float | str | int]]:
+    """Calls per second of each model in-process (batch 1 and the mean batch served): the floor
+    under any server's latency."""
+    rows: list[dict[str, float | str | int]] = []
+    for name, folder in folders.items():
+        model = _Model(folder)
+        shape = model.card.inputs[0].shape
+        for batch in sorted({1, max(1, round(batch_sizes.get(name, 1)))}):
+            x = np.zeros([batch if d == -1 else d for d in shape], dtype=np.float32)
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                model.run(x)
+                calls += 1
+            seconds = time.perf_counter() - started
+            rows.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "calls_per_s": calls / seconds,
+                    "rows_per_s": calls * batch / seconds,
+                    "us_per_call": seconds / calls * 1e6,
+                }
+            )
+    return rows
