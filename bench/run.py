@@ -29,7 +29,7 @@ from bench.cases import REFERENCE, Case, http_cases, latest_version
 from bench.isolation import explanation_load
 from bench.load import Run, Wrk, interleaved, warm
 from bench.report import Section, report, stage_rows
-from bench.stages import bookkeeping_us, raw_onnxruntime, stage_split
+from bench.stages import bookkeeping_us, normalisation_us, raw_onnxruntime, stage_split
 from bench.targets import Target, isolation_targets, ratio_targets, standing_targets
 from service.config import Settings
 
@@ -165,6 +165,7 @@ def main() -> None:
     }
     raw = raw_onnxruntime({m: latest_version(m) for m in ("wine", "spam", "digit")}, batch_sizes)
     bookkeeping = bookkeeping_us()
+    normalisation = normalisation_us(latest_version("digit"))
     targets: list[Target] = ratio_targets(runs) + isolation_targets(isolation)
     if runs:
         targets += standing_targets(runs, rss_mb, start_s)
@@ -189,6 +190,8 @@ def main() -> None:
             for r in raw
         ),
         "",
+        "Digit normalisation per image, in process: "
+        + ", ".join(f"{how} {us:.0f} us" for how, us in normalisation.items()),
         "Mean batch size formed with batching on: "
         + ", ".join(f"{m} {b:.1f}" for m, b in sorted(batch_sizes.items())),
         f"Resident memory after warm-up: {rss_mb:.0f} MB; start to ready: {start_s:.2f} s",
@@ -203,6 +206,7 @@ def main() -> None:
         "rss_mb": rss_mb,
         "start_to_ready_s": start_s,
         "bookkeeping_us": bookkeeping,
+        "digit_normalisation_us": normalisation,
     }
     report(sections, notes, targets, record)
 

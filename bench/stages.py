@@ -10,6 +10,7 @@ nnserve's layers (guard, hot path, batching queue, access log, metrics).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from service.features import (
     decode_base64_image,
     image_bytes_to_digit,
     pixels_to_digit,
+    pixels_to_digits,
 )
 from service.logs import BufferedHandler, JsonFormatter, log_access
 from service.metrics import Metrics
@@ -239,3 +241,18 @@ def raw_onnxruntime(
                 }
             )
     return rows
+
+
+def normalisation_us(folder: Path, batch: int = 32) -> dict[str, float]:
+    """The digit normalisation per image (the card's noise floor), one image per call as a
+    single request has it, and `batch` stacked in one call as a batch request and training have."""
+    card = ModelCard.read(folder)
+    floor = card.preprocessing.noise_floor if isinstance(card.preprocessing, MnistNormalisation) else 0.0
+    items = json.loads((folder / "samples.json").read_text())["items"]
+    pixels = np.array(
+        [i["input"]["pixels"] for i in items if "pixels" in i["input"]][:batch], dtype=np.float32
+    )
+    return {
+        "one at a time": _microseconds(lambda: [pixels_to_digit(p, floor) for p in pixels]) / len(pixels),
+        f"{len(pixels)} stacked": _microseconds(lambda: pixels_to_digits(pixels, floor)) / len(pixels),
+    }
