@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     explain_max_queued_rows: int = Field(
         512, ge=1, description="explanation rows waiting per model version; past it: 503 + Retry-After"
     )
+    explain_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="the explanation threads' niceness (Linux): when the cores are busy, predictions "
+        "get them first; 0: explanations compete as equals",
+    )
 
     inline_model_us: float = Field(
         50.0,

@@ -4,6 +4,8 @@ map of where the answer came from, and how close the runner-up was."""
 from __future__ import annotations
 
 import base64
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -169,3 +171,15 @@ def test_explanations_have_their_own_queue_limit(make_client: MakeClient) -> Non
         explaining = [pool.submit(client.post, "/explain/digit", json=item) for _ in range(3)]
         statuses = sorted(done.result().status_code for done in explaining)
     assert statuses[0] == 200 and 503 in statuses
+
+
+def test_explanations_run_on_threads_that_yield_the_cores_to_predictions(make_client: MakeClient) -> None:
+    before = set(threading.enumerate())
+    client = make_client(explain_nice=7)
+    _explain(client, _confident_digit().input)
+    explaining = [t for t in set(threading.enumerate()) - before if t.name.startswith("explain")]
+    assert explaining, "no explanation thread ran"
+    for thread in explaining:
+        assert thread.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 7
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
