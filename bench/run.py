@@ -94,25 +94,31 @@ def isolation_runs(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[Run]:
 
 
 def hop_runs(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[Run]:
-    """The digit model (about 70 us a call) run on the event loop against handed to the inference
-    thread, batching on in both (the batch is whatever queued meanwhile), at each connection count."""
+    """The digit model (about 70 us a call) always on the event loop, always handed to the
+    inference thread, and as shipped (on the loop when a request finds it idle, else on the
+    thread), batching on in all three, at each connection count."""
     digit = _find(cases, "/predict/digit", "digit (784")
     if digit is None:
         return []
     reference = servers.reference(workdir, "fastapi_constant")
     on_loop, _ = servers.nnserve(workdir, NNSERVE_INLINE_MODEL_US="1000000")
-    on_thread, _ = servers.nnserve(workdir, NNSERVE_INLINE_MODEL_US="0")
+    on_thread, _ = servers.nnserve(
+        workdir, NNSERVE_INLINE_MODEL_US="0", NNSERVE_INLINE_WHEN_IDLE_MODEL_US="0"
+    )
+    shipped, _ = servers.nnserve(workdir)
+    started = (on_loop, on_thread, shipped)
     try:
-        warm(on_loop.url, [digit])
-        warm(on_thread.url, [digit])
+        for server in started:
+            warm(server.url, [digit])
         variants = [
             ("reference", reference.url, REFERENCE),
             ("loop", on_loop.url, digit),
             ("thread", on_thread.url, digit),
+            ("on", shipped.url, digit),
         ]
         return [run for c in CONNECTIONS for run in interleaved(wrk, digit.name, c, variants)]
     finally:
-        _stop(reference, on_loop, on_thread)
+        _stop(reference, *started)
 
 
 def two_workers(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[Run]:

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
                 test_delay=settings.test_inference_delay_ms / 1000,
                 observer=metrics.observer(name, version),
                 inline_below_seconds=settings.inline_model_us / 1e6,
+                inline_when_idle_below_seconds=settings.inline_when_idle_model_us / 1e6,
             )
 
         def make_explainer(session: InferenceSession, name: str, version: int) -> ModelRunner:

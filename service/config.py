@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         description="a model whose batch-1 call takes less than this at warm-up runs on "
         "the event loop: the hop to a thread and back costs more than such a call; 0: never",
     )
+    # No hop where it does not pay (issue 25): bench's digit runs, loop against thread
+    inline_when_idle_model_us: float = Field(
+        1000.0,
+        ge=0,
+        description="a slower model whose batch-1 call takes less than this runs on the event loop "
+        "when a request finds it idle (sparse traffic), else on the inference thread; 0: never",
+    )
     test_inference_delay_ms: float = Field(
         0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
     )

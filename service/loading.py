@@ -227,7 +227,11 @@ def load_version(
             "loaded model %s version %d (%s)",
             name,
             version,
-            "on the event loop" if runner.inline else "in the inference executor",
+            "on the event loop"
+            if runner.inline
+            else "on the event loop when idle, else in the inference executor"
+            if runner.inline_when_idle
+            else "in the inference executor",
         )
         serving = ServingModel(name, version, card, runner, encoder, hidden, hidden_error, explainer)
         return ModelVersion(name, version, serving, card)
