@@ -13,8 +13,8 @@ after warm-up and the time from start to ready. The tables, the targets met (ben
 and bench/results/ for the record (bench/report.py).
 
 Run it as `make bench` (which puts tests/ on the path, for the tests' server launcher). Short
-trials: BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS=1,32, BENCH_CASES=<part of a name or
-path>, BENCH_PARTS=<some of main,isolation,hop,workers,worst>.
+trials: BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS=1,32, BENCH_CASES=<parts of names or
+paths, comma-separated>, BENCH_PARTS=<some of main,isolation,hop,workers,worst>.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from support.server import Server
 # Where make bench finds its cases: a module of cases adds its function here.
 CASE_SOURCES: list[Callable[[], list[Case]]] = [http_cases]
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,32").split(",")]
-ONLY = os.environ.get("BENCH_CASES", "")  # only the cases whose name or path has this, e.g. /explain/
+# Only the cases whose name or path has one of these (comma-separated), e.g. /explain/,wine
+ONLY = os.environ.get("BENCH_CASES", "").split(",")
 PARTS = set(os.environ.get("BENCH_PARTS", "main,isolation,hop,workers,worst").split(","))
 
 
@@ -148,7 +149,7 @@ def worst_case_cpu(workdir: Path) -> None:
 
 
 def main() -> None:
-    cases = [c for source in CASE_SOURCES for c in source() if ONLY in c.name or ONLY in c.path]
+    cases = [c for source in CASE_SOURCES for c in source() if any(o in c.name or o in c.path for o in ONLY)]
     runs: list[Run] = []
     batch_sizes: dict[str, float] = {}
     rss_mb = start_s = float("nan")
