@@ -15,6 +15,7 @@ bits (tests/test_send_digit_pixels.py compares them on generated bodies, valid a
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,16 @@ import simdjson
 
 from service.schemas import DigitItem, DigitRequest
 
-_parser = simdjson.Parser()
+
+class _Parsers(threading.local):
+    """A simdjson parser per thread (one parser is not safe to share between threads); it keeps
+    its buffers from body to body."""
+
+    def __init__(self) -> None:
+        self.parser = simdjson.Parser()
+
+
+_parsers = _Parsers()
 
 
 class _NotPlain(Exception):
@@ -31,13 +41,12 @@ class _NotPlain(Exception):
 
 def read_pixels(body: bytes) -> DigitRequest | None:
     """The request, its pixels as float32 arrays (784, or rows x columns), or None for pydantic."""
-    global _parser
     try:
-        return _read(_parser, body)
+        return _read(_parsers.parser, body)
     except (_NotPlain, ValueError, TypeError, KeyError, IndexError):
         return None
     except RuntimeError:  # a document of this parser was still referenced somewhere: a new parser
-        _parser = simdjson.Parser()
+        _parsers.parser = simdjson.Parser()
         return None
 
 
