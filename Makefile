@@ -60,7 +60,7 @@ train: $(VENV)/.test
 
 # Throughput and latency against the bare ceiling and raw onnxruntime (BENCH_SECONDS=10 per run).
 bench: $(VENV)/.test
-	$(BIN)/python -m bench.run
+	PYTHONPATH=tests $(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,6 +10,7 @@ nnserve's layers (guard, hot path, batching queue, access log, metrics).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from service.features import (
     decode_base64_image,
     image_bytes_to_digit,
     pixels_to_digit,
+    pixels_to_digits,
 )
 from service.guard import RequestGuard
 from service.loading import spam_encoder
@@ -212,3 +214,57 @@ def _asgi_us(app: ASGIApp, calls: int = 20_000) -> float:
         return (time.perf_counter() - started) / calls * 1e6
 
     return asyncio.run(drive())
+
+
+def _raw_feeds(model: _Model, batch: int, email: str) -> dict[str, np.ndarray]:
+    """`batch` rows of the model's inputs: zeros, but for a token-id spam model the bench's email
+    as the service encodes it (its token ids are as wide as the email's words)."""
+    if isinstance(model.card.preprocessing, TokenIdVocabulary):
+        encoder = spam_encoder(model.card)
+        return encoder.feeds([encoder.encode(email)] * batch)
+    return {
+        spec.name: np.zeros([batch if d == -1 else d for d in spec.shape], dtype=spec.dtype)
+        for spec in model.card.inputs
+    }
+
+
+def raw_onnxruntime(
+    folders: dict[str, Path], batch_sizes: dict[str, float], email: str
+) -> list[dict[str, float | str | int]]:
+    """Calls per second of each model in-process (batch 1 and the mean batch served): the floor
+    under any server's latency."""
+    rows: list[dict[str, float | str | int]] = []
+    for name, folder in folders.items():
+        model = _Model(folder)
+        for batch in sorted({1, max(1, round(batch_sizes.get(name, 1)))}):
+            x = _raw_feeds(model, batch, email)
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                model.run(x)
+                calls += 1
+            seconds = time.perf_counter() - started
+            rows.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "calls_per_s": calls / seconds,
+                    "rows_per_s": calls * batch / seconds,
+                    "us_per_call": seconds / calls * 1e6,
+                }
+            )
+    return rows
+
+
+def normalisation_us(folder: Path, batch: int = 32) -> dict[str, float]:
+    """The digit normalisation per image (the card's noise floor), one image per call as a
+    single request has it, and `batch` stacked in one call as a batch request and training have."""
+    card = ModelCard.read(folder)
+    floor = card.preprocessing.noise_floor if isinstance(card.preprocessing, MnistNormalisation) else 0.0
+    items = json.loads((folder / "samples.json").read_text())["items"]
+    pixels = np.array(
+        [i["input"]["pixels"] for i in items if "pixels" in i["input"]][:batch], dtype=np.float32
+    )
+    return {
+        "one at a time": _microseconds(lambda: [pixels_to_digit(p, floor) for p in pixels]) / len(pixels),
+        f"{len(pixels)} stacked": _microseconds(lambda: pixels_to_digits(pixels, floor)) / len(pixels),
+    }

@@ -100,11 +100,33 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         5.0, ge=0, description="on SIGTERM, time /ready answers 503 while requests are still accepted"
     )
+    # Explanations apart (issue 25): their own executor and queue, so they cannot starve predictions
+    explain_threads: int = Field(
+        1, ge=1, description="threads running explanation rows, apart from predictions"
+    )
+    explain_max_queued_rows: int = Field(
+        512, ge=1, description="explanation rows waiting per model version; past it: 503 + Retry-After"
+    )
+    explain_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="the explanation threads' niceness (Linux): when the cores are busy, predictions "
+        "get them first; 0: explanations compete as equals",
+    )
+
     inline_model_us: float = Field(
         50.0,
         ge=0,
         description="a model whose batch-1 call takes less than this at warm-up runs on "
         "the event loop: the hop to a thread and back costs more than such a call; 0: never",
+    )
+    # No hop where it does not pay (issue 25): bench's digit runs, loop against thread
+    inline_when_idle_model_us: float = Field(
+        1000.0,
+        ge=0,
+        description="a slower model whose batch-1 call takes less than this runs on the event loop "
+        "when a request finds it idle (sparse traffic), else on the inference thread; 0: never",
     )
 
     api_keys: Annotated[list[str], NoDecode] = Field(

@@ -61,6 +61,9 @@ class ServingModel:
     encoder: Encoder | None
     hidden: HiddenGraph | None = None
     hidden_error: str | None = None
+    # The same session behind a queue and executor of its own, for explanations: their many
+    # rows wait there, not in front of predictions. None: explanations share `runner`.
+    explainer: ModelRunner | None = None
 
 
 @dataclass(frozen=True)
@@ -217,9 +220,17 @@ def version_folders(model_dir: Path) -> list[tuple[int, Path]]:
 
 
 def load_version(
-    name: str, version: int, path: Path, *, intra_op_threads: int, make_runner: MakeRunner
+    name: str,
+    version: int,
+    path: Path,
+    *,
+    intra_op_threads: int,
+    make_runner: MakeRunner,
+    make_explainer: MakeRunner | None = None,
 ) -> ModelVersion:
-    """The version serving, or not serving with a reason that names no path of the server's disk."""
+    """The version serving, or not serving with a reason that names no path of the server's disk.
+    `make_explainer` makes the runners explanations use (the hidden graph's among them); without
+    it explanations share the prediction runner."""
     card: ModelCard | None = None
     try:
         card = ModelCard.read(path)
@@ -231,7 +242,8 @@ def load_version(
         encoder = _encoder_for(card)
         runner = make_runner(session, name, version)
         _warm_up(runner, card)
-        hidden, hidden_error = _load_hidden(path, card, intra_op_threads, make_runner)
+        explainer = None if make_explainer is None else make_explainer(session, name, version)
+        hidden, hidden_error = _load_hidden(path, card, intra_op_threads, make_explainer or make_runner)
     except FileNotFoundError as exc:
         error = f"missing file: {Path(exc.filename or '').name or exc}"
     except (ModelLoadError, ValueError) as exc:
@@ -243,9 +255,13 @@ def load_version(
             "loaded model %s version %d (%s)",
             name,
             version,
-            "on the event loop" if runner.inline else "in the inference executor",
+            "on the event loop"
+            if runner.inline
+            else "on the event loop when idle, else in the inference executor"
+            if runner.inline_when_idle
+            else "in the inference executor",
         )
-        serving = ServingModel(name, version, card, runner, encoder, hidden, hidden_error)
+        serving = ServingModel(name, version, card, runner, encoder, hidden, hidden_error, explainer)
         return ModelVersion(name, version, serving, card)
     error = _without_paths(error, path, name, version)
     log.error("model %s version %d failed to load: %s", name, version, error)

@@ -55,14 +55,15 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServ
 
 @pytest.fixture(scope="session")
 def slow_models(tmp_path_factory: pytest.TempPathFactory) -> SlowModels:
-    """A factory: slow_models(milliseconds) -> a models folder whose wine model takes about that
-    long per call (tests/support/slow_model.py), made once per duration."""
-    made: dict[float, Path] = {}
+    """A factory: slow_models(milliseconds, name="wine") -> a models folder whose `name` model
+    takes about that long per call (tests/support/slow_model.py), made once per kind."""
+    made: dict[tuple[float, str], Path] = {}
 
-    def make(milliseconds: float) -> Path:
-        if milliseconds not in made:
-            made[milliseconds] = slow_model.slow_models(tmp_path_factory.mktemp("slow"), milliseconds)
-        return made[milliseconds]
+    def make(milliseconds: float, name: str = "wine") -> Path:
+        if (milliseconds, name) not in made:
+            folder = tmp_path_factory.mktemp("slow")
+            made[milliseconds, name] = slow_model.slow_models(folder, milliseconds, name)
+        return made[milliseconds, name]
 
     return make
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,7 +31,7 @@ class Recorder(BatchObserver):
 def _runner(recorder: Recorder, milliseconds: float = 0.0, timeout: float | None = None) -> ModelRunner:
     """A runner of the committed wine model, or of one that takes `milliseconds` per call."""
     if milliseconds:
-        session = slow_model.session(slow_model.slow_wine(milliseconds))
+        session = slow_model.session(slow_model.slow_graph(milliseconds))
     else:
         session = ort.InferenceSession(str(WINE), providers=["CPUExecutionProvider"])
     return ModelRunner(
@@ -193,3 +194,32 @@ def test_rows_of_other_widths_wait_for_a_batch_of_their_own() -> None:
     for i, answer in enumerate(answers):
         np.testing.assert_allclose(answer, session.run(None, feeds(i))[0], atol=1e-6)
     assert recorder.batches == [10, 20]  # the first width's rows together, then the other's
+
+
+def test_a_slower_model_runs_on_the_loop_when_idle_and_on_the_thread_under_load() -> None:
+    """No hop where it does not pay: a request that finds the model idle runs on the event
+    loop's thread; one that arrives while another is in flight goes to the inference thread."""
+    threads: list[int] = []
+    observer = BatchObserver(on_batch=lambda rows, _: threads.append(threading.get_ident()))
+    session = ort.InferenceSession(str(WINE), providers=["CPUExecutionProvider"])
+    runner = ModelRunner(
+        session,
+        ThreadPoolExecutor(1),
+        max_batch_rows=64,
+        observer=observer,
+        inline_when_idle_below_seconds=1.0,
+    )
+    runner.calibrate(_party(0))
+    assert runner.inline_when_idle and not runner.inline
+
+    async def scenario() -> None:
+        await asyncio.sleep(0.01)  # idle for longer than a call
+        first = asyncio.ensure_future(runner.run(_party(1)))
+        await asyncio.sleep(0)  # `first` found the model idle: its call is next on the loop
+        second = asyncio.ensure_future(runner.run(_party(2)))  # starts while `first` is in flight
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    loop_thread = threading.get_ident()
+    assert threads[0] == loop_thread
+    assert len(threads) == 2 and threads[1] != loop_thread

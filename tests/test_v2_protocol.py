@@ -11,6 +11,8 @@ import pytest
 from samples import latest_version
 from v2_inputs import DATATYPES, predict_outputs, tensors
 
+from service.v2.codec import parse_request
+
 from support.server import MODELS_DIR
 
 
@@ -107,6 +109,19 @@ def test_a_hand_built_binary_request(client: httpx.Client) -> None:
     got = np.frombuffer(response.content[length:], dtype="<f4").reshape(described["shape"])
     expected = predict_outputs("digit", client.post("/predict/digit", json=body).json())
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_binary_tensors_are_read_in_place_from_the_body() -> None:
+    """No copy of a binary tensor is made on the way in: the array is a view of the body."""
+    inputs, _ = tensors()["digit"]
+    (tensor,) = inputs.values()
+    blob = tensor.astype("<f4").tobytes()
+    spec = {"name": "image", "shape": list(tensor.shape), "datatype": "FP32"}
+    header = json.dumps({"inputs": [{**spec, "parameters": {"binary_data_size": len(blob)}}]}).encode()
+    body = header + blob
+    image = parse_request(body, str(len(header)), 256).inputs["image"]
+    assert np.shares_memory(image, np.frombuffer(body, dtype=np.uint8))
+    np.testing.assert_array_equal(image, tensor)
 
 
 @pytest.mark.parametrize(

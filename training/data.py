@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.features import email_text, pixels_to_digit, tokenize
+from service.features import email_text, pixels_to_digits, tokenize
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,13 @@ def load_idx_digits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
-def normalise_digits(images: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
-    """Every digit through the service's own normalisation, as [N, 1, 28, 28]."""
-    return np.stack([pixels_to_digit(image, noise_floor) for image in images])[:, np.newaxis]
+def normalise_digits(images: np.ndarray, noise_floor: float = 0.0, chunk: int = 4096) -> np.ndarray:
+    """Every digit through the service's own normalisation, as [N, 1, 28, 28], a chunk of
+    images per call (which bounds the working copies to a few MB)."""
+    parts = [
+        pixels_to_digits(images[start : start + chunk], noise_floor) for start in range(0, len(images), chunk)
+    ]
+    return np.concatenate(parts)[:, np.newaxis]
 
 
 def stratified_split(labels: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,9 @@ from service.features.digit import (
     image_to_gray,
     normalise_digit,
     open_image,
+    pixel_grid,
     pixels_to_digit,
+    pixels_to_digits,
 )
 from service.features.errors import FeatureError, ImageTooLargeError, UnknownGuestError
 from service.features.spam import BagOfWords, TokenIds, email_text, email_tokens, html_to_text, tokenize
@@ -39,6 +41,8 @@ __all__ = [
     "image_to_gray",
     "normalise_digit",
     "open_image",
+    "pixel_grid",
     "pixels_to_digit",
+    "pixels_to_digits",
     "tokenize",
 ]

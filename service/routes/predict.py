@@ -21,6 +21,7 @@ from service.errors import BatchTooLarge, InvalidInput
 from service.features import BagOfWords, GuestEncoder
 from service.loading import ServingModel
 from service.nnserve import NNServe
+from service.pixel_body import read_pixels
 from service.routes.common import (
     answer,
     begin,
@@ -100,7 +101,7 @@ async def predict_spam(request: Request) -> Response:
 @router.post("/digit", **documented(DigitRequest, DigitResponse | DigitBatchResponse))
 async def predict_digit(request: Request) -> Response:
     """The handwritten digit in an image of any size and polarity, or in 784 MNIST pixels."""
-    body, model = await begin(request, DigitRequest, "digit")
+    body, model = await begin(request, DigitRequest, "digit", read_pixels)
     settings: Settings = NNServe.of(request).settings
     items = body.items()
     _check_batch(settings, items)
