@@ -15,7 +15,8 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY service ./service
 # pip's cache is a BuildKit cache mount: rebuilds reuse the downloads, the image never holds them.
-RUN --mount=type=cache,target=/root/.cache/pip pip install .
+# The [tracing] extra: traces are off until the OTEL_* variables ask for them (README: Tracing).
+RUN --mount=type=cache,target=/root/.cache/pip pip install '.[tracing]'
 
 # Runtime stage: slim Python, the venv, the models (owned by root, so read-only to the service),
 # and a numeric non-root user that Kubernetes' runAsNonRoot can verify.

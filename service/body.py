@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from service.errors import UnsupportedMediaType, validation_error
+from service.tracing import timed
 
 Model = TypeVar("Model", bound=BaseModel)
 _REF = "#/components/schemas/{model}"
@@ -80,7 +81,7 @@ async def parse_json(request: Request, model: type[Model]) -> Model:
     if not _is_json(content_type):
         raise UnsupportedMediaType(f"send JSON (Content-Type: application/json), not {content_type}")
     try:
-        return model.model_validate_json(await request.body())
+        return timed("parse", model.model_validate_json, await request.body())
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False, include_context=False)) from None
 

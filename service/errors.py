@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from service.deadline import DeadlineExceeded
 from service.runner import QueueFull
+from service.tracing import note_error
 
 log = logging.getLogger("nnserve")
 
@@ -87,6 +88,7 @@ class ModelNotReady(_NamedError):
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> Response:
+    note_error(code)
     body: dict[str, Any] = {"error": message, "code": code}
     if details is not None:
         body["details"] = details

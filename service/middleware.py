@@ -24,6 +24,7 @@ from service.errors import error_response
 from service.logs import log_access
 from service.metrics import Metrics
 from service.nnserve import NNServe
+from service.tracing import RequestTrace, Tracer, activate, begin_http, deactivate, finish_http
 
 _REQUEST_ID = b"x-request-id"
 _MAX_REQUEST_ID = 128
@@ -54,8 +55,11 @@ class RequestGuard:
     answers readiness with 503 while the server drains, and gives every request an id (the
     client's X-Request-ID, or a new one), returned, logged and counted."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, *, settings: Settings, metrics: Metrics, tracer: Tracer | None = None
+    ) -> None:
         self.app = app
+        self.tracer = tracer
         self.max_body_bytes = settings.max_body_bytes
         self.max_in_flight = settings.max_in_flight
         self.max_bytes_in_flight = settings.max_bytes_in_flight
@@ -72,6 +76,8 @@ class RequestGuard:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
+        trace = None if self.tracer is None else begin_http(self.tracer, scope, request_id.decode("latin-1"))
+        trace_token = None if trace is None else activate(trace)
         status = 500
         responding = False
 
@@ -87,7 +93,8 @@ class RequestGuard:
         admitted = self._admit(scope)
         if isinstance(admitted, Response):
             await admitted(scope, receive, send_with_id)
-            self._record(scope, status, started, request_id)
+            self._record(scope, status, started, request_id, trace)
+            deactivate(trace_token)
             return
         counted = is_inference(scope["path"])
         if counted:
@@ -125,7 +132,8 @@ class RequestGuard:
             if counted:
                 self.in_flight -= 1
             self.metrics.in_flight.dec()
-            self._record(scope, status, started, request_id)
+            self._record(scope, status, started, request_id, trace)
+            deactivate(trace_token)
 
     def _admit(self, scope: Scope) -> float | Response:
         """The seconds the request may take, or the answer it gets at once instead: readiness
@@ -148,23 +156,26 @@ class RequestGuard:
             headers={"Retry-After": self.retry_after},
         )
 
-    def _record(self, scope: Scope, status: int, started: float, request_id: bytes) -> None:
+    def _record(
+        self, scope: Scope, status: int, started: float, request_id: bytes, trace: RequestTrace | None
+    ) -> None:
         seconds = time.perf_counter() - started
         endpoint = getattr(scope.get("route"), "path", "unmatched")
         count, latency = self._series(endpoint, status)
         count.inc()
         latency.observe(seconds)
         method, path = scope["method"], scope["path"]
-        log_access(
-            f"{method} {path} {status}",
-            {
-                "method": method,
-                "path": path,
-                "status": status,
-                "latency_ms": round(seconds * 1000, 3),
-                "request_id": request_id.decode("latin-1"),
-            },
-        )
+        fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+            "request_id": request_id.decode("latin-1"),
+        }
+        if trace is not None:
+            finish_http(trace, scope, status)
+            fields["trace_id"] = trace.trace_id
+        log_access(f"{method} {path} {status}", fields)
 
     def _series(self, endpoint: str, status: int) -> tuple[Counter, Histogram]:
         """The metric children for a route template and status, looked up once: prometheus-client's

@@ -15,6 +15,7 @@ from service.auth import check_api_key, require_admin_key
 from service.body import json_response
 from service.loading import ServingModel
 from service.nnserve import NNServe
+from service.tracing import timed
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
@@ -99,8 +100,12 @@ async def infer(request: Request, name: str) -> Response:
     """Tensors in, tensors out: JSON, or the binary tensor data extension."""
     check_api_key(request)
     model = _model(request, name)
-    parsed = parse_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), NNServe.of(request).settings.max_batch_size
+    parsed = timed(
+        "parse",
+        parse_request,
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        NNServe.of(request).settings.max_batch_size,
     )
     outputs = await NNServe.of(request).dataplane.infer(model, feeds_for(parsed, model.card.inputs))
     named = {
