@@ -38,6 +38,7 @@ from PIL import Image
 
 from bench import worst_case
 from bench.stages import STAGES, bookkeeping_us, stage_split
+from bench.tracing_cost import summary, tracing_us
 from service.config import Settings
 from service.features import pixels_to_digit
 
@@ -559,7 +560,7 @@ def main() -> None:
     }
     raw = raw_onnxruntime(batch_sizes)
     targets = check_targets(runs, rss_mb, start_s)
-    report(runs, workers, stages, raw, targets, rss_mb, start_s, batch_sizes, bookkeeping_us())
+    report(runs, workers, stages, raw, targets, rss_mb, start_s, batch_sizes, bookkeeping_us() | tracing_us())
 
 
 def _stage_rows(runs: list[Run], stages: dict[str, dict[str, float]]) -> list[str]:
@@ -655,6 +656,7 @@ def report(
         f"Per request, in process: the request guard {bookkeeping['guard']:.1f} us (deadline, limits, "
         f"id, metrics, access line); every metric update a request and its batch make "
         f"{bookkeeping['metrics']:.1f} us; the access line {bookkeeping['access line']:.1f} us",
+        summary(bookkeeping),
         "",
         "Targets:",
     ]
