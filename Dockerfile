@@ -16,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 # pip's cache is a BuildKit cache mount: rebuilds reuse the downloads, the image never holds them.
 # The [tracing] extra: traces are off until the OTEL_* variables ask for them (README: Tracing).
-RUN --mount=type=cache,target=/root/.cache/pip pip install '.[tracing]'
+RUN --mount=type=cache,target=/root/.cache/pip pip install './[tracing]'
 
 # Runtime stage: slim Python, the venv, the models (owned by root, so read-only to the service),
 # and a numeric non-root user that Kubernetes' runAsNonRoot can verify.
