@@ -175,7 +175,8 @@ class OtelTracer:
 
 def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
     if name == "console":
-        return ConsoleSpanExporter(service_name=DEFAULT_SERVICE_NAME)
+        # One JSON line a span, like every other line the service writes.
+        return ConsoleSpanExporter(formatter=lambda span: span.to_json(indent=None) + "\n")
     if name != "otlp":
         raise TracingUnavailable(
             f"OTEL_TRACES_EXPORTER names {name!r}: nnserve sends traces with otlp or console (or none)"

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from service import deadline
 from service.deadline import Deadline, DeadlineExceeded
-from service.tracing import RequestTrace, current_trace
+from service.tracing import Attributes, RequestTrace, current_trace
 
 __all__ = ["BatchObserver", "DeadlineExceeded", "ModelRunner", "QueueFull"]
 
@@ -226,11 +226,17 @@ class ModelRunner:
         """Each caller still waiting gets its rows of the outputs, or hears why the batch failed;
         a traced caller's trace notes its wait and the batch's inference."""
         start = 0
+        # For the traced callers: read and built once, at the first of them.
+        ended = 0.0
+        size: Attributes = {}
         for item in batch:
             stop = start + item.rows
             if not item.future.done():
                 if item.trace is not None:
-                    _note_batch(item.trace, item, batch)
+                    ended = ended or time.perf_counter()
+                    size = size or {"nnserve.batch.size": sum(other.rows for other in batch)}
+                    item.trace.stage("queue wait", item.enqueued, item.taken)
+                    item.trace.stage("inference", item.taken, ended, size)
                 if isinstance(outcome, Exception):
                     item.future.set_exception(outcome)
                 else:
@@ -252,12 +258,6 @@ class ModelRunner:
             batch.append(self._queue.popleft())
             rows += item.rows
         return batch
-
-
-def _note_batch(trace: RequestTrace, item: _Pending, batch: list[_Pending]) -> None:
-    trace.stage("queue wait", item.enqueued, item.taken)
-    rows = sum(other.rows for other in batch)
-    trace.stage("inference", item.taken, time.perf_counter(), {"nnserve.batch.size": rows})
 
 
 def _stack(feeds_list: list[Feeds]) -> Feeds:

@@ -220,8 +220,7 @@ def exporter_names(environ: Mapping[str, str]) -> Sequence[str]:
         return []
     listed = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if listed:
-        names = [name.strip() for name in listed.split(",") if name.strip()]
-        return [] if names == ["none"] else names
+        return [name.strip() for name in listed.split(",") if name.strip() not in ("", "none")]
     return ["otlp"] if any(environ.get(name, "").strip() for name in OTLP_ENDPOINTS) else []
 
 

@@ -5,6 +5,7 @@ stalled costing requests nothing, and, with the variables unset, nothing of the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from service.tracing import TracingUnavailable, exporter_names
 
 from support.inprocess import in_process_client
 from support.otlp import otlp_receiver
-from support.server import MODELS_DIR, REPO, StartServer, free_port
+from support.server import MODELS_DIR, REPO, StartServer, free_port, is_json_object
 from support.tools import require_module
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -323,3 +324,18 @@ def test_a_collector_that_is_down_fails_no_request(start_server: StartServer) ->
     log = server.log()
     assert all(line.startswith("{") for line in log.splitlines() if line.strip()), log
     assert server.stop() == 0
+
+
+def test_the_console_exporter_writes_one_json_line_a_span(start_server: StartServer) -> None:
+    server = start_server(OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="50")
+    with server.client() as client:
+        response = client.post(
+            "/predict/wine", json={"guests": ["Dahlia"]}, headers={"traceparent": TRACEPARENT}
+        )
+        assert response.status_code == 200
+    log = server.wait_for_log('"name": "respond"')
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert all(is_json_object(line) for line in lines), lines
+    spans = [json.loads(line) for line in lines if '"context"' in line]
+    ours = [span for span in spans if span["context"]["trace_id"] == f"0x{TRACE_ID}"]
+    assert sorted(span["name"] for span in ours) == sorted(["POST /predict/wine", *STAGES])
