@@ -31,9 +31,9 @@ from service.features import (
     image_bytes_to_digit,
     pixels_to_digit,
 )
+from service.guard import RequestGuard
 from service.logs import BufferedHandler, JsonFormatter, log_access
 from service.metrics import Metrics
-from service.middleware import RequestGuard
 from service.schemas import DigitRequest, SpamRequest, WineRequest
 from service.v2.codec import CARD_DATATYPES, encode_response, feeds_for, parse_request
 

@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.stages import _asgi_us, _microseconds
 from service.config import Settings
+from service.guard import RequestGuard
 from service.metrics import Metrics
-from service.middleware import RequestGuard
 from service.otel import OtelTracer
 from service.tracing import current_trace, note_model, timed
 

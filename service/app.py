@@ -22,10 +22,10 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.docs import install_docs
 from service.errors import install_error_handlers
+from service.guard import RequestGuard
 from service.hotpath import HotPath
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.middleware import RequestGuard
 from service.nnserve import NNServe
 from service.repository import ModelRepository
 from service.routes import explain, ops, predict
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
     )
     app.tracer = tracer
     metrics.watch_models(lambda: _model_states(app))
-    install_error_handlers(app)
+    install_error_handlers(app, settings)
     install_body_schemas(app)
     install_docs(app)
     document_api_keys(app, settings)

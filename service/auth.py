@@ -1,7 +1,7 @@
 """API keys: `Authorization: Bearer <key>` on prediction, inference and admin endpoints.
 
 Two sets of keys, because changing what a server serves is not the same right as asking it for
-predictions: NNSERVE_API_KEY opens the prediction and inference endpoints (open when unset), and
+predictions: NNSERVE_API_KEYS opens the prediction and inference endpoints (open when unset), and
 NNSERVE_ADMIN_KEYS opens model load, unload and the repository index (refused outright when
 unset: changing what a server serves must never be anonymous). A prediction key on an admin
 endpoint is a 403: the server knows the caller, who may not do this. Keys are compared in
@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from service.config import Settings
-from service.errors import ApiError, Unauthorized
-from service.middleware import is_inference
+from service.errors import AdminDisabled, Forbidden, Unauthorized
+from service.guard import is_inference
 from service.nnserve import NNServe
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -40,27 +40,22 @@ def _unauthorized() -> Unauthorized:
 
 
 def check_api_key(request: Request) -> None:
-    keys: list[str] = NNServe.of(request).settings.api_key
+    keys: list[str] = NNServe.of(request).settings.api_keys
     if keys and not _matches(_presented_key(request), keys):
         raise _unauthorized()
-
-
-async def require_api_key(request: Request) -> None:
-    """check_api_key as a FastAPI dependency."""
-    check_api_key(request)
 
 
 async def require_admin_key(request: Request) -> None:
     settings: Settings = NNServe.of(request).settings
     if not settings.admin_keys:
-        raise ApiError(403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
+        raise AdminDisabled("administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
     presented = _presented_key(request)
     is_admin = _matches(presented, settings.admin_keys)
-    is_predictor = _matches(presented, settings.api_key)  # always compared: timing tells nothing
+    is_predictor = _matches(presented, settings.api_keys)  # always compared: timing tells nothing
     if is_admin:
         return
     if is_predictor:
-        raise ApiError(403, "forbidden", "this key may ask for predictions, not administer the models")
+        raise Forbidden("this key may ask for predictions, not administer the models")
     raise _unauthorized()
 
 
@@ -70,7 +65,7 @@ def _checks_key(path: str, settings: Settings) -> bool:
     declaring a key on either would only promise what no key can give."""
     if path.startswith("/v2/repository/"):
         return bool(settings.admin_keys)
-    return bool(settings.api_key) and is_inference(path)
+    return bool(settings.api_keys) and is_inference(path)
 
 
 def document_api_keys(app: FastAPI, settings: Settings) -> None:
