@@ -2,8 +2,9 @@
 
 Off unless the standard variables ask for traces (OTEL_EXPORTER_OTLP_ENDPOINT, or
 OTEL_TRACES_EXPORTER other than `none`; OTEL_SDK_DISABLED=true turns them off). Off, nothing of
-OpenTelemetry is imported and the request path holds `tracer = None`: one branch per request.
-On, service/otel.py builds the SDK's tracer from the variables.
+the OpenTelemetry SDK is imported (FastAPI imports the API, a dependency of its own), the app's
+`tracer` (NNServe.tracer) is None, the request guard branches once on it, and the notes below
+find an empty context variable. On, service/otel.py builds the tracer from the variables.
 
 A request is one server span whose children are its stages: parse, preprocess, queue wait,
 inference (with the batch size) and respond. The stages are not spans while the request runs:
@@ -12,8 +13,10 @@ list), and the spans are made from those notes when the request ends, so a stage
 request nothing unless it is sampled, and the batcher, which runs one inference for many
 requests, can time each request's share without knowing about spans.
 
-The API, the same for every protocol (REST here; gRPC through the same calls):
+The API, the same for every protocol (REST: begin_http and finish_http below, called by the
+request guard; a gRPC servicer makes the same calls with its own names and attributes):
 
+    tracer = app.tracer                    # None: traces are off, do nothing else
     trace = tracer.begin(name, attributes, traceparent, tracestate)   # the server span starts
     token = tracing.activate(trace)        # the request's stages reach it (a context variable)
     ...  tracing.timed("parse", parse, body)    # a stage the adapter itself runs
@@ -23,10 +26,15 @@ The API, the same for every protocol (REST here; gRPC through the same calls):
     trace.finish(name, attributes, failed)  # the server span ends; `respond` runs to here
     tracing.deactivate(token)
 
-`trace.trace_id` (32 hex digits) goes into the access line. `begin` continues a W3C
-`traceparent` (and its `tracestate`) when the caller sends one; the sampler
-(OTEL_TRACES_SAMPLER, default parentbased_always_on) decides, and an unsampled request records
-nothing: `activate` leaves the context variable empty and `finish` returns at once.
+For gRPC, OpenTelemetry's conventions give the names: the span `inference.GRPCInferenceService/
+ModelInfer`, begun with `rpc.system` "grpc", `rpc.service` and `rpc.method`, the traceparent and
+tracestate from the call's metadata; finished with `rpc.grpc.status_code` (an int), failed for
+UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and DATA_LOSS.
+
+`trace.trace_id` (32 hex digits) goes into the access line (guard.record.RequestRecorder).
+`begin` continues a W3C `traceparent` (and its `tracestate`) when the caller sends one; the
+sampler (OTEL_TRACES_SAMPLER, default parentbased_always_on) decides, and an unsampled request
+records nothing: `activate` leaves the context variable empty and `finish` returns at once.
 """
 
 from __future__ import annotations
