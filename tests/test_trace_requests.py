@@ -251,6 +251,16 @@ def test_a_variable_nnserve_cannot_honour_is_a_start_up_error(
         create_app(Settings(models_dir=MODELS_DIR, log_level="warning"))
 
 
+def test_otlp_over_grpc_without_its_exporter_is_a_start_up_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gRPC exporter is not part of the [tracing] extra; a missing module is made missing."""
+    require_module("opentelemetry.sdk")
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(TracingUnavailable, match="pip install opentelemetry-exporter-otlp-proto-grpc"):
+        create_app(Settings(models_dir=MODELS_DIR, log_level="warning"))
+
+
 def _digit_pixels() -> dict[str, Any]:
     return _predict_body("digit")
 
