@@ -325,8 +325,12 @@ def test_a_stalled_collector_slows_no_request_and_drops_are_counted(start_server
 
 
 def test_a_collector_that_is_down_fails_no_request(start_server: StartServer) -> None:
+    """Its failures are logged in the service's JSON lines; the last export at the stop gives up
+    after the exporter's own timeout (OTEL_EXPORTER_OTLP_TIMEOUT, shortened here)."""
     server = start_server(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}", OTEL_BSP_SCHEDULE_DELAY="10"
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        OTEL_BSP_SCHEDULE_DELAY="10",
+        OTEL_EXPORTER_OTLP_TIMEOUT="2",
     )
     with server.client() as client:
         for _ in range(10):
