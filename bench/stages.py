@@ -22,16 +22,16 @@ import onnxruntime as ort
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard
+from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard, TokenIdVocabulary
 from service.config import Settings
 from service.features import (
-    BagOfWords,
     GuestEncoder,
     decode_base64_image,
     image_bytes_to_digit,
     pixels_to_digit,
 )
 from service.guard import RequestGuard
+from service.loading import spam_encoder
 from service.logs import BufferedHandler, JsonFormatter, log_access
 from service.metrics import Metrics
 from service.schemas import DigitRequest, SpamRequest, WineRequest
@@ -62,8 +62,9 @@ class _Model:
             str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
 
-    def run(self, rows: np.ndarray) -> np.ndarray:
-        result: np.ndarray = self.session.run(None, {self.card.inputs[0].name: rows})[0]
+    def run(self, rows: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        feeds = rows if isinstance(rows, dict) else {self.card.inputs[0].name: rows}
+        result: np.ndarray = self.session.run(None, feeds)[0]
         return result
 
 
@@ -73,7 +74,7 @@ def _json(answer: Callable[[np.ndarray], dict[str, Any]]) -> Callable[[np.ndarra
 
 def _split(
     parse: Callable[[], Any],
-    preprocess: Callable[[Any], np.ndarray],
+    preprocess: Callable[[Any], np.ndarray | dict[str, np.ndarray]],
     model: _Model,
     respond: Callable[[np.ndarray], object],
 ) -> dict[str, float]:
@@ -101,11 +102,11 @@ def stage_split(path: str, body: bytes, header_length: int | None, folder: Path)
             model,
             _json(lambda out: {"bottles": round(float(out[0, 0]), 4), "model": ref}),
         )
-    if path == "/predict/spam" and isinstance(preprocessing, BagOfWordsVocabulary):
-        words = BagOfWords(preprocessing.vocabulary)
+    if path == "/predict/spam" and isinstance(preprocessing, BagOfWordsVocabulary | TokenIdVocabulary):
+        words = spam_encoder(model.card)
         return _split(
             lambda: SpamRequest.model_validate_json(body),
-            lambda parsed: words.encode(parsed.items()[0])[np.newaxis],
+            lambda parsed: words.feeds([words.encode(parsed.items()[0])]),
             model,
             _json(
                 lambda out: {"spam": bool(out[0, 1] >= 0.5), "probability": float(out[0, 1]), "model": ref}

@@ -59,7 +59,6 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
                 max_queued_rows=settings.max_queued_rows,
                 batching=settings.batching,
                 timeout=settings.inference_timeout_seconds,
-                test_delay=settings.test_inference_delay_ms / 1000,
                 observer=metrics.observer(name, version),
                 inline_below_seconds=settings.inline_model_us / 1e6,
             )

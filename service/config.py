@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -23,8 +23,26 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _read_keys(path: Path, variable: str) -> list[str]:
+    """The keys in a key file: one per line or comma-separated. A file that cannot be read, or
+    holds no key, stops the start: a secret mounted at the wrong path must not leave the
+    endpoints it was meant to close open."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not a text file"
+        raise ValueError(f"{variable}: cannot read {path}: {reason}") from None
+    keys = [key.strip() for line in text.splitlines() for key in line.split(",") if key.strip()]
+    if not keys:
+        raise ValueError(f"{variable}: {path} holds no key")
+    return keys
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore", populate_by_name=True)
+    # Errors name the setting, never its value: the values include the API keys.
+    model_config = SettingsConfigDict(
+        env_prefix="NNSERVE_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
@@ -88,9 +106,6 @@ class Settings(BaseSettings):
         description="a model whose batch-1 call takes less than this at warm-up runs on "
         "the event loop: the hop to a thread and back costs more than such a call; 0: never",
     )
-    test_inference_delay_ms: float = Field(
-        0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
-    )
 
     api_keys: Annotated[list[str], NoDecode] = Field(
         [],
@@ -114,4 +129,30 @@ class Settings(BaseSettings):
     def _drain_within_grace(self) -> Self:
         if self.drain_seconds > self.shutdown_grace_seconds:
             raise ValueError("NNSERVE_DRAIN_SECONDS must not exceed NNSERVE_SHUTDOWN_GRACE_SECONDS")
+        return self
+
+    # Keys from files (issue 23): Docker Swarm secrets and Kubernetes Secrets are mounted as
+    # files, which keeps the keys out of the environment that `docker inspect` and /proc show.
+    api_keys_file: Path | None = Field(
+        None, description="a file of prediction keys (one a line, or commas), added to NNSERVE_API_KEYS"
+    )
+    admin_keys_file: Path | None = Field(
+        None, description="a file of admin keys (one a line, or commas), added to NNSERVE_ADMIN_KEYS"
+    )
+
+    @field_validator("api_keys_file", "admin_keys_file")
+    @classmethod
+    def _key_file_readable(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        """Checked here, field by field, so an error shows the path and never the keys of the
+        other settings (a model validator's error prints every input)."""
+        if path is not None:
+            _read_keys(path, f"NNSERVE_{str(info.field_name).upper()}")
+        return path
+
+    @model_validator(mode="after")
+    def _add_file_keys(self) -> Self:
+        if self.api_keys_file:
+            self.api_keys = [*self.api_keys, *_read_keys(self.api_keys_file, "NNSERVE_API_KEYS_FILE")]
+        if self.admin_keys_file:
+            self.admin_keys = [*self.admin_keys, *_read_keys(self.admin_keys_file, "NNSERVE_ADMIN_KEYS_FILE")]
         return self

@@ -16,9 +16,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.card import MODEL_FILE, BagOfWordsVocabulary, GuestRoster, ModelCard, TensorSpec
+from service.card import (
+    MODEL_FILE,
+    BagOfWordsVocabulary,
+    GuestRoster,
+    ModelCard,
+    TensorSpec,
+    TokenIdVocabulary,
+)
 from service.explain.hidden import HIDDEN_FILE, HIDDEN_OUTPUT, SECTION, HiddenUnits, hidden_units
-from service.features import BagOfWords, GuestEncoder
+from service.features import BagOfWords, GuestEncoder, TokenIds
 from service.runner import ModelRunner
 
 log = logging.getLogger("nnserve")
@@ -90,14 +97,35 @@ def _check_matches(kind: str, card_specs: list[TensorSpec], graph: list[TensorSp
         )
 
 
+def _token_ids(card: ModelCard, prep: TokenIdVocabulary) -> TokenIds:
+    """Token ids need two [batch, tokens] inputs: int64 ids, then float32 weights."""
+    kinds = [(spec.dtype, len(spec.shape)) for spec in card.inputs]
+    if kinds != [("int64", 2), ("float32", 2)]:
+        raise ModelLoadError(
+            f"card's token_ids need inputs (int64 ids, float32 weights), each [batch, tokens]; got {kinds}"
+        )
+    names = (card.inputs[0].name, card.inputs[1].name)
+    return TokenIds(prep.vocabulary, names, prep.test_patterns)
+
+
+def spam_encoder(card: ModelCard) -> BagOfWords:
+    """The encoder a spam card's preprocessing names: dense (v1, v2) or token ids (v3 on)."""
+    encoder = _encoder_for(card)
+    if not isinstance(encoder, BagOfWords):
+        raise ModelLoadError(f"{card.name} v{card.version} does not read text")
+    return encoder
+
+
 def _encoder_for(card: ModelCard) -> Encoder | None:
     prep = card.preprocessing
+    if isinstance(prep, TokenIdVocabulary):
+        return _token_ids(card, prep)
     width = card.inputs[0].shape[-1]
     encoder: Encoder
     if isinstance(prep, GuestRoster):
         size, encoder = len(prep.roster), GuestEncoder(prep.roster)
     elif isinstance(prep, BagOfWordsVocabulary):
-        size, encoder = len(prep.vocabulary), BagOfWords(prep.vocabulary)
+        size, encoder = len(prep.vocabulary), BagOfWords(prep.vocabulary, card.inputs[0].name)
     else:
         return None
     if size != width:

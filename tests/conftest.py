@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,9 +18,11 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.config import Settings
 
+from support import slow_model
 from support.browser import chromium
 from support.inprocess import MakeClient, in_process_client
 from support.server import MODELS_DIR, Server, StartServer, launch
+from support.slow_model import SlowModels
 
 NEEDS = {"server": "process", "start_server": "process", "browser": "browser"}
 """Fixtures that make a test need something more than the process it runs in: the marker each
@@ -48,6 +51,20 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServ
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_models(tmp_path_factory: pytest.TempPathFactory) -> SlowModels:
+    """A factory: slow_models(milliseconds) -> a models folder whose wine model takes about that
+    long per call (tests/support/slow_model.py), made once per duration."""
+    made: dict[float, Path] = {}
+
+    def make(milliseconds: float) -> Path:
+        if milliseconds not in made:
+            made[milliseconds] = slow_model.slow_models(tmp_path_factory.mktemp("slow"), milliseconds)
+        return made[milliseconds]
+
+    return make
 
 
 @pytest.fixture(scope="session")

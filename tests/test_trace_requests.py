@@ -94,10 +94,11 @@ def test_a_prediction_is_a_server_span_with_its_stages(traced: Traced, name: str
 
 
 def test_a_v2_infer_is_a_server_span_with_its_stages(traced: Traced) -> None:
-    input_name, rows, _ = tensors()["wine"]
+    feeds, _ = tensors()["wine"]
     request = {
         "inputs": [
-            {"name": input_name, "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}
+            {"name": name, "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}
+            for name, rows in feeds.items()
         ]
     }
     response = traced.client.post("/v2/models/wine/versions/1/infer", json=request)

@@ -18,7 +18,7 @@ from service.features.digit import (
     pixels_to_digit,
 )
 from service.features.errors import FeatureError, ImageTooLargeError, UnknownGuestError
-from service.features.spam import BagOfWords, email_text, email_tokens, html_to_text, tokenize
+from service.features.spam import BagOfWords, TokenIds, email_text, email_tokens, html_to_text, tokenize
 from service.features.wine import GuestEncoder
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "GuestEncoder",
     "ImageTooLargeError",
     "PixelBudget",
+    "TokenIds",
     "UnknownGuestError",
     "decode_base64_image",
     "email_text",

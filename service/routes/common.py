@@ -25,11 +25,13 @@ from service.features import (
     GuestEncoder,
     ImageTooLargeError,
     PixelBudget,
+    TokenIds,
     UnknownGuestError,
     decode_base64_image,
     image_bytes_to_digit,
     pixels_to_digit,
 )
+from service.features.spam import EmailText, read_email
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.schemas import DigitItem, ErrorResponse
@@ -40,6 +42,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 Item = TypeVar("Item")
 Body = TypeVar("Body", bound=BaseModel)
 Encoder = TypeVar("Encoder", GuestEncoder, BagOfWords)
+Out = TypeVar("Out")
 _VERSION_PARAMETER = {
     "name": "version",
     "in": "query",
@@ -83,12 +86,12 @@ def feature_error(exc: FeatureError, where: str) -> ApiError:
     return error(f"{where}: {exc}", details)
 
 
-def encode_each(
+def encode_rows(
     items: Sequence[Item],
     batched: bool,
     field_of: Callable[[Item], str],
-    encode: Callable[[Item], np.ndarray],
-) -> np.ndarray:
+    encode: Callable[[Item], Out],
+) -> list[Out]:
     """Encodes every item; the first one that fails is reported by its index in the batch."""
     rows = []
     for index, item in enumerate(items):
@@ -97,18 +100,47 @@ def encode_each(
         except FeatureError as exc:
             where = f"batch.{index}.{field_of(item)}" if batched else field_of(item)
             raise feature_error(exc, where) from exc
-    return np.stack(rows)
+    return rows
+
+
+def encode_each(
+    items: Sequence[Item],
+    batched: bool,
+    field_of: Callable[[Item], str],
+    encode: Callable[[Item], np.ndarray],
+) -> np.ndarray:
+    """encode_rows, stacked into one tensor."""
+    return np.stack(encode_rows(items, batched, field_of, encode))
+
+
+def email_reader(settings: Settings) -> Callable[[str], EmailText]:
+    """An email as read_email reads it, refusing a text over the length limit."""
+
+    def read(text: str) -> EmailText:
+        if len(text) > settings.max_email_chars:
+            raise FeatureError(f"text is {len(text)} characters; the limit is {settings.max_email_chars}")
+        return read_email(text)
+
+    return read
 
 
 def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np.ndarray]:
     """An email's bag of words, refusing a text over the length limit."""
+    read = email_reader(settings)
+    return lambda text: encoder.encode(read(text))
 
-    def encode(text: str) -> np.ndarray:
-        if len(text) > settings.max_email_chars:
-            raise FeatureError(f"text is {len(text)} characters; the limit is {settings.max_email_chars}")
-        return encoder.encode(text)
 
-    return encode
+def spam_rows(
+    settings: Settings, encoder: BagOfWords, texts: Sequence[str], batched: bool
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Each text's encoded row, and the model's feeds for them all."""
+    rows = encode_rows(texts, batched, lambda _: "text", email_encoder(settings, encoder))
+    return rows, encoder.feeds(rows)
+
+
+def test_pattern(encoder: BagOfWords, text: str) -> str | None:
+    """The test pattern (GTUBE) the model's card names and the text contains, if any."""
+    return encoder.test_pattern(text) if isinstance(encoder, TokenIds) else None
 
 
 def spam_threshold(model: ServingModel, settings: Settings) -> float:

@@ -22,10 +22,12 @@ from service.routes.common import (
     begin,
     digit_rows,
     documented,
-    email_encoder,
+    email_reader,
     encode_each,
+    encode_rows,
     model_encoder,
     spam_threshold,
+    test_pattern,
 )
 from service.schemas import (
     DigitExplainRequest,
@@ -64,22 +66,24 @@ async def explain_wine(request: Request) -> Response:
 
 @router.post("/spam", **documented(SpamExplainRequest, SpamExplanation))
 async def explain_spam(request: Request) -> Response:
-    """The spam probability, the words that pushed it toward spam and toward ham with their exact
-    effect (the email without each word, run by the network), and the tokens the model read."""
+    """The spam probability and log-odds, the words that pushed it toward spam and toward ham with
+    their exact effect on both (the email without each word, run by the network), and the tokens
+    the model read."""
     body, model = await begin(request, SpamRequest, "spam")
     _one_item(body.batched, "spam")
     settings: Settings = NNServe.of(request).settings
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
-    bag = encode_each(texts, False, lambda _: "text", email_encoder(settings, encoder))[0]
+    (parsed,) = encode_rows(texts, False, lambda _: "text", email_reader(settings))
     explanation = await spam.explain(
         NNServe.of(request).dataplane,
         model,
         encoder,
-        texts[0],
-        bag,
+        parsed,
+        encoder.encode(parsed),
         settings.explain_max_words,
         spam_threshold(model, settings),
+        test_pattern(encoder, texts[0]),
     )
     return answer(model, [explanation], False)
 
