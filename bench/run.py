@@ -31,6 +31,7 @@ from bench.load import Run, Wrk, interleaved, warm
 from bench.report import Section, report, stage_rows
 from bench.stages import bookkeeping_us, normalisation_us, raw_onnxruntime, stage_split
 from bench.targets import Target, isolation_targets, ratio_targets, standing_targets
+from bench.tracing_cost import summary, tracing_us
 from service.config import Settings
 
 from support.server import Server
@@ -173,7 +174,7 @@ def main() -> None:
     raw = raw_onnxruntime(
         {m: latest_version(m) for m in ("wine", "spam", "digit")}, batch_sizes, bench_email()
     )
-    bookkeeping = bookkeeping_us()
+    bookkeeping = bookkeeping_us() | tracing_us()
     normalisation = normalisation_us(latest_version("digit"))
     targets: list[Target] = ratio_targets(runs) + isolation_targets(isolation)
     if runs:
@@ -207,6 +208,7 @@ def main() -> None:
         f"Per request, in process: the request guard {bookkeeping['guard']:.1f} us (deadline, limits, "
         f"id, metrics, access line); every metric update a request and its batch make "
         f"{bookkeeping['metrics']:.1f} us; the access line {bookkeeping['access line']:.1f} us",
+        summary(bookkeeping),
     ]
     record = {
         "stages_us": stages,

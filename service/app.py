@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
@@ -16,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from onnxruntime import InferenceSession
 from starlette.types import ASGIApp
 
-from service import __version__
+from service import __version__, tracing
 from service.auth import document_api_keys
 from service.body import install_body_schemas
 from service.config import Settings
@@ -33,6 +34,9 @@ from service.routes import explain, ops, predict
 from service.runner import ModelRunner
 from service.v2 import routes as v2
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
 WEB_DIR = Path(__file__).parent / "web"
 
 
@@ -44,11 +48,14 @@ def lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, thread, nice)
 
 
-def create_app(settings: Settings | None = None) -> NNServe:
+def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter | None = None) -> NNServe:
+    """`span_exporter`: traces go there, whatever the OTEL_* variables say (the tests' in-memory
+    exporter); without it they say whether traces are on (service/tracing.py)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
 
     metrics = Metrics.create()
+    tracer = tracing.from_environment(metrics.spans_dropped.inc, exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: NNServe) -> AsyncIterator[None]:
@@ -103,6 +110,8 @@ def create_app(settings: Settings | None = None) -> NNServe:
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             explaining.shutdown(wait=True, cancel_futures=True)
+            if tracer is not None:
+                tracer.shutdown()
 
     app = NNServe(
         settings,
@@ -115,6 +124,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.tracer = tracer
     metrics.watch_models(lambda: _model_states(app))
     install_error_handlers(app, settings)
     install_body_schemas(app)
@@ -136,7 +146,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
         """The layers every request meets before FastAPI's own stack (its server-error,
         telemetry and body-limit middleware, which the guard and the hot path do without)."""
         app_: ASGIApp = HotPath(inner, routers=[predict.router, explain.router, v2.router], fastapi=app)
-        app_ = RequestGuard(app_, settings=settings, metrics=metrics)
+        app_ = RequestGuard(app_, settings=settings, metrics=metrics, tracer=tracer)
         if settings.cors_origins:  # outermost, so the guard's own 413 and 503 carry CORS headers too
             app_ = CORSMiddleware(
                 app_,

@@ -12,6 +12,7 @@ import numpy as np
 from service.errors import ModelNotFound, ModelNotReady
 from service.loading import ModelVersion, ServingModel
 from service.repository import ModelEntry, ModelRepository
+from service.tracing import note_model
 
 # Version folders are numbered with at most 9 digits (service/loading.py): a longer string names
 # no version, and is never handed to int() (which refuses over 4,300 digits).
@@ -43,6 +44,7 @@ class DataPlane:
             if latest is None or latest.serving is None:
                 reasons = "; ".join(f"v{v.version}: {v.error}" for v in entry.versions.values())
                 raise ModelNotReady(f"model {name!r} is not ready ({reasons})")
+            note_model(name, latest.version)
             return latest.serving
         found = None
         if version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS:
@@ -51,6 +53,7 @@ class DataPlane:
             raise ModelNotFound(f"model {name!r} has no version {version[:20]!r}")
         if found.serving is None:
             raise ModelNotReady(f"{name} v{found.version} is not ready: {found.error}")
+        note_model(name, found.version)
         return found.serving
 
     def versions(self) -> list[ModelVersion]:

@@ -52,6 +52,8 @@ class Metrics:
     inference_seconds: Histogram
     batch_size: Histogram
     queue_wait_seconds: Histogram
+    # Tracing (service/tracing.py): what the span export queue had no room for.
+    spans_dropped: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -102,6 +104,11 @@ class Metrics:
                 "Time a request waited for the model to be free",
                 ["model", "version"],
                 buckets=_LATENCY_BUCKETS,
+                registry=own,
+            ),
+            spans_dropped=Counter(
+                "nnserve_trace_spans_dropped",
+                "Spans dropped because the export queue was full (the collector is down or slow)",
                 registry=own,
             ),
         )

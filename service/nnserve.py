@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.metrics import Metrics
+from service.tracing import Tracer
 
 
 class NNServe(FastAPI):
@@ -24,6 +25,7 @@ class NNServe(FastAPI):
     turns any exception into the app's error answer)."""
 
     front: Callable[[ASGIApp], ASGIApp] | None = None
+    tracer: Tracer | None = None  # None: traces are off (service/tracing.py)
 
     def __init__(self, settings: Settings, metrics: Metrics, **fastapi_options: Any) -> None:
         super().__init__(**fastapi_options)

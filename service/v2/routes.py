@@ -17,6 +17,7 @@ from service.errors import BadRequest
 from service.features import FeatureError, TokenIds
 from service.loading import ServingModel
 from service.nnserve import NNServe
+from service.tracing import timed
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
@@ -101,8 +102,12 @@ async def infer(request: Request, name: str) -> Response:
     """Tensors in, tensors out: JSON, or the binary tensor data extension."""
     check_api_key(request)
     model = _model(request, name)
-    parsed = parse_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), NNServe.of(request).settings.max_batch_size
+    parsed = timed(
+        "parse",
+        parse_request,
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        NNServe.of(request).settings.max_batch_size,
     )
     feeds = feeds_for(parsed, model.card.inputs)
     if isinstance(model.encoder, TokenIds):
