@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from onnxruntime import InferenceSession
 from starlette.types import ASGIApp
 
-from service import __version__
+from service import __version__, traffic
 from service.auth import document_api_keys
 from service.body import install_body_schemas
 from service.config import Settings
@@ -32,6 +33,7 @@ from service.runner import ModelRunner
 from service.v2 import routes as v2
 
 WEB_DIR = Path(__file__).parent / "web"
+log = logging.getLogger("nnserve")
 
 
 def create_app(settings: Settings | None = None) -> NNServe:
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
             settings.models_dir,
             intra_op_threads=settings.intra_op_threads,
             make_runner=make_runner,
+            max_model_bytes=settings.max_model_bytes,
         )
         repository.load_all()
         # Everything loaded so far (cards, vocabularies, sessions) lives as long as the process:
@@ -68,10 +71,23 @@ def create_app(settings: Settings | None = None) -> NNServe:
         # a pause of tens of milliseconds in the middle of requests (the p99).
         gc.collect()
         gc.freeze()
-        app.dataplane = DataPlane(repository)
+        try:
+            app.dataplane = DataPlane(
+                repository,
+                metrics.traffic,
+                strict_readiness=settings.strict_readiness,
+                traffic=traffic.policy(settings.traffic, settings.shadow),
+                shadow_queue=settings.shadow_queue,
+                shadow_log_per_minute=settings.shadow_log_per_minute,
+            )
+        except traffic.TrafficError as exc:
+            log.error("refusing to start: NNSERVE_TRAFFIC / NNSERVE_SHADOW: %s", exc)
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
         try:
             yield
         finally:
+            await app.dataplane.close()
             executor.shutdown(wait=True, cancel_futures=True)
 
     app = NNServe(
@@ -112,7 +128,13 @@ def create_app(settings: Settings | None = None) -> NNServe:
                 app_,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Content-Type", "Authorization", "X-Request-ID", "X-Request-Timeout"],
+                allow_headers=[
+                    "Content-Type",
+                    "Authorization",
+                    "X-Request-ID",
+                    "X-Request-Timeout",
+                    "X-Traffic-Key",
+                ],
                 expose_headers=["X-Request-ID", "Retry-After"],
             )
         return app_

@@ -24,15 +24,14 @@ class ModelEntry:
     name: str
     versions: dict[int, ModelVersion] = field(default_factory=dict)
 
-    def latest_ready(self) -> ModelVersion | None:
-        ready = [v for v in self.versions.values() if v.ready]
-        return max(ready, key=lambda v: v.version) if ready else None
-
 
 class ModelRepository:
-    def __init__(self, root: Path, *, intra_op_threads: int, make_runner: MakeRunner) -> None:
+    def __init__(
+        self, root: Path, *, intra_op_threads: int, make_runner: MakeRunner, max_model_bytes: int
+    ) -> None:
         self.root = root
         self._intra_op_threads = intra_op_threads
+        self._max_model_bytes = max_model_bytes
         self._make_runner = make_runner
         self.models: dict[str, ModelEntry] = {}
         self._changing = asyncio.Lock()
@@ -60,7 +59,12 @@ class ModelRepository:
         entry = ModelEntry(name)
         for number, path in versions:
             entry.versions[number] = load_version(
-                name, number, path, intra_op_threads=self._intra_op_threads, make_runner=self._make_runner
+                name,
+                number,
+                path,
+                intra_op_threads=self._intra_op_threads,
+                make_runner=self._make_runner,
+                max_model_bytes=self._max_model_bytes,
             )
         return entry
 

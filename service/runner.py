@@ -79,6 +79,11 @@ class ModelRunner:
         self._inline_below = inline_below_seconds
         self.inline = False  # set by calibrate(): run on the event loop, no hop to the executor
 
+    def fix_batch_rows(self, rows: int) -> None:
+        """A graph whose batch dimension is a fixed number takes exactly that many rows a call:
+        requests are never stacked beyond it (the codec refuses any other row count)."""
+        self._max_rows = rows
+
     def calibrate(self, feeds: Feeds, calls: int = 20) -> float:
         """Times a batch-1 call (the median of `calls`) and decides where calls run: a model faster
         than `inline_below_seconds` runs on the event loop, since handing a 10 us call to a

@@ -64,7 +64,7 @@ async def explain(
     examined = known[:max_words]
     rows = np.repeat(bag[np.newaxis], 1 + len(examined), axis=0)
     rows[np.arange(1, len(rows)), [present[word] for word in examined]] = 0.0
-    outputs = await dataplane.infer(model, {model.card.inputs[0].name: rows})
+    outputs = await dataplane.run(model, {model.card.inputs[0].name: rows})
     probabilities = outputs[0][:, SPAM_COLUMN].tolist()
     effects = {word: probabilities[0] - p for word, p in zip(examined, probabilities[1:], strict=True)}
     capped = len(known) > len(examined)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from service import deadline
 from service.auth import check_api_key
 from service.body import json_body, json_response, parse_json
-from service.card import MnistNormalisation
+from service.card import MnistNormalisation, ModelCard
 from service.config import Settings
 from service.errors import ApiError, InvalidInput, ModelNotReady, PayloadTooLarge
 from service.features import (
@@ -33,6 +33,7 @@ from service.features import (
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.schemas import DigitItem, ErrorResponse
+from service.traffic import TRAFFIC_KEY_HEADER
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
@@ -62,10 +63,25 @@ def documented(request_model: type, response_model: Any) -> dict[str, Any]:
 
 async def begin(request: Request, body_model: type[Body], name: str) -> tuple[Body, ServingModel]:
     """What every prediction does first: check the key, validate the body, find the model version
-    the request asks for (`?version=N`) or the highest ready one."""
+    the request asks for (`?version=N`) or the one the traffic policy picks for the client's
+    X-Traffic-Key (service/traffic.py), by default the highest ready one."""
     check_api_key(request)
     body = await parse_json(request, body_model)
-    return body, NNServe.of(request).dataplane.model(name, request.query_params.get("version"))
+    dataplane = NNServe.of(request).dataplane
+    return body, dataplane.model(
+        name, request.query_params.get("version"), request.headers.get(TRAFFIC_KEY_HEADER)
+    )
+
+
+def training_card(model: ServingModel) -> ModelCard:
+    """The model's training card: the domain routes prepare inputs as it says, so a drop-in
+    model (no such card) is served by V2 inference only."""
+    if not isinstance(model.card, ModelCard):
+        raise ModelNotReady(
+            f"{model.name} v{model.version} is a drop-in model without a training card: "
+            f"use /v2/models/{model.name}/infer"
+        )
+    return model.card
 
 
 def model_encoder(model: ServingModel, kind: type[Encoder]) -> Encoder:
@@ -114,7 +130,7 @@ def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np
 def spam_threshold(model: ServingModel, settings: Settings) -> float:
     """The probability at which an email is called spam: NNSERVE_SPAM_THRESHOLD when an operator
     sets it; else the card's, chosen at training time on a validation split; else 0.5."""
-    return model.card.decision_threshold(settings.spam_threshold)
+    return training_card(model).decision_threshold(settings.spam_threshold)
 
 
 def _digit_tensor(item: DigitItem, settings: Settings, budget: PixelBudget, noise_floor: float) -> np.ndarray:
@@ -135,7 +151,7 @@ async def digit_rows(
 ) -> np.ndarray:
     """Each item's 1x28x28 image, normalised as the model's card says, stacked, within the
     request's pixel budget and deadline (service/deadline.py)."""
-    preprocessing = model.card.preprocessing
+    preprocessing = training_card(model).preprocessing
     if not isinstance(preprocessing, MnistNormalisation):
         raise ModelNotReady(f"model {model.name!r} does not take digit images")
     noise_floor = preprocessing.noise_floor

@@ -9,7 +9,7 @@ with /explain/* is in service/routes/common.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,19 +53,31 @@ def _check_batch(settings: Settings, items: Sequence[Any]) -> None:
         raise InvalidInput("batch: give at least one item")
 
 
-async def _run(request: Request, model: ServingModel, rows: np.ndarray) -> np.ndarray:
-    """The model's first output (the card's) for these rows."""
-    return (await NNServe.of(request).dataplane.infer(model, {model.card.inputs[0].name: rows}))[0]
+Rows = Callable[[ServingModel], Awaitable[np.ndarray]]
+
+
+async def _run(request: Request, model: ServingModel, rows: Rows) -> np.ndarray:
+    """The model's first output (the card's) for the request's items as `rows` prepares them for
+    a version; a shadow version gets them prepared by its own card (its vocabulary may differ)."""
+
+    async def feeds(version: ServingModel) -> dict[str, np.ndarray]:
+        return {version.card.inputs[0].name: await rows(version)}
+
+    return (await NNServe.of(request).dataplane.infer(model, await feeds(model), feeds))[0]
 
 
 @router.post("/wine", **documented(WineRequest, WineResponse | WineBatchResponse))
 async def predict_wine(request: Request) -> Response:
     """Bottles of wine for a dinner party: the guest list in, bottles out (you included)."""
     body, model = await begin(request, WineRequest, "wine")
-    encoder = model_encoder(model, GuestEncoder)
+    model_encoder(model, GuestEncoder)
     guest_lists = body.items()
     _check_batch(NNServe.of(request).settings, guest_lists)
-    rows = encode_each(guest_lists, body.batched, lambda _: "guests", encoder.encode)
+
+    async def rows(version: ServingModel) -> np.ndarray:
+        encode = model_encoder(version, GuestEncoder).encode
+        return encode_each(guest_lists, body.batched, lambda _: "guests", encode)
+
     bottles = [round(b, 4) for b in (await _run(request, model, rows))[:, 0].tolist()]
     predictions = [{"bottles": b, "buy": math.ceil(b)} for b in bottles]
     return answer(model, predictions, body.batched)
@@ -76,10 +88,14 @@ async def predict_spam(request: Request) -> Response:
     """Spam probability of an email: raw RFC 822 with headers, or just a body."""
     body, model = await begin(request, SpamRequest, "spam")
     settings: Settings = NNServe.of(request).settings
-    encode = email_encoder(settings, model_encoder(model, BagOfWords))
+    model_encoder(model, BagOfWords)
     texts = body.items()
     _check_batch(settings, texts)
-    rows = encode_each(texts, body.batched, lambda _: "text", encode)
+
+    async def rows(version: ServingModel) -> np.ndarray:
+        encode = email_encoder(settings, model_encoder(version, BagOfWords))
+        return encode_each(texts, body.batched, lambda _: "text", encode)
+
     probabilities = (await _run(request, model, rows))[:, 1].tolist()
     threshold = spam_threshold(model, settings)
     predictions = [{"spam": p >= threshold, "probability": p} for p in probabilities]
@@ -93,7 +109,10 @@ async def predict_digit(request: Request) -> Response:
     settings: Settings = NNServe.of(request).settings
     items = body.items()
     _check_batch(settings, items)
-    rows = await digit_rows(model, items, body.batched, settings)
+
+    async def rows(version: ServingModel) -> np.ndarray:
+        return await digit_rows(version, items, body.batched, settings)
+
     probabilities = await _run(request, model, rows)
     predictions = [{"digit": int(p.argmax()), "probabilities": p.tolist()} for p in probabilities]
     return answer(model, predictions, body.batched)
