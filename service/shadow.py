@@ -168,7 +168,7 @@ class Shadow:
             if self._logged >= self._log_per_minute:
                 return
             self._logged += 1
-            log.info(
+            log.warning(
                 "shadow disagrees",
                 extra={
                     "model": serving.name,

@@ -86,6 +86,7 @@ def training_card(model: ServingModel) -> ModelCard:
 
 def model_encoder(model: ServingModel, kind: type[Encoder]) -> Encoder:
     """The model's preprocessing table, if its card declares the kind this route encodes with."""
+    training_card(model)
     if not isinstance(model.encoder, kind):
         raise ModelNotReady(f"model {model.name!r} does not take {kind.__name__}")
     return model.encoder
