@@ -550,6 +550,9 @@ def main() -> None:
         wine = next((case for case in cases if case.path == "/predict/wine"), None)
         workers = _two_workers(wrk, lua, workdir, wine) if wine else []
         worst_case_cpu(workdir)
+        from bench import shadow  # it imports this module: here rather than at the top
+
+        shadow.measure(wrk, lua, workdir)
     stages = {
         case.name: split
         for case in cases

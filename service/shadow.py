@@ -2,10 +2,12 @@
 response's path, and is compared with it.
 
 The request hands its tensors and the serving version's outputs to a bounded queue and returns
-at once; a few background tasks take them from there, run the shadow version (through its own
-runner, so concurrent shadow calls batch), and count per row whether the two versions' verdicts
-agree and how far apart their outputs are. A full queue drops the comparison; an error in the
-shadow's preprocessing or inference is logged and counted. Neither ever reaches a client.
+at once; a background task takes them from there, runs the shadow version in a thread of its own
+(onnxruntime lets go of the GIL, so on a second core the shadow's inference overlaps the next
+request instead of delaying it, and it never waits behind or holds up the serving runner's
+queue), and counts per row whether the two versions' verdicts agree and how far apart their
+outputs are. A full queue drops the comparison; an error in the shadow's preprocessing or
+inference is logged and counted. Neither ever reaches a client.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context
 from dataclasses import dataclass
 from typing import Any
@@ -31,16 +34,29 @@ ShadowFeeds = Callable[[ServingModel], Awaitable[Feeds]]
 """The request's inputs prepared for another version: /predict/* prepare them with that version's
 own card (its vocabulary, its roster), since versions of one model may differ there."""
 
-_WORKERS = 4  # shadow calls in flight at once: enough for the runner to batch them under load
+_GATHER_SECONDS = 0.005  # one thread hop and one onnxruntime call for what arrives meanwhile
+_BATCH_REQUESTS = 64
 _LOGGED_VALUES = 64  # a logged input shows at most this many values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Shadowed:
+    """A request the serving version answered: its inputs and outputs, and how to prepare its
+    inputs for another version (None: the same tensors)."""
+
     serving: ServingModel
     outputs: list[np.ndarray]
     feeds: Feeds
     shadow_feeds: ShadowFeeds | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    version: int
+    item: Shadowed
+    shadow: ServingModel
+    feeds: Feeds
+    group: tuple[Any, ...]  # requests with the same group run as one call
 
 
 def verdicts(card: ModelCard | GraphCard, output: np.ndarray) -> np.ndarray | None:
@@ -86,7 +102,8 @@ class Shadow:
         self._find = find
         self._metrics = metrics
         self._queue: asyncio.Queue[tuple[int, Shadowed]] = asyncio.Queue(queue_size)
-        self._workers: list[asyncio.Task[None]] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="shadow")
         self._log_per_minute = log_per_minute
         self._logged = 0
         self._minute = 0.0
@@ -94,53 +111,92 @@ class Shadow:
 
     def offer(self, version: int, item: Shadowed) -> None:
         """Queues a comparison with shadow `version`, or drops and counts it: never waits."""
-        if not self._workers:
+        if self._worker is None:
             # A fresh context: a task inherits its creator's, and the request's deadline
-            # (service/deadline.py) must not follow the workers into every later comparison.
-            loop = asyncio.get_running_loop()
-            self._workers = [loop.create_task(self._work(), context=Context()) for _ in range(_WORKERS)]
+            # (service/deadline.py) must not follow the worker into every later comparison.
+            self._worker = asyncio.get_running_loop().create_task(self._work(), context=Context())
         try:
             self._queue.put_nowait((version, item))
         except asyncio.QueueFull:
             self._failed(item.serving, version, "dropped")
 
     async def close(self) -> None:
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        self._thread.shutdown(wait=True, cancel_futures=True)
 
     def _failed(self, serving: ServingModel, version: int, reason: str) -> None:
         self._metrics.shadow_failures.labels(serving.name, str(serving.version), str(version), reason).inc()
 
-    async def _work(self) -> None:
-        while True:
-            version, item = await self._queue.get()
-            try:
-                await self._compare(version, item)
-            except Exception as exc:  # anything at all: the shadow's failures are counted, never raised
-                self._failed(item.serving, version, "failed")
-                if time.monotonic() - self._failure_logged >= 60:  # one line a minute, not one a request
-                    self._failure_logged = time.monotonic()
-                    log.warning("shadow %s v%d failed: %r", item.serving.name, version, exc)
+    def _failure(self, serving: ServingModel, version: int, exc: Exception) -> None:
+        """Anything at all the shadow raises is counted, and logged once a minute at most."""
+        self._failed(serving, version, "failed")
+        if time.monotonic() - self._failure_logged >= 60:
+            self._failure_logged = time.monotonic()
+            log.warning("shadow %s v%d failed: %r", serving.name, version, exc)
 
-    async def _compare(self, version: int, item: Shadowed) -> None:
-        serving = item.serving
-        shadow = self._find(serving.name, version)
+    async def _work(self) -> None:
+        """Gathers what arrives within _GATHER_SECONDS, prepares each request's inputs for its
+        shadow (on the loop: Python work in another thread would fight the loop for the GIL),
+        and runs each group of like requests as one call in the shadow's thread."""
+        while True:
+            taken = [await self._queue.get()]
+            await asyncio.sleep(_GATHER_SECONDS)
+            while len(taken) < _BATCH_REQUESTS and not self._queue.empty():
+                taken.append(self._queue.get_nowait())
+            groups: dict[tuple[Any, ...], list[_Prepared]] = {}
+            for version, item in taken:
+                try:
+                    prepared = await self._prepare(version, item)
+                except Exception as exc:
+                    self._failure(item.serving, version, exc)
+                    continue
+                groups.setdefault(prepared.group, []).append(prepared)
+            for group in groups.values():
+                await self._run(group)
+
+    async def _prepare(self, version: int, item: Shadowed) -> _Prepared:
+        shadow = self._find(item.serving.name, version)
         if shadow is None:
-            raise LookupError(f"{serving.name} v{version} is not ready")
+            raise LookupError(f"{item.serving.name} v{version} is not ready")
         feeds = item.feeds if item.shadow_feeds is None else await item.shadow_feeds(shadow)
-        theirs = (await shadow.runner.run(feeds))[0]
-        ours = item.outputs[0]
-        if theirs.shape != ours.shape:
-            raise ValueError(f"output shape {list(theirs.shape)} differs from the serving {list(ours.shape)}")
+        signature = tuple((name, array.shape[1:], array.dtype.str) for name, array in sorted(feeds.items()))
+        # A graph whose batch dimension is a fixed number takes its requests one by one.
+        alone = id(item) if shadow.card.inputs and shadow.card.inputs[0].shape[:1] != [-1] else None
+        return _Prepared(version, item, shadow, feeds, (id(item.serving), id(shadow), signature, alone))
+
+    async def _run(self, group: list[_Prepared]) -> None:
+        """One call for the group; if it fails, each request again alone, so that a failure is
+        counted against the requests that cause it and the others are still compared."""
+        first = group[0]
+        feeds = {name: np.concatenate([p.feeds[name] for p in group]) for name in first.feeds}
+        loop = asyncio.get_running_loop()
+        try:
+            theirs = (await loop.run_in_executor(self._thread, first.shadow.runner.run_sync, feeds))[0]
+            ours = np.concatenate([p.item.outputs[0] for p in group])
+            if theirs.shape != ours.shape:
+                raise ValueError(f"output shape {list(theirs.shape)}, the serving's {list(ours.shape)}")
+        except Exception as exc:
+            if len(group) == 1:
+                self._failure(first.item.serving, first.version, exc)
+            else:
+                for prepared in group:
+                    await self._run([prepared])
+            return
+        self._compare(group, ours, theirs)
+
+    def _compare(self, group: list[_Prepared], ours: np.ndarray, theirs: np.ndarray) -> None:
+        first = group[0]
+        serving, version, serving_feeds = first.item.serving, first.version, first.item.feeds
         labels = (serving.name, str(serving.version), str(version))
         rows = ours.shape[0]
         difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64)).reshape(rows, -1).max(axis=1)
         histogram = self._metrics.shadow_difference.labels(*labels)
         for value in difference.tolist():
             histogram.observe(value)
-        mine, yours = verdicts(serving.card, ours), verdicts(shadow.card, theirs)
+        mine, yours = verdicts(serving.card, ours), verdicts(first.shadow.card, theirs)
         if mine is None or yours is None:
             self._metrics.shadow_rows.labels(*labels, "unlabelled").inc(rows)
             return
@@ -149,7 +205,9 @@ class Shadow:
         self._metrics.shadow_rows.labels(*labels, "agree").inc(rows - disagree)
         if disagree:
             self._metrics.shadow_rows.labels(*labels, "disagree").inc(disagree)
-            self._log(serving, version, item.feeds, np.flatnonzero(flipped), ours, theirs)
+            if self._log_per_minute:
+                inputs = {name: np.concatenate([p.item.feeds[name] for p in group]) for name in serving_feeds}
+                self._log(serving, version, inputs, np.flatnonzero(flipped), ours, theirs)
 
     def _log(
         self,
