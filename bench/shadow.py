@@ -28,9 +28,8 @@ def measure(wrk: str, lua: Path, workdir: Path) -> list[str]:
     try:
         run._warm(plain, [case])
         run._warm(shadowed, [case])
-        off, on = run._interleaved(
-            wrk, lua, workdir, case.name, 1, [("no shadow", plain, case), (f"shadow {shadow}", shadowed, case)]
-        )
+        variants = [("no shadow", plain, case), (f"shadow {shadow}", shadowed, case)]
+        off, on = run._interleaved(wrk, lua, workdir, case.name, 1, variants)
     finally:
         plain.stop()
         shadowed.stop()
@@ -39,7 +38,8 @@ def measure(wrk: str, lua: Path, workdir: Path) -> list[str]:
         f"Shadow ({shadow} beside the serving spam), {case.name}, 1 connection: p50 {off.p50_ms:.3f} -> "
         f"{on.p50_ms:.3f} ms ({ratio:.2f}x), p99 {off.p99_ms:.3f} -> {on.p99_ms:.3f} ms, "
         f"{off.rps:.0f} -> {on.rps:.0f} req/s",
-        f"- [{'x' if ratio <= P50_TARGET else ' '}] shadow p50 within {P50_TARGET - 1:.0%} of no shadow: {ratio:.2f}x",
+        f"- [{'x' if ratio <= P50_TARGET else ' '}] shadow p50 within {P50_TARGET - 1:.0%} of no shadow: "
+        f"{ratio:.2f}x",
     ]
     print("\n".join(lines), flush=True)
     return lines

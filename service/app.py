@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
                 metrics.traffic,
                 strict_readiness=settings.strict_readiness,
                 traffic=traffic.policy(settings.traffic, settings.shadow),
-                shadow_queue=settings.shadow_queue,
+                shadow_queue_bytes=settings.shadow_queue_bytes,
                 shadow_log_per_minute=settings.shadow_log_per_minute,
             )
         except traffic.TrafficError as exc:

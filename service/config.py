@@ -109,8 +109,11 @@ class Settings(BaseSettings):
         "", description="canary weights per model: 'spam=2:90,3:10;digit=1:50,2:50' (percentages)"
     )
     shadow: str = Field("", description="a shadow version per model: 'spam:3,digit:2'")
-    shadow_queue: int = Field(
-        1024, ge=1, description="requests waiting for their shadow comparison; past it, dropped and counted"
+    shadow_queue_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="requests waiting for their shadow comparison, in bytes (their tensors, outputs "
+        "and bodies); past it, comparisons are dropped and counted",
     )
     shadow_log_per_minute: int = Field(
         0, ge=0, description="inputs on which a shadow disagrees, logged per minute; 0: none"

@@ -63,10 +63,10 @@ class DataPlane:
         repository: ModelRepository,
         metrics: TrafficMetrics,
         *,
-        strict_readiness: bool = True,
-        traffic: dict[str, ModelTraffic] | None = None,
-        shadow_queue: int = 1024,
-        shadow_log_per_minute: int = 0,
+        strict_readiness: bool,
+        traffic: dict[str, ModelTraffic],
+        shadow_queue_bytes: int,
+        shadow_log_per_minute: int,
     ) -> None:
         """`traffic` is checked against the repository here: a policy it cannot follow (an
         unknown or unready version, say) raises TrafficError, which stops the start."""
@@ -75,11 +75,11 @@ class DataPlane:
         self._metrics = metrics
         self._served: dict[tuple[str, int], Counter] = {}
         self.traffic: dict[str, ModelTraffic] = {}
-        for name, policy in (traffic or {}).items():
+        for name, policy in traffic.items():
             check(name, policy, repository.models.get(name))
             self.traffic[name] = policy
         self._shadow = Shadow(
-            self._ready_version, metrics, queue_size=shadow_queue, log_per_minute=shadow_log_per_minute
+            self._ready_version, metrics, queue_bytes=shadow_queue_bytes, log_per_minute=shadow_log_per_minute
         )
 
     def entry(self, name: str) -> ModelEntry:
@@ -183,16 +183,22 @@ class DataPlane:
         log.info("traffic for %s is now %s", name, policy.describe())
 
     async def infer(
-        self, model: ServingModel, feeds: dict[str, np.ndarray], shadow_feeds: ShadowFeeds | None = None
+        self,
+        model: ServingModel,
+        feeds: dict[str, np.ndarray],
+        shadow_feeds: ShadowFeeds | None = None,
+        held_bytes: int = 0,
     ) -> list[np.ndarray]:
         """Every output of the graph, in the card's order, for an inference a client asked for:
         counted by the version that answered, and handed to the model's shadow version if it has
-        one (`shadow_feeds` prepares the inputs for it; without it the shadow gets `feeds`)."""
+        one (`shadow_feeds` prepares the inputs for it, holding `held_bytes` of the request until
+        it runs; without it the shadow gets `feeds`)."""
         outputs = await model.runner.run(feeds)
         self._count(model)
         policy = self.traffic.get(model.name)
         if policy is not None and policy.shadow is not None and policy.shadow != model.version:
-            self._shadow.offer(policy.shadow, Shadowed(model, outputs, feeds, shadow_feeds))
+            size = held_bytes + sum(a.nbytes for a in feeds.values()) + sum(a.nbytes for a in outputs)
+            self._shadow.offer(policy.shadow, Shadowed(model, outputs, feeds, shadow_feeds, size))
         return outputs
 
     async def run(self, model: ServingModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

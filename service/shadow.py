@@ -48,6 +48,7 @@ class Shadowed:
     outputs: list[np.ndarray]
     feeds: Feeds
     shadow_feeds: ShadowFeeds | None
+    nbytes: int  # the memory it holds until compared: what the queue's limit counts
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,15 @@ class Shadow:
         find: Callable[[str, int], ServingModel | None],
         metrics: TrafficMetrics,
         *,
-        queue_size: int,
+        queue_bytes: int,
         log_per_minute: int,
     ) -> None:
         """`find(name, version)`: the shadow's ServingModel now (reloads swap it), or None."""
         self._find = find
         self._metrics = metrics
-        self._queue: asyncio.Queue[tuple[int, Shadowed]] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[tuple[int, Shadowed]] = asyncio.Queue()
+        self._queue_bytes = queue_bytes
+        self._held = 0  # bytes of the requests queued or being compared
         self._worker: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="shadow")
         self._log_per_minute = log_per_minute
@@ -115,10 +118,11 @@ class Shadow:
             # A fresh context: a task inherits its creator's, and the request's deadline
             # (service/deadline.py) must not follow the worker into every later comparison.
             self._worker = asyncio.get_running_loop().create_task(self._work(), context=Context())
-        try:
-            self._queue.put_nowait((version, item))
-        except asyncio.QueueFull:
+        if self._held + item.nbytes > self._queue_bytes:
             self._failed(item.serving, version, "dropped")
+            return
+        self._held += item.nbytes
+        self._queue.put_nowait((version, item))
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -146,16 +150,22 @@ class Shadow:
             await asyncio.sleep(_GATHER_SECONDS)
             while len(taken) < _BATCH_REQUESTS and not self._queue.empty():
                 taken.append(self._queue.get_nowait())
-            groups: dict[tuple[Any, ...], list[_Prepared]] = {}
-            for version, item in taken:
-                try:
-                    prepared = await self._prepare(version, item)
-                except Exception as exc:
-                    self._failure(item.serving, version, exc)
-                    continue
-                groups.setdefault(prepared.group, []).append(prepared)
-            for group in groups.values():
-                await self._run(group)
+            try:
+                await self._compare_all(taken)
+            finally:
+                self._held -= sum(item.nbytes for _, item in taken)
+
+    async def _compare_all(self, taken: list[tuple[int, Shadowed]]) -> None:
+        groups: dict[tuple[Any, ...], list[_Prepared]] = {}
+        for version, item in taken:
+            try:
+                prepared = await self._prepare(version, item)
+            except Exception as exc:
+                self._failure(item.serving, version, exc)
+                continue
+            groups.setdefault(prepared.group, []).append(prepared)
+        for group in groups.values():
+            await self._run(group)
 
     async def _prepare(self, version: int, item: Shadowed) -> _Prepared:
         shadow = self._find(item.serving.name, version)

@@ -17,7 +17,7 @@ import pytest
 from dropin_models import CHURN_FEATURES, churn_graph, save, v2_request
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
-from samples import samples
+from samples import samples, versions
 
 from service.config import Settings
 from service.traffic import parse_shadow, parse_traffic
@@ -200,11 +200,12 @@ def test_the_policy_changes_through_the_admin_api_and_shows_in_models(admin: htt
     assert admin.post("/predict/spam", json=SHORT).json()["model"]["version"] == 1
     assert admin.get("/models/spam").json()["traffic"] == {"weights": {"2": 0, "1": 100}, "shadow": None}
     # A shadow is never the default answer: the highest version, shadowed, is not promoted.
-    admin.post(url, json={"shadow": 2}, headers=ADMIN)
+    *_, below, highest = versions("spam")
+    admin.post(url, json={"shadow": highest}, headers=ADMIN)
     spam = admin.get("/models/spam").json()
-    assert spam["latest_ready_version"] == 1 and spam["traffic"] == {"weights": None, "shadow": 2}
-    assert admin.post("/predict/spam", json=SHORT).json()["model"]["version"] == 1
-    assert admin.post("/predict/spam?version=2", json=SHORT).json()["model"]["version"] == 2
+    assert spam["latest_ready_version"] == below and spam["traffic"] == {"weights": None, "shadow": highest}
+    assert admin.post("/predict/spam", json=SHORT).json()["model"]["version"] == below
+    assert admin.post(f"/predict/spam?version={highest}", json=SHORT).json()["model"]["version"] == highest
     cleared = admin.post(url, json={}, headers=ADMIN).json()
     assert cleared == {"name": "spam", "weights": None, "shadow": None}
     assert admin.get("/models/spam").json()["traffic"] is None
@@ -251,3 +252,17 @@ def test_a_bad_setting_is_refused_at_start(
     with pytest.raises(RuntimeError, match="nnserve exited with") as refused:
         start_server(**setting)
     assert message in str(refused.value)
+
+
+def test_a_shadow_whose_queue_is_full_drops_and_counts(make_client: MakeClient) -> None:
+    """The queue holds NNSERVE_SHADOW_QUEUE_BYTES of requests; a bag of 10,000 words (40 KB) is
+    over 1 KB alone, so every comparison is dropped, counted, and unseen by the client."""
+    http = make_client(shadow="spam:1", shadow_queue_bytes=1024)
+    answers = [http.post("/predict/spam", json=SHORT) for _ in range(10)]
+    assert {a.status_code for a in answers} == {200}
+    (served,) = {a.json()["model"]["version"] for a in answers}
+    assert served != 1
+    metrics = http.get("/metrics").text
+    labels = f'model="spam",reason="dropped",shadow="1",version="{served}"'
+    assert f"nnserve_shadow_failures_total{{{labels}}} 10.0" in metrics
+    assert "nnserve_shadow_rows_total{" not in metrics

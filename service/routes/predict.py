@@ -63,7 +63,8 @@ async def _run(request: Request, model: ServingModel, rows: Rows) -> np.ndarray:
     async def feeds(version: ServingModel) -> dict[str, np.ndarray]:
         return {version.card.inputs[0].name: await rows(version)}
 
-    return (await NNServe.of(request).dataplane.infer(model, await feeds(model), feeds))[0]
+    held = len(await request.body())  # what `rows` holds (the items) until a shadow has run
+    return (await NNServe.of(request).dataplane.infer(model, await feeds(model), feeds, held))[0]
 
 
 @router.post("/wine", **documented(WineRequest, WineResponse | WineBatchResponse))
