@@ -83,8 +83,9 @@ class TrafficMetrics:
             ),
             shadow_failures=Counter(
                 "nnserve_shadow_failures",
-                "Requests a shadow version could not compare: reason dropped (its queue was full) "
-                "or failed (its inference or preprocessing raised); clients never see these",
+                "Requests a shadow version could not compare: reason dropped (its queue was full), "
+                "failed (its inference or preprocessing raised), or incomparable (tensors prepared "
+                "for the serving version's card, which prepares inputs otherwise); clients never see these",
                 [*shadow_labels, "reason"],
                 registry=registry,
             ),

@@ -77,6 +77,14 @@ def verdicts(card: ModelCard | GraphCard, output: np.ndarray) -> np.ndarray | No
     return np.asarray(output[:, 0] >= 0.5) if output.shape[1] == 1 else np.asarray(output.argmax(axis=1))
 
 
+def _prepared_otherwise(serving: ModelCard | GraphCard, shadow: ModelCard | GraphCard) -> bool:
+    return (
+        isinstance(serving, ModelCard)
+        and isinstance(shadow, ModelCard)
+        and serving.preprocessing != shadow.preprocessing
+    )
+
+
 def _summary(row: np.ndarray) -> Any:
     """A row fit for a log line: every value of a small one; of a wide one (a bag of words) the
     positions and values that are not zero."""
@@ -163,14 +171,22 @@ class Shadow:
             except Exception as exc:
                 self._failure(item.serving, version, exc)
                 continue
+            if prepared is None:
+                self._failed(item.serving, version, "incomparable")
+                continue
             groups.setdefault(prepared.group, []).append(prepared)
         for group in groups.values():
             await self._run(group)
 
-    async def _prepare(self, version: int, item: Shadowed) -> _Prepared:
+    async def _prepare(self, version: int, item: Shadowed) -> _Prepared | None:
+        """The request's inputs for the shadow; None when it came as tensors prepared for the
+        serving version (V2) and the shadow's card prepares its inputs otherwise (another
+        vocabulary, say), so that the same tensors mean something else to it."""
         shadow = self._find(item.serving.name, version)
         if shadow is None:
             raise LookupError(f"{item.serving.name} v{version} is not ready")
+        if item.shadow_feeds is None and _prepared_otherwise(item.serving.card, shadow.card):
+            return None
         feeds = item.feeds if item.shadow_feeds is None else await item.shadow_feeds(shadow)
         signature = tuple((name, array.shape[1:], array.dtype.str) for name, array in sorted(feeds.items()))
         # A graph whose batch dimension is a fixed number takes its requests one by one.

@@ -266,3 +266,17 @@ def test_a_shadow_whose_queue_is_full_drops_and_counts(make_client: MakeClient) 
     labels = f'model="spam",reason="dropped",shadow="1",version="{served}"'
     assert f"nnserve_shadow_failures_total{{{labels}}} 10.0" in metrics
     assert "nnserve_shadow_rows_total{" not in metrics
+
+
+def test_tensors_prepared_for_another_vocabulary_are_not_compared(make_client: MakeClient) -> None:
+    """A V2 client sends spam's bag of words over the serving version's vocabulary; v1 counts
+    other words, so the same tensor would mean another email to it: not compared, and counted."""
+    http = make_client(shadow="spam:1")
+    zeros = v2_request("bag_of_words", np.zeros((1, 10000), np.float32))
+    served = http.post("/v2/models/spam/infer", json=zeros).json()["model_version"]
+    labels = f'model="spam",reason="incomparable",shadow="1",version="{served}"'
+    line = f"nnserve_shadow_failures_total{{{labels}}} 1.0"
+    deadline = time.monotonic() + 10
+    while line not in (metrics := http.get("/metrics").text) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert line in metrics and "nnserve_shadow_rows_total{" not in metrics
