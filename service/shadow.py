@@ -122,7 +122,7 @@ class Shadow:
 
     def offer(self, version: int, item: Shadowed) -> None:
         """Queues a comparison with shadow `version`, or drops and counts it: never waits."""
-        if self._worker is None:
+        if self._worker is None or self._worker.done():
             # A fresh context: a task inherits its creator's, and the request's deadline
             # (service/deadline.py) must not follow the worker into every later comparison.
             self._worker = asyncio.get_running_loop().create_task(self._work(), context=Context())
@@ -204,29 +204,29 @@ class Shadow:
             ours = np.concatenate([p.item.outputs[0] for p in group])
             if theirs.shape != ours.shape:
                 raise ValueError(f"output shape {list(theirs.shape)}, the serving's {list(ours.shape)}")
+            self._compare(group, ours, theirs)
         except Exception as exc:
             if len(group) == 1:
                 self._failure(first.item.serving, first.version, exc)
             else:
                 for prepared in group:
                     await self._run([prepared])
-            return
-        self._compare(group, ours, theirs)
 
     def _compare(self, group: list[_Prepared], ours: np.ndarray, theirs: np.ndarray) -> None:
+        """Every figure first, then the metrics: a comparison that fails counts nothing twice."""
         first = group[0]
         serving, version, serving_feeds = first.item.serving, first.version, first.item.feeds
-        labels = (serving.name, str(serving.version), str(version))
         rows = ours.shape[0]
         difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64)).reshape(rows, -1).max(axis=1)
+        mine, yours = verdicts(serving.card, ours), verdicts(first.shadow.card, theirs)
+        flipped = None if mine is None or yours is None else mine != yours
+        labels = (serving.name, str(serving.version), str(version))
         histogram = self._metrics.shadow_difference.labels(*labels)
         for value in difference.tolist():
             histogram.observe(value)
-        mine, yours = verdicts(serving.card, ours), verdicts(first.shadow.card, theirs)
-        if mine is None or yours is None:
+        if flipped is None:
             self._metrics.shadow_rows.labels(*labels, "unlabelled").inc(rows)
             return
-        flipped = mine != yours
         disagree = int(flipped.sum())
         self._metrics.shadow_rows.labels(*labels, "agree").inc(rows - disagree)
         if disagree:
