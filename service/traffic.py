@@ -66,7 +66,7 @@ def _bucket(key: str) -> int:
 def _version(text: str, where: str) -> int:
     text = text.strip()
     if not (text.isascii() and text.isdigit() and 0 < len(text) <= 9) or int(text) == 0:
-        raise TrafficError(f"{where}: {text!r} is not a version number")
+        raise TrafficError(f"{where}: {text[:20]!r} is not a version number")
     return int(text)
 
 
@@ -102,6 +102,12 @@ def parse_traffic(text: str) -> dict[str, tuple[tuple[int, int], ...]]:
             weights.append((_version(version, f"NNSERVE_TRAFFIC: {name}"), int(weight)))
         split[name] = checked_weights(f"NNSERVE_TRAFFIC: {name}", weights)
     return split
+
+
+def from_request(name: str, weights: dict[str, int], shadow: int | None) -> ModelTraffic:
+    """A model's policy as the admin API states it: version -> percentage, and a shadow."""
+    pairs = [(_version(version, name), weight) for version, weight in weights.items()]
+    return ModelTraffic(checked_weights(name, pairs) if pairs else (), shadow)
 
 
 def parse_shadow(text: str) -> dict[str, int]:

@@ -17,7 +17,7 @@ from service.errors import InvalidInput
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.schemas import TrafficRequest
-from service.traffic import TRAFFIC_KEY_HEADER, ModelTraffic, TrafficError, checked_weights
+from service.traffic import TRAFFIC_KEY_HEADER, TrafficError, from_request
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
@@ -168,13 +168,8 @@ async def load_model(request: Request, name: str) -> dict[str, Any]:
 async def set_traffic(request: Request, name: str, body: TrafficRequest) -> dict[str, Any]:
     """Replaces the model's canary weights and shadow version (what the body leaves out is
     cleared). A policy the repository cannot follow is a 422 and the old one stays."""
-    weights = []
-    for version, weight in (body.weights or {}).items():
-        if not (version.isascii() and version.isdigit() and len(version) <= 9):
-            raise InvalidInput(f"weights: {version[:20]!r} is not a version number")
-        weights.append((int(version), weight))
     try:
-        policy = ModelTraffic(checked_weights(name, weights) if weights else (), body.shadow)
+        policy = from_request(name, body.weights or {}, body.shadow)
         NNServe.of(request).dataplane.set_traffic(name, policy)
     except TrafficError as exc:
         raise InvalidInput(str(exc)) from None
