@@ -8,8 +8,12 @@ Part of `make bench`; alone: `python -m bench.shadow` (BENCH_SECONDS, BENCH_ROUN
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 from pathlib import Path
+
+import httpx
 
 from bench import run
 
@@ -28,8 +32,13 @@ def measure(wrk: str, lua: Path, workdir: Path) -> list[str]:
     try:
         run._warm(plain, [case])
         run._warm(shadowed, [case])
+        before = [_cpu_and_requests(service) for service in (plain, shadowed)]
         variants = [("no shadow", plain, case), (f"shadow {shadow}", shadowed, case)]
         off, on = run._interleaved(wrk, lua, workdir, case.name, 1, variants)
+        cpu_off, cpu_on = (
+            _per_request(start, _cpu_and_requests(service))
+            for start, service in zip(before, (plain, shadowed), strict=True)
+        )
     finally:
         plain.stop()
         shadowed.stop()
@@ -37,12 +46,30 @@ def measure(wrk: str, lua: Path, workdir: Path) -> list[str]:
     lines = [
         f"Shadow ({shadow} beside the serving spam), {case.name}, 1 connection: p50 {off.p50_ms:.3f} -> "
         f"{on.p50_ms:.3f} ms ({ratio:.2f}x), p99 {off.p99_ms:.3f} -> {on.p99_ms:.3f} ms, "
-        f"{off.rps:.0f} -> {on.rps:.0f} req/s",
+        f"{off.rps:.0f} -> {on.rps:.0f} req/s; server CPU per request {cpu_off:.0f} -> {cpu_on:.0f} us "
+        "(the shadow's inference included, in its own thread)",
         f"- [{'x' if ratio <= P50_TARGET else ' '}] shadow p50 within {P50_TARGET - 1:.0%} of no shadow: "
         f"{ratio:.2f}x",
     ]
     print("\n".join(lines), flush=True)
     return lines
+
+
+def _cpu_and_requests(service: run.Service) -> tuple[float, float]:
+    """The process's CPU seconds (user and system, every thread) and the requests it answered."""
+    fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    metrics = httpx.get(service.url + "/metrics").text
+    answered = sum(
+        float(n)
+        for n in re.findall(r'^nnserve_requests_total\{endpoint="/predict/spam".*\} (\S+)$', metrics, re.M)
+    )
+    return cpu, answered
+
+
+def _per_request(start: tuple[float, float], end: tuple[float, float]) -> float:
+    """Microseconds of CPU per request between two readings."""
+    return (end[0] - start[0]) / max(end[1] - start[1], 1) * 1e6
 
 
 def main() -> None:
