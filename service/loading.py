@@ -170,16 +170,17 @@ def _warm_up(runner: ModelRunner, card: ModelCard | GraphCard) -> None:
                 f"({_first_line(exc)}); give an example request in card.json"
             ) from None
         raise
+    rows = next(iter(feeds.values())).shape[0]  # one, or a graph's fixed batch
+    said = "card says" if isinstance(card, ModelCard) else "graph says"
     for spec, out in zip(card.outputs, outputs, strict=True):
         fits = (
             len(out.shape) == len(spec.shape)
-            and out.shape[:1] == (1,)
+            and out.shape[:1] == (rows,)
             and all(want in (-1, got) for want, got in zip(spec.shape[1:], out.shape[1:], strict=True))
         )
         if not fits:
-            raise ModelLoadError(
-                f"output {spec.name!r} has shape {list(out.shape)} on warm-up; card says {spec.shape}"
-            )
+            shape = list(out.shape)
+            raise ModelLoadError(f"output {spec.name!r} has shape {shape} on warm-up; {said} {spec.shape}")
     runner.calibrate(feeds)
 
 

@@ -6,6 +6,7 @@ reported with its reason while the others serve on."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,26 @@ def test_a_real_server_serves_a_dropped_in_model(start_server: StartServer, mode
     np.testing.assert_array_equal(
         served, _onnxruntime(models / "churn" / "1" / "model.onnx", "customer", tensor)
     )
+
+
+def test_a_graph_with_a_fixed_batch_takes_exactly_that_many_rows(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    """Exported with batch 4 fixed: requests of 4 rows each are served even when they arrive
+    together (never stacked into one call of 8), and any other row count is a 400."""
+    graph = churn_graph()
+    for tensor in (*graph.input, *graph.output):
+        batch = tensor.type.tensor_type.shape.dim[0]
+        batch.ClearField("dim_param")
+        batch.dim_value = 4
+    save(graph, tmp_path / "fixed" / "1")
+    http = make_client(models_dir=tmp_path)
+    assert http.get("/v2/models/fixed").json()["inputs"][0]["shape"] == [4, CHURN_FEATURES]
+    four = v2_request("customer", np.ones((4, CHURN_FEATURES), np.float32))
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(lambda _: http.post("/v2/models/fixed/infer", json=four).status_code, range(64))
+        )
+    assert set(statuses) == {200}
+    one = http.post("/v2/models/fixed/infer", json=_customer())
+    assert one.status_code == 400 and "the model takes [4, 11]" in one.json()["error"]
