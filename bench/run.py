@@ -14,7 +14,7 @@ and bench/results/ for the record (bench/report.py).
 
 Run it as `make bench` (which puts tests/ on the path, for the tests' server launcher). Short
 trials: BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS=1,32, BENCH_CASES=<parts of names or
-paths, comma-separated>, BENCH_PARTS=<some of main,isolation,hop,workers,worst>.
+paths, comma-separated>, BENCH_PARTS=<some of main,isolation,hop,workers,worst,shadow>.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import servers, worst_case
+from bench import servers, shadow, worst_case
 from bench.cases import REFERENCE, Case, bench_email, http_cases, latest_version
 from bench.isolation import explanation_load
 from bench.load import Run, Wrk, interleaved, warm
@@ -41,7 +41,7 @@ CASE_SOURCES: list[Callable[[], list[Case]]] = [http_cases]
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,32").split(",")]
 # Only the cases whose name or path has one of these (comma-separated), e.g. /explain/,wine
 ONLY = os.environ.get("BENCH_CASES", "").split(",")
-PARTS = set(os.environ.get("BENCH_PARTS", "main,isolation,hop,workers,worst").split(","))
+PARTS = set(os.environ.get("BENCH_PARTS", "main,isolation,hop,workers,worst,shadow").split(","))
 
 
 def _find(cases: list[Case], path: str, name: str = "") -> Case | None:
@@ -164,6 +164,7 @@ def main() -> None:
         workers = two_workers(wrk, workdir, cases) if "workers" in PARTS else []
         if "worst" in PARTS:
             worst_case_cpu(workdir)
+        shadowing = shadow.measure(wrk, workdir) if "shadow" in PARTS else []
     stages = {
         case.name: split
         for case in cases
@@ -209,6 +210,7 @@ def main() -> None:
         f"id, metrics, access line); every metric update a request and its batch make "
         f"{bookkeeping['metrics']:.1f} us; the access line {bookkeeping['access line']:.1f} us",
         summary(bookkeeping),
+        *shadowing,
     ]
     record = {
         "stages_us": stages,

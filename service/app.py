@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from onnxruntime import InferenceSession
 from starlette.types import ASGIApp
 
-from service import __version__, tracing
+from service import __version__, tracing, traffic
 from service.auth import document_api_keys
 from service.body import install_body_schemas
 from service.config import Settings
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 WEB_DIR = Path(__file__).parent / "web"
+log = logging.getLogger("nnserve")
 
 
 def lower_priority(nice: int) -> None:
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
             intra_op_threads=settings.intra_op_threads,
             make_runner=make_runner,
             make_explainer=make_explainer,
+            max_model_bytes=settings.max_model_bytes,
         )
         repository.load_all()
         # Everything loaded so far (cards, vocabularies, sessions) lives as long as the process:
@@ -104,10 +107,24 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
         # a pause of tens of milliseconds in the middle of requests (the p99).
         gc.collect()
         gc.freeze()
-        app.dataplane = DataPlane(repository)
+        try:
+            app.dataplane = DataPlane(
+                repository,
+                metrics.traffic,
+                strict_readiness=settings.strict_readiness,
+                traffic=traffic.policy(settings.traffic, settings.shadow),
+                shadow_queue_bytes=settings.shadow_queue_bytes,
+                shadow_log_per_minute=settings.shadow_log_per_minute,
+            )
+        except traffic.TrafficError as exc:
+            log.error("refusing to start: NNSERVE_TRAFFIC / NNSERVE_SHADOW: %s", exc)
+            executor.shutdown(wait=False, cancel_futures=True)
+            explaining.shutdown(wait=False, cancel_futures=True)
+            raise
         try:
             yield
         finally:
+            await app.dataplane.close()
             executor.shutdown(wait=True, cancel_futures=True)
             explaining.shutdown(wait=True, cancel_futures=True)
             if tracer is not None:
@@ -152,7 +169,13 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
                 app_,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Content-Type", "Authorization", "X-Request-ID", "X-Request-Timeout"],
+                allow_headers=[
+                    "Content-Type",
+                    "Authorization",
+                    "X-Request-ID",
+                    "X-Request-Timeout",
+                    "X-Traffic-Key",
+                ],
                 expose_headers=["X-Request-ID", "Retry-After"],
             )
         return app_

@@ -91,6 +91,11 @@ class ModelRunner:
         self._call_seconds = 0.0
         self._idle_since = time.perf_counter()
 
+    def fix_batch_rows(self, rows: int) -> None:
+        """A graph whose batch dimension is a fixed number takes exactly that many rows a call:
+        requests are never stacked beyond it (the codec refuses any other row count)."""
+        self._max_rows = rows
+
     def calibrate(self, feeds: Feeds, calls: int = 20) -> float:
         """Times batch-1 calls and decides where calls run: a model faster than
         `inline_below_seconds` (by the median call) runs on the event loop, since handing a 10 us

@@ -13,11 +13,13 @@ from starlette.responses import Response
 from service import __version__
 from service.auth import check_api_key, require_admin_key
 from service.body import json_response
-from service.errors import BadRequest
+from service.errors import BadRequest, InvalidInput
 from service.features import FeatureError, TokenIds
 from service.loading import ServingModel
 from service.nnserve import NNServe
+from service.schemas import TrafficRequest
 from service.tracing import timed
+from service.traffic import TRAFFIC_KEY_HEADER, TrafficError, from_request
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
@@ -33,8 +35,11 @@ _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type"
 
 
 def _model(request: Request, name: str) -> ServingModel:
-    """The model the path names: `/versions/{version}` pins one, its absence takes the latest."""
-    return NNServe.of(request).dataplane.model(name, request.path_params.get("version"))
+    """The model the path names: `/versions/{version}` pins one; without it the traffic policy
+    picks, for the client's X-Traffic-Key if it sends one (service/traffic.py)."""
+    return NNServe.of(request).dataplane.model(
+        name, request.path_params.get("version"), request.headers.get(TRAFFIC_KEY_HEADER)
+    )
 
 
 def _model_route(suffix: str, endpoint: Callable[..., Any], method: str, **options: Any) -> None:
@@ -76,19 +81,21 @@ async def ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request, name: str) -> dict[str, Any]:
-    """The model's tensors, named and typed as the protocol spells them."""
-    model = _model(request, name)
+    """The model's tensors, named and typed as the protocol spells them; `parameters.card` says
+    whether a card describes it (`none`: a drop-in model, described by its graph alone)."""
+    described = NNServe.of(request).dataplane.describe(_model(request, name))
     return {
         "name": name,
-        "versions": [str(v) for v in sorted(NNServe.of(request).dataplane.entry(name).versions)],
+        "versions": [str(v) for v in described.versions],
         "platform": "onnxruntime_onnx",
         **{
             kind: [
                 {"name": spec.name, "datatype": CARD_DATATYPES[spec.dtype], "shape": spec.shape}
                 for spec in specs
             ]
-            for kind, specs in (("inputs", model.card.inputs), ("outputs", model.card.outputs))
+            for kind, specs in (("inputs", described.inputs), ("outputs", described.outputs))
         },
+        "parameters": described.parameters(),
     }
 
 
@@ -167,6 +174,18 @@ async def load_model(request: Request, name: str) -> dict[str, Any]:
             str(v.version): "READY" if v.ready else f"UNAVAILABLE: {v.error}" for v in entry.versions.values()
         },
     }
+
+
+@repository.post("/models/{name}/traffic", responses=ERRORS)
+async def set_traffic(request: Request, name: str, body: TrafficRequest) -> dict[str, Any]:
+    """Replaces the model's canary weights and shadow version (what the body leaves out is
+    cleared). A policy the repository cannot follow is a 422 and the old one stays."""
+    try:
+        policy = from_request(name, body.weights or {}, body.shadow)
+        NNServe.of(request).dataplane.set_traffic(name, policy)
+    except TrafficError as exc:
+        raise InvalidInput(str(exc)) from None
+    return {"name": name, **policy.describe()}
 
 
 @repository.post("/models/{name}/unload", responses=ERRORS)
