@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.guard import RequestGuard
 from service.hotpath import HotPath
+from service.loading import MakeRunner
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.nnserve import NNServe
@@ -69,30 +70,33 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
             initargs=(settings.explain_nice,),
         )
 
-        def make_runner(session: InferenceSession, name: str, version: int) -> ModelRunner:
-            return ModelRunner(
-                session,
-                executor,
-                max_batch_rows=settings.max_batch_size,
-                max_queued_rows=settings.max_queued_rows,
-                batching=settings.batching,
-                timeout=settings.inference_timeout_seconds,
-                observer=metrics.observer(name, version),
-                inline_below_seconds=settings.inline_model_us / 1e6,
-                inline_when_idle_below_seconds=settings.inline_when_idle_model_us / 1e6,
-            )
+        def runner(executor: Executor, max_queued_rows: int, on_loop: bool) -> MakeRunner:
+            """Runners of sessions on `executor`; `on_loop`: small models may run on the event
+            loop instead (service/runner.py), which explanations never do: their dozens of rows
+            would stall every request."""
 
-        def make_explainer(session: InferenceSession, name: str, version: int) -> ModelRunner:
-            """Never on the event loop: an explanation's dozens of rows would stall every request."""
-            return ModelRunner(
-                session,
-                explaining,
-                max_batch_rows=settings.max_batch_size,
-                max_queued_rows=settings.explain_max_queued_rows,
-                batching=settings.batching,
-                timeout=settings.inference_timeout_seconds,
-                observer=metrics.observer(name, version),
-            )
+            loop_below = (settings.inline_model_us / 1e6, settings.inline_when_idle_model_us / 1e6)
+            inline, inline_when_idle = loop_below if on_loop else (0.0, 0.0)
+
+            def make(session: InferenceSession, name: str, version: int) -> ModelRunner:
+                return ModelRunner(
+                    session,
+                    executor,
+                    max_batch_rows=settings.max_batch_size,
+                    max_queued_rows=max_queued_rows,
+                    batching=settings.batching,
+                    timeout=settings.inference_timeout_seconds,
+                    observer=metrics.observer(name, version),
+                    inline_below_seconds=settings.inline_model_us / 1e6 if on_loop else 0.0,
+                    inline_when_idle_below_seconds=settings.inline_when_idle_model_us / 1e6
+                    if on_loop
+                    else 0.0,
+                )
+
+            return make
+
+        make_runner = runner(executor, settings.max_queued_rows, on_loop=True)
+        make_explainer = runner(explaining, settings.explain_max_queued_rows, on_loop=False)
 
         repository = ModelRepository(
             settings.models_dir,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,16 +84,26 @@ def checked_weights(name: str, weights: list[tuple[int, int]]) -> tuple[tuple[in
     return tuple(weights)
 
 
+def _per_model(
+    text: str, variable: str, separator: str, between: str, form: str
+) -> Iterator[tuple[str, str]]:
+    """Each model's part of a setting: (name, what follows `between`), every name once."""
+    seen: set[str] = set()
+    for part in filter(None, (p.strip() for p in text.split(separator))):
+        name, found, rest = part.partition(between)
+        name = name.strip()
+        if not found or not name:
+            raise TrafficError(f"{variable}: {part!r} is not {form}")
+        if name in seen:
+            raise TrafficError(f"{variable}: {name} is named twice")
+        seen.add(name)
+        yield name, rest
+
+
 def parse_traffic(text: str) -> dict[str, tuple[tuple[int, int], ...]]:
     """`spam=2:90,3:10;digit=1:50,2:50` -> {"spam": ((2, 90), (3, 10)), "digit": ...}."""
     split: dict[str, tuple[tuple[int, int], ...]] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, equals, rest = part.partition("=")
-        name = name.strip()
-        if not equals or not name:
-            raise TrafficError(f"NNSERVE_TRAFFIC: {part!r} is not <model>=<version>:<percent>,...")
-        if name in split:
-            raise TrafficError(f"NNSERVE_TRAFFIC: {name} is named twice")
+    for name, rest in _per_model(text, "NNSERVE_TRAFFIC", ";", "=", "<model>=<version>:<percent>,..."):
         weights = []
         for pair in rest.split(","):
             version, colon, weight = pair.partition(":")
@@ -112,16 +123,10 @@ def from_request(name: str, weights: dict[str, int], shadow: int | None) -> Mode
 
 def parse_shadow(text: str) -> dict[str, int]:
     """`spam:3,digit:2` -> {"spam": 3, "digit": 2}."""
-    shadows: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, colon, version = part.partition(":")
-        name = name.strip()
-        if not colon or not name:
-            raise TrafficError(f"NNSERVE_SHADOW: {part!r} is not <model>:<version>")
-        if name in shadows:
-            raise TrafficError(f"NNSERVE_SHADOW: {name} is named twice")
-        shadows[name] = _version(version, f"NNSERVE_SHADOW: {name}")
-    return shadows
+    return {
+        name: _version(version, f"NNSERVE_SHADOW: {name}")
+        for name, version in _per_model(text, "NNSERVE_SHADOW", ",", ":", "<model>:<version>")
+    }
 
 
 def policy(traffic: str, shadow: str) -> dict[str, ModelTraffic]:
