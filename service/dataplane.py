@@ -17,6 +17,7 @@ from prometheus_client import Counter
 
 from service.card import GraphCard, ModelCard, TensorSpec
 from service.errors import ModelNotFound, ModelNotReady
+from service.features.spam import TextKind
 from service.loading import ModelVersion, ServingModel
 from service.metrics import TrafficMetrics
 from service.repository import ModelEntry, ModelRepository
@@ -192,17 +193,19 @@ class DataPlane:
         feeds: dict[str, np.ndarray],
         shadow_feeds: ShadowFeeds | None = None,
         held_bytes: int = 0,
+        kinds: tuple[TextKind, ...] | None = None,
     ) -> list[np.ndarray]:
         """Every output of the graph, in the card's order, for an inference a client asked for:
         counted by the version that answered, and handed to the model's shadow version if it has
         one (`shadow_feeds` prepares the inputs for it, holding `held_bytes` of the request until
-        it runs; without it the shadow gets `feeds`)."""
+        it runs; without it the shadow gets `feeds`; `kinds`: each row's kind of text, for the
+        verdicts of cards that judge kinds apart)."""
         outputs = await model.runner.run(feeds)
         self._count(model)
         policy = self.traffic.get(model.name)
         if policy is not None and policy.shadow is not None and policy.shadow != model.version:
             size = held_bytes + sum(a.nbytes for a in feeds.values()) + sum(a.nbytes for a in outputs)
-            self._shadow.offer(policy.shadow, Shadowed(model, outputs, feeds, shadow_feeds, size))
+            self._shadow.offer(policy.shadow, Shadowed(model, outputs, feeds, shadow_feeds, size, kinds))
         return outputs
 
     async def run(self, model: ServingModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

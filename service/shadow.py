@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from service.card import GraphCard, ModelCard
+from service.features.spam import TextKind
 from service.loading import ServingModel
 from service.metrics import TrafficMetrics
 
@@ -49,6 +50,9 @@ class Shadowed:
     feeds: Feeds
     shadow_feeds: ShadowFeeds | None
     nbytes: int  # the memory it holds until compared: what the queue's limit counts
+    # Each row's kind of text ("email" or "text"), where a card judges kinds at thresholds of
+    # their own (spam v3): a verdict is compared as the client got it. None: the card's one.
+    kinds: tuple[TextKind, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,21 @@ class _Prepared:
     group: tuple[Any, ...]  # requests with the same group run as one call
 
 
-def verdicts(card: ModelCard | GraphCard, output: np.ndarray) -> np.ndarray | None:
+def verdicts(
+    card: ModelCard | GraphCard, output: np.ndarray, kinds: Sequence[TextKind] | None = None
+) -> np.ndarray | None:
     """Each row's verdict, as a client would read it from the first output: the class for a
-    classifier (a binary one at its card's threshold), None for a model without classes (a
-    regression, or a drop-in whose card names no labels)."""
+    classifier (a binary one at its card's threshold for the row's kind of text), None for a
+    model without classes (a regression, or a drop-in whose card names no labels)."""
     if output.ndim != 2 or output.dtype.kind != "f":
         return None
     if isinstance(card, ModelCard):
         if card.task == "regression":
             return None
         if card.task == "binary_classification":
-            return np.asarray(output[:, -1] >= card.decision_threshold())
+            if kinds is None:
+                return np.asarray(output[:, -1] >= card.decision_threshold())
+            return np.asarray(output[:, -1] >= [card.decision_threshold(kind=kind) for kind in kinds])
         return np.asarray(output.argmax(axis=1))
     if card.labels is None:
         return None
@@ -220,10 +228,13 @@ class Shadow:
     def _compare(self, group: list[_Prepared], ours: np.ndarray, theirs: np.ndarray) -> None:
         """Every figure first, then the metrics: a comparison that fails counts nothing twice."""
         first = group[0]
-        serving, version, serving_feeds = first.item.serving, first.version, first.item.feeds
+        serving, version = first.item.serving, first.version
         rows = ours.shape[0]
         difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64)).reshape(rows, -1).max(axis=1)
-        mine, yours = verdicts(serving.card, ours), verdicts(first.shadow.card, theirs)
+        kinds = None
+        if all(p.item.kinds is not None for p in group):
+            kinds = [kind for p in group for kind in p.item.kinds or ()]
+        mine, yours = verdicts(serving.card, ours, kinds), verdicts(first.shadow.card, theirs, kinds)
         flipped = None if mine is None or yours is None else mine != yours
         labels = (serving.name, str(serving.version), str(version))
         histogram = self._metrics.shadow_difference.labels(*labels)
@@ -236,35 +247,37 @@ class Shadow:
         self._metrics.shadow_rows.labels(*labels, "agree").inc(rows - disagree)
         if disagree:
             self._metrics.shadow_rows.labels(*labels, "disagree").inc(disagree)
-            if self._log_per_minute:
-                inputs = {name: np.concatenate([p.item.feeds[name] for p in group]) for name in serving_feeds}
-                self._log(serving, version, inputs, np.flatnonzero(flipped), ours, theirs)
+            # Each request's own inputs: a group's may differ in width (spam v3's token ids).
+            starts = np.cumsum([0] + [p.item.outputs[0].shape[0] for p in group])
+            for row in np.flatnonzero(flipped).tolist():
+                n = int(np.searchsorted(starts, row, side="right")) - 1
+                self._log(serving, version, group[n].item.feeds, row - int(starts[n]), ours[row], theirs[row])
 
     def _log(
         self,
         serving: ServingModel,
         version: int,
         feeds: Feeds,
-        rows: np.ndarray,
+        row: int,
         ours: np.ndarray,
         theirs: np.ndarray,
     ) -> None:
-        """Disagreeing inputs, at most NNSERVE_SHADOW_LOG_PER_MINUTE a minute (0: none)."""
+        """A disagreeing input (row `row` of `feeds`), unless NNSERVE_SHADOW_LOG_PER_MINUTE were
+        logged in the last minute (0: none)."""
         now = time.monotonic()
         if now - self._minute >= 60:
             self._minute, self._logged = now, 0
-        for row in rows.tolist():
-            if self._logged >= self._log_per_minute:
-                return
-            self._logged += 1
-            log.warning(
-                "shadow disagrees",
-                extra={
-                    "model": serving.name,
-                    "version": serving.version,
-                    "shadow": version,
-                    "input": {name: _summary(tensor[row]) for name, tensor in feeds.items()},
-                    "output": ours[row].tolist(),
-                    "shadow_output": theirs[row].tolist(),
-                },
-            )
+        if self._logged >= self._log_per_minute:
+            return
+        self._logged += 1
+        log.warning(
+            "shadow disagrees",
+            extra={
+                "model": serving.name,
+                "version": serving.version,
+                "shadow": version,
+                "input": {name: _summary(tensor[row]) for name, tensor in feeds.items()},
+                "output": ours.tolist(),
+                "shadow_output": theirs.tolist(),
+            },
+        )

@@ -252,7 +252,7 @@ def test_the_shadow_setting_is_checked_when_read() -> None:
 def test_a_bad_setting_is_refused_at_start(
     start_server: StartServer, setting: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(RuntimeError, match="nnserve exited with") as refused:
+    with pytest.raises(RuntimeError, match="exited with") as refused:
         start_server(**setting)
     assert message in str(refused.value)
 

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from service.config import Settings
 from service.errors import BatchTooLarge, InvalidInput
 from service.features import BagOfWords, GuestEncoder
+from service.features.spam import TextKind
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.pixel_body import read_pixels
@@ -59,12 +60,15 @@ Rows = Callable[[ServingModel], Awaitable[np.ndarray]]
 Feeds = Callable[[ServingModel], Awaitable[dict[str, np.ndarray]]]
 
 
-async def _run(request: Request, model: ServingModel, feeds: Feeds) -> np.ndarray:
+async def _run(
+    request: Request, model: ServingModel, feeds: Feeds, kinds: tuple[TextKind, ...] | None = None
+) -> np.ndarray:
     """The model's first output (the card's) for the request's items as `feeds` prepares them for
     a version; a shadow version gets them prepared by its own card (its vocabulary, even its
     input tensors, may differ)."""
     held = len(await request.body())  # what `feeds` holds (the items) until a shadow has run
-    return (await NNServe.of(request).dataplane.infer(model, await feeds(model), feeds, held))[0]
+    dataplane = NNServe.of(request).dataplane
+    return (await dataplane.infer(model, await feeds(model), feeds, held, kinds))[0]
 
 
 def _first_input(rows: Rows) -> Feeds:
@@ -108,7 +112,8 @@ async def predict_spam(request: Request) -> Response:
             return served_feeds
         return spam_rows(settings, model_encoder(version, BagOfWords), texts, body.batched)[1]
 
-    probabilities = (await _run(request, model, feeds))[:, 1].tolist()
+    kinds = tuple(encoder.kind(row) for row in rows)
+    probabilities = (await _run(request, model, feeds, kinds))[:, 1].tolist()
     predictions: list[dict[str, Any]] = []
     for text, row, p in zip(texts, rows, probabilities, strict=True):
         pattern = test_pattern(encoder, text)
