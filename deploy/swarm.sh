@@ -149,7 +149,7 @@ wait_for_replicas() {
       return
     fi
     [ $SECONDS -lt "$deadline" ] || die "not every replica ran $image healthy within ${TIMEOUT}s:
-$(docker service ps --no-trunc "$api" | head -n 20)"
+$(docker service ps --no-trunc "$api" | sed -n 1,20p)"
     sleep 1
   done
 }

@@ -170,9 +170,9 @@ class GraphCard(BaseModel):
 def read_card(folder: Path) -> ModelCard | SmallCard | None:
     """The folder's card: a training card, a drop-in's small card, or None when there is none."""
     path = folder / CARD_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
-    raw = json.loads(path.read_bytes())
+    raw = json.loads(path.read_bytes())  # a card that is a folder or a broken link fails here
     if isinstance(raw, dict) and "preprocessing" in raw:
         return ModelCard.model_validate(raw)
     return SmallCard.model_validate(raw)
