@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
@@ -30,6 +31,9 @@ from service.repository import ModelRepository
 from service.routes import explain, ops, predict
 from service.runner import ModelRunner
 from service.v2 import routes as v2
+
+if TYPE_CHECKING:
+    from service.grpc.server import GrpcServer
 
 WEB_DIR = Path(__file__).parent / "web"
 
@@ -69,9 +73,12 @@ def create_app(settings: Settings | None = None) -> NNServe:
         gc.collect()
         gc.freeze()
         app.dataplane = DataPlane(repository)
+        grpc_server = await _start_grpc(app) if settings.grpc_port else None
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_grace_seconds - settings.drain_seconds)
             executor.shutdown(wait=True, cancel_futures=True)
 
     app = NNServe(
@@ -119,6 +126,17 @@ def create_app(settings: Settings | None = None) -> NNServe:
 
     app.front = front
     return app
+
+
+async def _start_grpc(app: NNServe) -> GrpcServer:
+    """The gRPC server beside the REST app. Imported here, when NNSERVE_GRPC_PORT asks for it:
+    with gRPC off, neither grpc nor the protocol's messages are loaded (service/grpc/__init__.py
+    says why that matters to the tests)."""
+    from service.grpc.server import GrpcServer
+
+    server = GrpcServer(app)
+    await server.start()
+    return server
 
 
 def _model_states(app: NNServe) -> dict[tuple[str, int], bool]:

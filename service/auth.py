@@ -24,8 +24,9 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _SCHEME = "apiKey"
 
 
-def _presented_key(request: Request) -> bytes:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def _presented_key(authorization: str) -> bytes:
+    """The key of an `Authorization` header (or gRPC `authorization` metadata) value."""
+    scheme, _, token = authorization.partition(" ")
     return token.strip().encode() if scheme.lower() == "bearer" else b""
 
 
@@ -39,10 +40,28 @@ def _unauthorized() -> Unauthorized:
     return Unauthorized("a valid API key is required", headers=_CHALLENGE)
 
 
-def check_api_key(request: Request) -> None:
-    keys: list[str] = NNServe.of(request).settings.api_key
-    if keys and not _matches(_presented_key(request), keys):
+def check_key(authorization: str, settings: Settings) -> None:
+    """A prediction key, if the server has any; the rule of every protocol."""
+    if settings.api_key and not _matches(_presented_key(authorization), settings.api_key):
         raise _unauthorized()
+
+
+def check_admin_key(authorization: str, settings: Settings) -> None:
+    """An administrative key: 403 without admin keys or with a prediction key, else 401."""
+    if not settings.admin_keys:
+        raise ApiError(403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
+    presented = _presented_key(authorization)
+    is_admin = _matches(presented, settings.admin_keys)
+    is_predictor = _matches(presented, settings.api_key)  # always compared: timing tells nothing
+    if is_admin:
+        return
+    if is_predictor:
+        raise ApiError(403, "forbidden", "this key may ask for predictions, not administer the models")
+    raise _unauthorized()
+
+
+def check_api_key(request: Request) -> None:
+    check_key(request.headers.get("authorization", ""), NNServe.of(request).settings)
 
 
 async def require_api_key(request: Request) -> None:
@@ -51,17 +70,7 @@ async def require_api_key(request: Request) -> None:
 
 
 async def require_admin_key(request: Request) -> None:
-    settings: Settings = NNServe.of(request).settings
-    if not settings.admin_keys:
-        raise ApiError(403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
-    presented = _presented_key(request)
-    is_admin = _matches(presented, settings.admin_keys)
-    is_predictor = _matches(presented, settings.api_key)  # always compared: timing tells nothing
-    if is_admin:
-        return
-    if is_predictor:
-        raise ApiError(403, "forbidden", "this key may ask for predictions, not administer the models")
-    raise _unauthorized()
+    check_admin_key(request.headers.get("authorization", ""), NNServe.of(request).settings)
 
 
 def _checks_key(path: str, settings: Settings) -> bool:

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
     )
 
+    # The Open Inference Protocol over gRPC (service/grpc/), served beside the REST app.
+    grpc_port: int = Field(
+        8081, ge=0, le=65535, description="port of the gRPC inference service, on NNSERVE_HOST; 0 = off"
+    )
+
     api_key: Annotated[list[str], NoDecode] = Field(
         [], description="comma-separated API keys; empty = prediction endpoints are open"
     )

@@ -84,6 +84,14 @@ class ModelNotReady(_NamedError):
     status, code = 503, "model_not_ready"
 
 
+def as_api_error(exc: DeadlineExceeded | QueueFull, retry_after_seconds: int) -> ApiError:
+    """The answer to a failure that arises below the protocols (the request's deadline, a full
+    model queue), with the same status, slug and message whichever protocol carried the request."""
+    if isinstance(exc, DeadlineExceeded):
+        return ApiError(504, "deadline_exceeded", str(exc))
+    return ApiError(503, "overloaded", f"{exc}; retry", headers={"Retry-After": str(retry_after_seconds)})
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> Response:
@@ -142,13 +150,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return await _api_error(request, validation_error(list(exc.errors())))
 
     @app.exception_handler(DeadlineExceeded)
-    async def _deadline(_: Request, exc: DeadlineExceeded) -> Response:
-        return error_response(504, "deadline_exceeded", str(exc))
-
     @app.exception_handler(QueueFull)
-    async def _queue_full(request: Request, exc: QueueFull) -> Response:
-        retry_after = str(request.app.settings.retry_after_seconds)  # the app is an NNServe
-        return error_response(503, "overloaded", f"{exc}; retry", headers={"Retry-After": retry_after})
+    async def _below(request: Request, exc: DeadlineExceeded | QueueFull) -> Response:
+        retry_after: int = request.app.settings.retry_after_seconds  # the app is an NNServe
+        return await _api_error(request, as_api_error(exc, retry_after))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:

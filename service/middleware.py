@@ -241,13 +241,21 @@ _ID_COUNTER = itertools.count()
 
 
 def _request_id(scope: Scope) -> bytes:
-    """The client's X-Request-ID if it is printable ASCII, else a new one: a random per-process
-    prefix and a counter, unique without a random-number syscall per request."""
+    """The client's X-Request-ID if it is printable ASCII, else a new one."""
     for name, value in scope["headers"]:
-        if name == _REQUEST_ID and 0 < len(value) <= _MAX_REQUEST_ID and value.isascii():
-            if all(32 < c < 127 for c in value):
-                return bytes(value)
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}".encode()
+        if name == _REQUEST_ID and printable_request_id(value):
+            return bytes(value)
+    return new_request_id().encode()
+
+
+def printable_request_id(value: bytes) -> bool:
+    return 0 < len(value) <= _MAX_REQUEST_ID and value.isascii() and all(32 < c < 127 for c in value)
+
+
+def new_request_id() -> str:
+    """A random per-process prefix and a counter: unique without a random-number syscall per
+    request."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from service import __version__
 from service.auth import check_api_key, require_admin_key
 from service.body import json_response
 from service.loading import ServingModel
 from service.nnserve import NNServe
+from service.v2 import answers
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
@@ -54,11 +54,7 @@ def _model_route(suffix: str, endpoint: Callable[..., Any], method: str, **optio
 
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
-    return {
-        "name": "nnserve",
-        "version": __version__,
-        "extensions": ["binary_tensor_data", "model_repository"],
-    }
+    return answers.server_metadata()
 
 
 @router.get("/health/live")
@@ -74,19 +70,7 @@ async def ready(request: Request) -> Response:
 
 async def model_metadata(request: Request, name: str) -> dict[str, Any]:
     """The model's tensors, named and typed as the protocol spells them."""
-    model = _model(request, name)
-    return {
-        "name": name,
-        "versions": [str(v) for v in sorted(NNServe.of(request).dataplane.entry(name).versions)],
-        "platform": "onnxruntime_onnx",
-        **{
-            kind: [
-                {"name": spec.name, "datatype": CARD_DATATYPES[spec.dtype], "shape": spec.shape}
-                for spec in specs
-            ]
-            for kind, specs in (("inputs", model.card.inputs), ("outputs", model.card.outputs))
-        },
-    }
+    return answers.model_metadata(NNServe.of(request).dataplane, name, request.path_params.get("version"))
 
 
 async def model_ready(request: Request, name: str) -> dict[str, Any]:
@@ -130,17 +114,9 @@ repository = APIRouter(
 
 
 @repository.post("/index", responses=ERRORS)
-async def repository_index(request: Request) -> list[dict[str, Any]]:
+async def repository_index(request: Request) -> list[dict[str, str]]:
     """Every model version and its state; a version that failed to load says why."""
-    return [
-        {
-            "name": v.name,
-            "version": str(v.version),
-            "state": "READY" if v.ready else "UNAVAILABLE",
-            "reason": v.error or "",
-        }
-        for v in NNServe.of(request).dataplane.versions()
-    ]
+    return answers.repository_index(NNServe.of(request).dataplane)
 
 
 @repository.post("/models/{name}/load", responses=ERRORS)
