@@ -1,0 +1,296 @@
+"""Triton's and KServe's gRPC clients speak the Open Inference Protocol to nnserve unchanged:
+tritonclient.grpc against a real server, answering as REST V2 does, with REST's errors as gRPC
+statuses (the REST body's message as the details, its slug in the `error-code` trailer)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from v2_inputs import tensors
+
+from support.server import Server, StartServer
+from support.tools import require_module
+
+OUTPUTS = {"wine": "bottles", "digit": "probabilities"}
+PREDICTION_KEY, ADMIN_KEY = "prediction-key", "admin-key"
+SERVICE = "inference.GRPCInferenceService"
+
+
+@pytest.fixture(scope="module")
+def grpcclient() -> Any:  # tritonclient ships no type information
+    return require_module("tritonclient.grpc")
+
+
+@pytest.fixture(scope="module")
+def triton(server: Server, grpcclient: Any) -> Iterator[Any]:
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def keyed(start_server: StartServer) -> Server:
+    """A server that asks for keys: a prediction key for inference, an admin key for the repository."""
+    return start_server(NNSERVE_API_KEY=PREDICTION_KEY, NNSERVE_ADMIN_KEYS=ADMIN_KEY)
+
+
+@pytest.fixture(scope="module")
+def slow(start_server: StartServer) -> Server:
+    """A server whose every inference takes 600 ms, within a deadline of 0.3 s, one at a time."""
+    return start_server(
+        NNSERVE_TEST_INFERENCE_DELAY_MS="600",
+        NNSERVE_INFERENCE_TIMEOUT_SECONDS="0.3",
+        NNSERVE_MAX_IN_FLIGHT="1",
+    )
+
+
+def _stub(grpcclient: Any, server: Server) -> Any:
+    """The protocol's generated stub, for what tritonclient's wrapper hides: typed contents and
+    the trailing metadata of an error."""
+    channel = grpc.insecure_channel(server.grpc_address)
+    return grpcclient.service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def _request(grpcclient: Any, name: str, tensor: np.ndarray, *, raw: bool) -> Any:
+    request = grpcclient.service_pb2.ModelInferRequest(model_name=name)
+    described = request.inputs.add(name=tensors()[name][0], datatype="FP32", shape=tensor.shape)
+    if raw:
+        request.raw_input_contents.append(tensor.astype("<f4").tobytes())
+    else:
+        described.contents.fp32_contents.extend(tensor.ravel().tolist())
+    return request
+
+
+def _rest_v2(server: Server, name: str, tensor: np.ndarray, **extra: Any) -> httpx.Response:
+    body = {"inputs": [{"name": tensors()[name][0], "shape": list(tensor.shape), "datatype": "FP32"}]}
+    body["inputs"][0]["data"] = tensor.ravel().tolist()
+    return httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, timeout=10, **extra)
+
+
+def _failure(call: Callable[[], object]) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    error: Any = caught.value  # a grpc.Call as well as an RpcError
+    return error.code(), error.details(), dict(error.trailing_metadata())
+
+
+def _same_as_rest(failure: tuple[grpc.StatusCode, str, dict[str, str]], rest: httpx.Response) -> None:
+    _, details, trailer = failure
+    body = rest.json()
+    assert (details, trailer["error-code"]) == (body["error"], body["code"])
+
+
+@pytest.mark.smoke
+def test_live_ready_and_metadata_as_over_rest(triton: Any, server: Server) -> None:
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert triton.is_model_ready("digit") and triton.is_model_ready("wine", "1")
+    metadata = triton.get_server_metadata(as_json=True)
+    assert metadata == httpx.get(f"{server.url}/v2").json()
+    for name in ("wine", "digit"):
+        rest = httpx.get(f"{server.url}/v2/models/{name}").json()
+        got = triton.get_model_metadata(name, as_json=True)
+        for tensor in (*got["inputs"], *got["outputs"]):  # protobuf's JSON spells int64 as strings
+            tensor["shape"] = [int(d) for d in tensor["shape"]]
+        assert got == rest
+
+
+@pytest.mark.parametrize("name", ["wine", "digit"])
+def test_raw_infer_equals_rest_v2(triton: Any, grpcclient: Any, server: Server, name: str) -> None:
+    """tritonclient.grpc sends raw tensors and reads raw outputs (as_numpy reads nothing else)."""
+    input_name, tensor, _ = tensors()[name]
+    given = grpcclient.InferInput(input_name, list(tensor.shape), "FP32")
+    given.set_data_from_numpy(tensor.astype(np.float32))
+    result = triton.infer(name, [given], request_id="abc")
+    assert result.get_response().id == "abc"
+    (output,) = _rest_v2(server, name, tensor).json()["outputs"]
+    expected = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
+    np.testing.assert_array_equal(result.as_numpy(OUTPUTS[name]), expected)
+
+
+@pytest.mark.parametrize("name", ["wine", "digit"])
+def test_typed_infer_is_answered_typed_and_equals_rest_v2(grpcclient: Any, server: Server, name: str) -> None:
+    _, tensor, _ = tensors()[name]
+    response = _stub(grpcclient, server).ModelInfer(_request(grpcclient, name, tensor, raw=False))
+    (output,) = response.outputs
+    assert not response.raw_output_contents and output.name == OUTPUTS[name]
+    got = np.array(output.contents.fp32_contents, dtype=np.float32).reshape(list(output.shape))
+    (rest,) = _rest_v2(server, name, tensor).json()["outputs"]
+    np.testing.assert_array_equal(got, np.array(rest["data"], dtype=np.float32).reshape(rest["shape"]))
+
+
+def test_unknown_model_is_not_found(grpcclient: Any, server: Server) -> None:
+    _, tensor, _ = tensors()["wine"]
+    request = _request(grpcclient, "wine", tensor, raw=True)
+    request.model_name = "claret"
+    failure = _failure(lambda: _stub(grpcclient, server).ModelInfer(request))
+    assert failure[0] == grpc.StatusCode.NOT_FOUND
+    rest = httpx.post(f"{server.url}/v2/models/claret/infer", json={"inputs": []}, timeout=10)
+    _same_as_rest(failure, rest)
+
+
+def test_a_tensor_of_the_wrong_shape_is_invalid_argument(grpcclient: Any, server: Server) -> None:
+    tensor = np.zeros((1, 9), dtype=np.float32)  # wine takes 10 guests
+    failure = _failure(
+        lambda: _stub(grpcclient, server).ModelInfer(_request(grpcclient, "wine", tensor, raw=True))
+    )
+    assert failure[0] == grpc.StatusCode.INVALID_ARGUMENT
+    _same_as_rest(failure, _rest_v2(server, "wine", tensor))
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_values_a_datatype_cannot_hold_are_invalid_argument(
+    grpcclient: Any, server: Server, raw: bool
+) -> None:
+    tensor = np.full((1, 10), np.nan, dtype=np.float32)
+    failure = _failure(
+        lambda: _stub(grpcclient, server).ModelInfer(_request(grpcclient, "wine", tensor, raw=raw))
+    )
+    assert failure[0] == grpc.StatusCode.INVALID_ARGUMENT and failure[2]["error-code"] == "bad_request"
+
+
+def test_a_missing_key_is_unauthenticated(grpcclient: Any, keyed: Server) -> None:
+    _, tensor, _ = tensors()["wine"]
+    failure = _failure(
+        lambda: _stub(grpcclient, keyed).ModelInfer(_request(grpcclient, "wine", tensor, raw=True))
+    )
+    assert failure[0] == grpc.StatusCode.UNAUTHENTICATED and failure[2]["www-authenticate"] == "Bearer"
+    _same_as_rest(failure, _rest_v2(keyed, "wine", tensor))
+    client = grpcclient.InferenceServerClient(keyed.grpc_address)
+    given = grpcclient.InferInput("guests", list(tensor.shape), "FP32")
+    given.set_data_from_numpy(tensor.astype(np.float32))
+    answer = client.infer("wine", [given], headers={"authorization": f"Bearer {PREDICTION_KEY}"})
+    assert answer.as_numpy("bottles").shape == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"],
+)
+def test_a_prediction_key_on_the_repository_is_permission_denied(
+    grpcclient: Any, keyed: Server, call: str
+) -> None:
+    messages = grpcclient.service_pb2
+    request = getattr(messages, f"{call}Request")()
+    if call != "RepositoryIndex":
+        request.model_name = "wine"
+    method = getattr(_stub(grpcclient, keyed), call)
+    failure = _failure(lambda: method(request, metadata=[("authorization", f"Bearer {PREDICTION_KEY}")]))
+    assert failure[0] == grpc.StatusCode.PERMISSION_DENIED
+    rest = httpx.post(
+        f"{keyed.url}/v2/repository/index", headers={"Authorization": f"Bearer {PREDICTION_KEY}"}, timeout=10
+    )
+    _same_as_rest(failure, rest)
+
+
+def test_the_repository_calls_with_an_admin_key(grpcclient: Any, keyed: Server) -> None:
+    client = grpcclient.InferenceServerClient(keyed.grpc_address)
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    index = client.get_model_repository_index(headers=admin, as_json=True)["models"]
+    assert {(m["name"], m["state"]) for m in index} >= {("wine", "READY"), ("digit", "READY")}
+    client.unload_model("wine", headers=admin)
+    assert "wine" not in {
+        m["name"] for m in client.get_model_repository_index(headers=admin, as_json=True)["models"]
+    }
+    with pytest.raises(grpcclient.InferenceServerException, match="NOT_FOUND"):
+        client.get_model_metadata("wine")
+    client.load_model("wine", headers=admin)
+    assert client.is_model_ready("wine")
+
+
+@pytest.mark.parametrize("over", ["batch", "message"])
+def test_a_request_over_a_limit_is_resource_exhausted(grpcclient: Any, server: Server, over: str) -> None:
+    """Rows over NNSERVE_MAX_BATCH_SIZE (our slug), or a message over NNSERVE_MAX_BODY_BYTES
+    (refused by grpc before it is read, so grpc's own words)."""
+    rows = 257 if over == "batch" else 30_000  # 30,000 x 10 floats: 1.2 MB over the 1 MiB limit
+    tensor = np.zeros((rows, 10), dtype=np.float32)
+    failure = _failure(
+        lambda: _stub(grpcclient, server).ModelInfer(_request(grpcclient, "wine", tensor, raw=True))
+    )
+    assert failure[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    if over == "batch":
+        _same_as_rest(failure, _rest_v2(server, "wine", tensor))
+
+
+def test_the_servers_deadline_is_deadline_exceeded(grpcclient: Any, slow: Server) -> None:
+    _, tensor, _ = tensors()["wine"]
+    failure = _failure(
+        lambda: _stub(grpcclient, slow).ModelInfer(_request(grpcclient, "wine", tensor, raw=True))
+    )
+    assert failure[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    _same_as_rest(failure, _rest_v2(slow, "wine", tensor))
+
+
+def test_a_busy_server_is_unavailable(grpcclient: Any, slow: Server) -> None:
+    """Past NNSERVE_MAX_IN_FLIGHT inference is shed at once, with the time to retry after."""
+    _, tensor, _ = tensors()["wine"]
+    request = _request(grpcclient, "wine", tensor, raw=True)
+    stub = _stub(grpcclient, slow)
+    first = threading.Thread(target=lambda: _failure(lambda: stub.ModelInfer(request)))
+    first.start()
+    time.sleep(0.1)
+    try:
+        code, details, trailer = _failure(lambda: stub.ModelInfer(request))
+    finally:
+        first.join()
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert trailer["error-code"] == "overloaded" and trailer["retry-after"] == "1" and "retry" in details
+
+
+def test_calls_are_logged_and_counted_with_the_request_id(
+    triton: Any, grpcclient: Any, server: Server
+) -> None:
+    given = grpcclient.InferInput("guests", [1, 10], "FP32")
+    given.set_data_from_numpy(np.zeros((1, 10), dtype=np.float32))
+    triton.infer("wine", [given], headers={"x-request-id": "grpc-call-1"})
+    log = server.wait_for_log("grpc-call-1")
+    [line] = [json.loads(line) for line in log.splitlines() if "grpc-call-1" in line]
+    assert (line["protocol"], line["path"], line["status"]) == ("grpc", f"/{SERVICE}/ModelInfer", "OK")
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert f'nnserve_requests_total{{endpoint="/{SERVICE}/ModelInfer",status="OK"}}' in metrics
+
+
+def test_the_health_service_and_reflection(server: Server) -> None:
+    channel = grpc.insecure_channel(server.grpc_address)
+    health: Any = health_pb2_grpc.HealthStub(channel)  # typed without its calls
+    for name in ("", SERVICE):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    reflection: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+    [answer] = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {service.name for service in answer.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+def test_a_draining_server_is_not_serving_and_still_answers(
+    start_server: StartServer, grpcclient: Any
+) -> None:
+    """SIGTERM starts the drain: health turns NOT_SERVING (probes and balancers turn away) while
+    calls are still answered, until the drain ends and the server exits."""
+    server = start_server(NNSERVE_DRAIN_SECONDS="3")
+    health: Any = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert health.Check(health_pb2.HealthCheckRequest()).status == serving
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 2
+    while health.Check(health_pb2.HealthCheckRequest()).status == serving:
+        assert time.monotonic() < deadline, "still SERVING 2 s after SIGTERM"
+        time.sleep(0.05)
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    assert not client.is_server_ready()
+    given = grpcclient.InferInput("guests", [1, 10], "FP32")
+    given.set_data_from_numpy(np.zeros((1, 10), dtype=np.float32))
+    assert client.infer("wine", [given]).as_numpy("bottles").shape == (1, 1)
+    assert server.process.wait(15) == 0
