@@ -36,7 +36,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from bench import worst_case
+from bench import grpc_case, worst_case
 from bench.stages import STAGES, bookkeeping_us, stage_split
 from service.config import Settings
 from service.features import pixels_to_digit
@@ -205,6 +205,7 @@ class Service:
     def __init__(self, workdir: Path, command: list[str], ready_path: str, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = int(env.get("NNSERVE_GRPC_PORT", 0))
         self.log = (workdir / f"server-{self.port}.log").open("wb")
         started = time.perf_counter()
         self.process = subprocess.Popen(
@@ -232,7 +233,7 @@ class Service:
             workdir,
             [str(Path(sys.executable).parent / "nnserve")],
             "/ready",
-            {"NNSERVE_MODELS_DIR": str(MODELS), **env},
+            {"NNSERVE_MODELS_DIR": str(MODELS), "NNSERVE_GRPC_PORT": str(free_port()), **env},
         )
 
     @classmethod
@@ -542,6 +543,14 @@ def main() -> None:
                             ("off", batching_off, case),
                         ],
                     )
+            grpc_lines = [
+                line
+                for case in cases
+                if case.name == grpc_case.REST_CASE
+                for line in grpc_case.beside_rest(
+                    workdir, reference, batching_on, case, CONNECTIONS, SECONDS, ROUNDS
+                )
+            ]
             batch_sizes = batching_on.mean_batch_sizes()
         finally:
             start_s = batching_on.start_to_ready_s
@@ -559,7 +568,7 @@ def main() -> None:
     }
     raw = raw_onnxruntime(batch_sizes)
     targets = check_targets(runs, rss_mb, start_s)
-    report(runs, workers, stages, raw, targets, rss_mb, start_s, batch_sizes, bookkeeping_us())
+    report(runs, workers, stages, raw, targets, rss_mb, start_s, batch_sizes, bookkeeping_us(), grpc_lines)
 
 
 def _stage_rows(runs: list[Run], stages: dict[str, dict[str, float]]) -> list[str]:
@@ -620,6 +629,7 @@ def report(
     start_s: float,
     batch_sizes: dict[str, float],
     bookkeeping: dict[str, float],
+    grpc_lines: list[str],
 ) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
@@ -636,6 +646,7 @@ def report(
             "",
             *_table(workers),
         ]
+    lines += ["", *grpc_lines] if grpc_lines else []
     lines += ["", *_stage_rows(runs, stages)]
     lines += [
         "",

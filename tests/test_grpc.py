@@ -247,12 +247,12 @@ def test_a_busy_server_is_unavailable(grpcclient: Any, slow: Server) -> None:
     assert trailer["error-code"] == "overloaded" and trailer["retry-after"] == "1" and "retry" in details
 
 
-def test_calls_are_logged_and_counted_with_the_request_id(
-    triton: Any, grpcclient: Any, server: Server
-) -> None:
-    given = grpcclient.InferInput("guests", [1, 10], "FP32")
-    given.set_data_from_numpy(np.zeros((1, 10), dtype=np.float32))
-    triton.infer("wine", [given], headers={"x-request-id": "grpc-call-1"})
+def test_calls_are_logged_and_counted_with_the_request_id(grpcclient: Any, server: Server) -> None:
+    request = _request(grpcclient, "wine", np.zeros((1, 10), dtype=np.float32), raw=True)
+    _, call = _stub(grpcclient, server).ModelInfer.with_call(
+        request, metadata=[("x-request-id", "grpc-call-1")]
+    )
+    assert dict(call.trailing_metadata())["x-request-id"] == "grpc-call-1"
     log = server.wait_for_log("grpc-call-1")
     [line] = [json.loads(line) for line in log.splitlines() if "grpc-call-1" in line]
     assert (line["protocol"], line["path"], line["status"]) == ("grpc", f"/{SERVICE}/ModelInfer", "OK")

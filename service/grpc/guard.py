@@ -76,7 +76,9 @@ class Guard(aio.ServerInterceptor):
             # The server span of a call (OpenTelemetry, service/tracing.py) opens here and closes
             # with `status`, around everything below.
             try:
-                await context.send_initial_metadata((("x-request-id", request_id),))
+                # In the trailers, which go out with the status anyway: initial metadata of
+                # its own would be one more operation of grpc's per call.
+                context.set_trailing_metadata((("x-request-id", request_id),))
                 if shed:
                     if self.in_flight >= self.settings.max_in_flight:
                         raise QueueFull(
@@ -95,7 +97,8 @@ class Guard(aio.ServerInterceptor):
                     raise
                 answer = failure(exc, self.settings.retry_after_seconds, method)
                 status = answer.code.name
-                await context.abort(answer.code, answer.message, trailing_metadata=answer.metadata)
+                trailers = (*answer.metadata, ("x-request-id", request_id))
+                await context.abort(answer.code, answer.message, trailing_metadata=trailers)
             finally:
                 if token is not None:
                     deadline.reset(token)
