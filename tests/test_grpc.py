@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import grpc
@@ -157,6 +158,54 @@ def test_values_a_datatype_cannot_hold_are_invalid_argument(
         lambda: _stub(grpcclient, server).ModelInfer(_request(grpcclient, "wine", tensor, raw=raw))
     )
     assert failure[0] == grpc.StatusCode.INVALID_ARGUMENT and failure[2]["error-code"] == "bad_request"
+
+
+def _malformed(grpcclient: Any) -> dict[str, Any]:
+    """Requests a client can get wrong, each in one way."""
+
+    def wine(
+        edit: Callable[[Any], object] = lambda _: None,
+        *,
+        datatype: str = "FP32",
+        raw: bool = True,
+        **fields: str,
+    ) -> Any:
+        request = _request(grpcclient, "wine", np.zeros((1, 10), dtype=np.float32), raw=raw)
+        request.inputs[0].datatype = datatype
+        for field, value in fields.items():
+            setattr(request, field, value)
+        edit(request)
+        return request
+
+    return {
+        "negative dimension": wine(lambda r: r.inputs[0].shape.__setitem__(1, -10)),
+        "huge dimension": wine(lambda r: r.inputs[0].shape.__setitem__(1, 2**62)),
+        "unknown datatype": wine(datatype="FP128"),
+        "FP16 typed": wine(datatype="FP16", raw=False),
+        "BYTES raw": wine(datatype="BYTES"),
+        "INT32 for FP32": wine(datatype="INT32"),
+        "raw without its tensor": wine(lambda r: r.raw_input_contents.append(b"")),
+        "raw bytes short": wine(lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 39)),
+        "typed values missing": wine(lambda r: r.inputs[0].contents.ClearField("fp32_contents"), raw=False),
+        "input twice": wine(lambda r: r.inputs.append(r.inputs[0]), raw=False),
+        "unknown input": wine(lambda r: setattr(r.inputs[0], "name", "hosts")),
+        "unknown output": wine(lambda r: r.outputs.add(name="glasses")),
+        "no inputs": wine(lambda r: r.ClearField("inputs"), raw=False),
+        "no model name": wine(model_name=""),
+        "version not a number": wine(model_version="latest"),
+        "version of 30 digits": wine(model_version="9" * 30),
+    }
+
+
+def test_no_malformed_request_ends_in_unknown_or_internal(grpcclient: Any, server: Server) -> None:
+    stub = _stub(grpcclient, server)
+    client_errors = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+    codes = {
+        name: _failure(partial(stub.ModelInfer, request)) for name, request in _malformed(grpcclient).items()
+    }
+    wrong = {name: (code, details) for name, (code, details, _) in codes.items() if code not in client_errors}
+    assert not wrong
+    assert all(trailer["error-code"] for _, _, trailer in codes.values())
 
 
 def test_a_missing_key_is_unauthenticated(grpcclient: Any, keyed: Server) -> None:
