@@ -12,10 +12,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# The runtime packages at the versions and hashes of requirements.lock (make lock), in a layer
+# of their own that a code change does not rebuild; pip's cache is a BuildKit cache mount:
+# rebuilds reuse the downloads, the image never holds them.
+COPY requirements.lock ./
+RUN --mount=type=cache,target=/root/.cache/pip pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY service ./service
-# pip's cache is a BuildKit cache mount: rebuilds reuse the downloads, the image never holds them.
-RUN --mount=type=cache,target=/root/.cache/pip pip install .
+RUN pip install --no-cache-dir --no-deps .
 
 # Runtime stage: slim Python, the venv, the models (owned by root, so read-only to the service),
 # and a numeric non-root user that Kubernetes' runAsNonRoot can verify.

@@ -4,20 +4,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: serve test test-all lint fmt train bench clean grpc-stubs
+.PHONY: serve test test-all lint fmt lock train bench clean grpc-stubs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# The service alone: no [train] extra, so torch is never installed for serving.
-$(VENV)/.serve: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e .
+# The service alone, at the versions requirements.lock pins (no [train] extra: torch is never
+# installed for serving).
+$(VENV)/.serve: pyproject.toml requirements.lock | $(BIN)/python
+	$(PIP) install --quiet --require-hashes -r requirements.lock
+	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(BIN)/python
+# The same locked runtime, plus the training and test extras.
+$(VENV)/.test: pyproject.toml requirements.lock | $(BIN)/python
+	$(PIP) install --quiet --require-hashes -r requirements.lock
 	$(PIP) install --quiet -e '.[train,test]'
 	touch $@
+
+# Re-pins the runtime packages after a change to pyproject.toml's dependencies (or to take
+# upgrades within its ranges: rm requirements.lock first).
+lock: $(VENV)/.test
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 serve: $(VENV)/.serve
 	$(BIN)/nnserve

@@ -31,9 +31,10 @@ from service.features import (
     image_bytes_to_digit,
     pixels_to_digit,
 )
+from service.guard import RequestGuard
+from service.guard.shedding import Admission
 from service.logs import BufferedHandler, JsonFormatter, log_access
 from service.metrics import Metrics
-from service.middleware import RequestGuard
 from service.schemas import DigitRequest, SpamRequest, WineRequest
 from service.v2.codec import CARD_DATATYPES, encode_response, feeds_for, parse_request
 
@@ -161,7 +162,7 @@ def bookkeeping_us() -> dict[str, float]:
         handler.setFormatter(JsonFormatter())
         log.handlers[:], log.level, log.propagate = [handler], logging.INFO, False
         try:
-            guard = RequestGuard(_constant, settings=settings, metrics=metrics)
+            guard = RequestGuard(_constant, settings=settings, metrics=metrics, admission=Admission(settings))
             requests = metrics.requests.labels("/predict/wine", "200")
             latency = metrics.request_seconds.labels("/predict/wine")
             batch = metrics.observer("wine", 1)

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -54,11 +55,20 @@ def _config(settings: Settings) -> uvicorn.Config:
     )
 
 
+def _exit_0(signum: int, frame: FrameType | None) -> None:
+    """uvicorn finishes in-flight requests on SIGTERM or SIGINT, then raises every signal it
+    caught again with the original handlers in place: this one makes that a clean exit 0, as
+    orchestrators expect. Signals still arriving are ignored from here on, through the
+    interpreter's own exit too (which would otherwise restore the default, and die of them)."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_IGN)
+    sys.exit(0)
+
+
 def main() -> None:
     settings = Settings()
-    # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again with the
-    # original handler in place; ours makes that a clean exit 0, as orchestrators expect.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, _exit_0)
+    signal.signal(signal.SIGINT, _exit_0)
     config = _config(settings)
     if settings.workers > 1:
         # uvicorn's supervisor stops its workers at once on SIGTERM: no drain; metrics are shared.

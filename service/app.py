@@ -22,10 +22,10 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.docs import install_docs
 from service.errors import install_error_handlers
+from service.guard import RequestGuard
 from service.hotpath import HotPath
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.middleware import RequestGuard
 from service.nnserve import NNServe
 from service.repository import ModelRepository
 from service.routes import explain, ops, predict
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     metrics.watch_models(lambda: _model_states(app))
-    install_error_handlers(app)
+    install_error_handlers(app, settings)
     install_body_schemas(app)
     install_docs(app)
     document_api_keys(app, settings)
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
         """The layers every request meets before FastAPI's own stack (its server-error,
         telemetry and body-limit middleware, which the guard and the hot path do without)."""
         app_: ASGIApp = HotPath(inner, routers=[predict.router, explain.router, v2.router], fastapi=app)
-        app_ = RequestGuard(app_, settings=settings, metrics=metrics)
+        app_ = RequestGuard(app_, settings=settings, metrics=metrics, admission=app.admission)
         if settings.cors_origins:  # outermost, so the guard's own 413 and 503 carry CORS headers too
             app_ = CORSMiddleware(
                 app_,

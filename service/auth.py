@@ -1,7 +1,7 @@
 """API keys: `Authorization: Bearer <key>` on prediction, inference and admin endpoints.
 
 Two sets of keys, because changing what a server serves is not the same right as asking it for
-predictions: NNSERVE_API_KEY opens the prediction and inference endpoints (open when unset), and
+predictions: NNSERVE_API_KEYS opens the prediction and inference endpoints (open when unset), and
 NNSERVE_ADMIN_KEYS opens model load, unload and the repository index (refused outright when
 unset: changing what a server serves must never be anonymous). A prediction key on an admin
 endpoint is a 403: the server knows the caller, who may not do this. Keys are compared in
@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from service.config import Settings
-from service.errors import ApiError, Unauthorized
-from service.middleware import is_inference
+from service.errors import AdminDisabled, Forbidden, Unauthorized
+from service.guard import is_inference
 from service.nnserve import NNServe
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -42,31 +42,26 @@ def _unauthorized() -> Unauthorized:
 
 def check_key(authorization: str, settings: Settings) -> None:
     """A prediction key, if the server has any; the rule of every protocol."""
-    if settings.api_key and not _matches(_presented_key(authorization), settings.api_key):
+    if settings.api_keys and not _matches(_presented_key(authorization), settings.api_keys):
         raise _unauthorized()
 
 
 def check_admin_key(authorization: str, settings: Settings) -> None:
     """An administrative key: 403 without admin keys or with a prediction key, else 401."""
     if not settings.admin_keys:
-        raise ApiError(403, "admin_disabled", "administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
+        raise AdminDisabled("administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
     presented = _presented_key(authorization)
     is_admin = _matches(presented, settings.admin_keys)
-    is_predictor = _matches(presented, settings.api_key)  # always compared: timing tells nothing
+    is_predictor = _matches(presented, settings.api_keys)  # always compared: timing tells nothing
     if is_admin:
         return
     if is_predictor:
-        raise ApiError(403, "forbidden", "this key may ask for predictions, not administer the models")
+        raise Forbidden("this key may ask for predictions, not administer the models")
     raise _unauthorized()
 
 
 def check_api_key(request: Request) -> None:
     check_key(request.headers.get("authorization", ""), NNServe.of(request).settings)
-
-
-async def require_api_key(request: Request) -> None:
-    """check_api_key as a FastAPI dependency."""
-    check_api_key(request)
 
 
 async def require_admin_key(request: Request) -> None:
@@ -79,7 +74,7 @@ def _checks_key(path: str, settings: Settings) -> bool:
     declaring a key on either would only promise what no key can give."""
     if path.startswith("/v2/repository/"):
         return bool(settings.admin_keys)
-    return bool(settings.api_key) and is_inference(path)
+    return bool(settings.api_keys) and is_inference(path)
 
 
 def document_api_keys(app: FastAPI, settings: Settings) -> None:

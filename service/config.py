@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -24,7 +24,7 @@ def _split_commas(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore", populate_by_name=True)
 
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
@@ -97,8 +97,11 @@ class Settings(BaseSettings):
         8081, ge=0, le=65535, description="port of the gRPC inference service, on NNSERVE_HOST; 0 = off"
     )
 
-    api_key: Annotated[list[str], NoDecode] = Field(
-        [], description="comma-separated API keys; empty = prediction endpoints are open"
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        [],
+        # NNSERVE_API_KEY, the name before keys were a list, still works.
+        validation_alias=AliasChoices("NNSERVE_API_KEYS", "NNSERVE_API_KEY"),
+        description="comma-separated API keys; empty = prediction endpoints are open",
     )
     admin_keys: Annotated[list[str], NoDecode] = Field(
         [], description="comma-separated keys for load, unload and the repository index; empty = refused"
@@ -107,7 +110,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
-    @field_validator("cors_origins", "api_key", "admin_keys", mode="before")
+    @field_validator("cors_origins", "api_keys", "admin_keys", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         return _split_commas(value)

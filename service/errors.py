@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.config import Settings
 from service.deadline import DeadlineExceeded
 from service.runner import QueueFull
 
@@ -56,8 +57,24 @@ class BadRequest(_NamedError):
     status, code = 400, "bad_request"
 
 
+class InvalidJson(_NamedError):
+    status, code = 400, "invalid_json"
+
+
 class Unauthorized(_NamedError):
     status, code = 401, "unauthorized"
+
+
+class Forbidden(_NamedError):
+    """A prediction key on an administrative call."""
+
+    status, code = 403, "forbidden"
+
+
+class AdminDisabled(_NamedError):
+    """An administrative call on a server with no admin keys: no key can open it."""
+
+    status, code = 403, "admin_disabled"
 
 
 class ModelNotFound(_NamedError):
@@ -84,12 +101,32 @@ class ModelNotReady(_NamedError):
     status, code = 503, "model_not_ready"
 
 
-def as_api_error(exc: DeadlineExceeded | QueueFull, retry_after_seconds: int) -> ApiError:
-    """The answer to a failure that arises below the protocols (the request's deadline, a full
-    model queue), with the same status, slug and message whichever protocol carried the request."""
+class Overloaded(_NamedError):
+    """Past a budget of work in flight or queued: retry, here later or on another replica."""
+
+    status, code = 503, "overloaded"
+
+
+class ShuttingDown(_NamedError):
+    status, code = 503, "shutting_down"
+
+
+class TimedOut(_NamedError):
+    """The request's deadline passed before its answer was ready."""
+
+    status, code = 504, "deadline_exceeded"
+
+
+def as_api_error(exc: Exception, retry_after: str) -> ApiError | None:
+    """The answer a client gets for an exception of ours, for any protocol: the runner's and the
+    deadline's own exceptions stay free of HTTP, and are named here. None: not ours."""
+    if isinstance(exc, ApiError):
+        return exc
     if isinstance(exc, DeadlineExceeded):
-        return ApiError(504, "deadline_exceeded", str(exc))
-    return ApiError(503, "overloaded", f"{exc}; retry", headers={"Retry-After": str(retry_after_seconds)})
+        return TimedOut(str(exc))
+    if isinstance(exc, QueueFull):
+        return Overloaded(f"{exc}; retry", headers={"Retry-After": retry_after})
+    return None
 
 
 def error_response(
@@ -104,6 +141,10 @@ def error_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+def error_answer(error: ApiError) -> Response:
+    return error_response(error.status, error.code, error.message, error.details, error.headers)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -124,7 +165,7 @@ def validation_error(errors: list[Any]) -> ApiError:
         for e in errors[:MAX_ERROR_DETAILS]
     ]
     if any(d["type"] == "json_invalid" for d in details):
-        return ApiError(400, "invalid_json", "the request body is not valid JSON", details)
+        return InvalidJson("the request body is not valid JSON", details)
     first = details[0] if details else {"loc": "body", "msg": "invalid"}
     return InvalidInput(f"{first['loc']}: {first['msg']}", details)
 
@@ -140,20 +181,23 @@ _HTTP_CODES = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return error_answer(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         return await _api_error(request, validation_error(list(exc.errors())))
 
+    retry_after = str(settings.retry_after_seconds)
+
     @app.exception_handler(DeadlineExceeded)
     @app.exception_handler(QueueFull)
-    async def _below(request: Request, exc: DeadlineExceeded | QueueFull) -> Response:
-        retry_after: int = request.app.settings.retry_after_seconds  # the app is an NNServe
-        return await _api_error(request, as_api_error(exc, retry_after))
+    async def _runner(_: Request, exc: Exception) -> Response:
+        error = as_api_error(exc, retry_after)
+        assert error is not None  # registered for exactly these
+        return error_answer(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:

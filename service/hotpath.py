@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.middleware import is_inference
+from service.guard import is_inference
 
 Handler = Callable[..., Awaitable[Response]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]

@@ -6,6 +6,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -38,15 +39,20 @@ class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # gener
     `capacity` lines wait, and at exit (logging.shutdown flushes every handler, which a graceful
     stop runs). One line per request written with its own write() was about a fifth of a tiny
     model's serving cost; a batch is one write for hundreds of lines. A kill -9 loses at most the
-    last `interval` of lines."""
+    last `interval` of lines.
+
+    The lines wait in a deque: append and popleft are atomic, so the request's path takes no lock
+    and a flush takes exactly the lines it counted, while writers go on appending behind them."""
 
     def __init__(self, stream: TextIO, interval: float = 0.1, capacity: int = 512) -> None:
         super().__init__(stream)
         self.interval = interval
         self.capacity = capacity
-        self._lines: list[str] = []
-        self._closed = threading.Event()
-        threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True).start()
+        self._lines: deque[str] = deque()
+        # Not `_closed`: logging.Handler.close() sets that attribute to True.
+        self._stop_flushing = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True)
+        self._flusher.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -57,24 +63,27 @@ class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]  # gener
         self.add_line(line)
 
     def add_line(self, line: str) -> None:
-        self._lines.append(line)  # list.append is atomic: no lock on the request's path
+        self._lines.append(line)
         if len(self._lines) >= self.capacity:
             self.flush()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # set by Handler.createLock
-            lines, self._lines = self._lines, []
+            waiting = self._lines
+            lines = [waiting.popleft() for _ in range(len(waiting))]
             if lines:
                 self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
 
     def close(self) -> None:
-        self._closed.set()
+        self._stop_flushing.set()
+        if self._flusher is not threading.current_thread():
+            self._flusher.join()
         self.flush()
         super().close()
 
     def _flush_periodically(self) -> None:
-        while not self._closed.wait(self.interval):
+        while not self._stop_flushing.wait(self.interval):
             if self._lines:
                 self.flush()
 

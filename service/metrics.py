@@ -66,14 +66,14 @@ class Metrics:
             registry=registry,
             requests=Counter(
                 "nnserve_requests",
-                "HTTP requests answered",
-                ["endpoint", "status"],
+                "Requests answered, by endpoint (route template or RPC), status and protocol",
+                ["endpoint", "status", "protocol"],
                 registry=own,
             ),
             request_seconds=Histogram(
                 "nnserve_request_seconds",
                 "Time from request to response",
-                ["endpoint"],
+                ["endpoint", "protocol"],
                 buckets=_LATENCY_BUCKETS,
                 registry=own,
             ),

@@ -75,7 +75,7 @@ class ModelRunner:
         self._max_queued_rows = max_queued_rows
         self._rows = 0  # rows whose callers wait: queued, or in the batch onnxruntime runs
         self._queue: deque[_Pending] = deque()
-        self._draining = False
+        self._serving = False
         self._inline_below = inline_below_seconds
         self.inline = False  # set by calibrate(): run on the event loop, no hop to the executor
 
@@ -134,12 +134,12 @@ class ModelRunner:
             future: asyncio.Future[Outputs] = loop.create_future()
             pending = _Pending(feeds, rows, future)
             self._queue.append(pending)
-            if not self._draining:
-                self._draining = True
+            if not self._serving:
+                self._serving = True
                 if self.inline:
                     loop.call_soon(self._serve_inline)
                 else:
-                    loop.create_task(self._drain())
+                    loop.create_task(self._serve_on_executor())
         elif self.inline:
             future = loop.create_future()
             future.set_result(self.run_sync(feeds))
@@ -181,9 +181,9 @@ class ModelRunner:
                     outcome = exc
                 self._settle(batch, outcome)
         finally:
-            self._draining = False
+            self._serving = False
 
-    async def _drain(self) -> None:
+    async def _serve_on_executor(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while batch := self._take_batch():
@@ -194,7 +194,7 @@ class ModelRunner:
                     outcome = exc
                 self._settle(batch, outcome)
         finally:
-            self._draining = False
+            self._serving = False
 
     def _feeds(self, batch: list[_Pending]) -> Feeds:
         now = time.perf_counter()

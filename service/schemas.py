@@ -222,7 +222,8 @@ class ErrorResponse(BaseModel):
 
 # ----------------------------------------------------------------------------- explanations
 # /explain/* take one item in the shape /predict/* takes it (a batch is refused with 422) and
-# answer the prediction plus why. Examples are answers of the committed version 1 models.
+# answer the prediction plus why. Examples are answers of the committed version 1 models
+# (tests/test_docs_examples.py asks them).
 
 
 class WineExplainRequest(WineItem):

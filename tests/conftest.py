@@ -76,7 +76,7 @@ def client() -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def make_client() -> Iterator[MakeClient]:
-    """A factory: make_client(api_key=["k"], max_batch_size=4, ...) -> an in-process client of
+    """A factory: make_client(api_keys=["k"], max_batch_size=4, ...) -> an in-process client of
     an app built with those settings (Settings field names); each is closed with the module."""
     with ExitStack() as stack:
 

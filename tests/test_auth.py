@@ -1,4 +1,4 @@
-"""An operator sets NNSERVE_API_KEY and NNSERVE_ADMIN_KEYS: every prediction and inference call
+"""An operator sets NNSERVE_API_KEYS and NNSERVE_ADMIN_KEYS: every prediction and inference call
 needs a prediction key; probes and metrics stay open; load, unload and the repository index need
 an admin key (a prediction key is a 403 there), and with no admin key configured they are refused."""
 
@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from support.inprocess import MakeClient
-from support.server import Server, StartServer
+from support.server import StartServer
 
 KEYS = ("k-alpha-7f3a9c21", "k-beta-0b8e44d6")
 ADMIN_KEYS = ("adm-gamma-51d07e9a", "adm-delta-c28b6f13")
@@ -45,78 +45,73 @@ REFUSED = [
 
 
 @pytest.fixture(scope="module")
-def secured(start_server: StartServer) -> Server:
-    return start_server(NNSERVE_API_KEY=",".join(KEYS), NNSERVE_ADMIN_KEYS=",".join(ADMIN_KEYS))
+def secured(make_client: MakeClient) -> httpx.Client:
+    return make_client(api_keys=list(KEYS), admin_keys=list(ADMIN_KEYS))
 
 
 @pytest.fixture(scope="module")
-def predictions_only(start_server: StartServer) -> Server:
+def predictions_only(make_client: MakeClient) -> httpx.Client:
     """Prediction keys set, admin keys not: the admin endpoints stay refused."""
-    return start_server(NNSERVE_API_KEY=",".join(KEYS))
+    return make_client(api_keys=list(KEYS))
 
 
 def _headers(authorization: str | None) -> dict[str, str]:
     return {"Authorization": authorization} if authorization is not None else {}
 
 
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.mark.parametrize("authorization", REFUSED)
 def test_predictions_and_admin_without_a_valid_key_are_401(
-    secured: Server, authorization: str | None
+    secured: httpx.Client, authorization: str | None
 ) -> None:
-    with secured.client(headers=_headers(authorization)) as http:
-        for path, body in [*PROTECTED, *((path, None) for path in ADMIN)]:
-            response = http.post(path, json=body)
-            assert response.status_code == 401, (path, authorization, response.text)
-            assert response.headers["WWW-Authenticate"] == "Bearer"
-            assert response.json()["code"] == "unauthorized"
-            assert all(key not in response.text for key in KEYS)
-        assert http.get("/models").status_code == 200, "the admin refusals changed the repository"
+    headers = _headers(authorization)
+    for path, body in [*PROTECTED, *((path, None) for path in ADMIN)]:
+        response = secured.post(path, json=body, headers=headers)
+        assert response.status_code == 401, (path, authorization, response.text)
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json()["code"] == "unauthorized"
+        assert all(key not in response.text for key in KEYS)
+    assert secured.get("/models").status_code == 200, "the admin refusals changed the repository"
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_each_prediction_key_is_accepted_for_predictions(secured: Server, key: str) -> None:
-    with secured.client(headers={"Authorization": f"Bearer {key}"}) as http:
-        for path, body in PROTECTED:
-            assert http.post(path, json=body).status_code == 200, path
+def test_each_prediction_key_is_accepted_for_predictions(secured: httpx.Client, key: str) -> None:
+    for path, body in PROTECTED:
+        assert secured.post(path, json=body, headers=_bearer(key)).status_code == 200, path
 
 
 @pytest.mark.parametrize("key", ADMIN_KEYS)
-def test_each_admin_key_is_accepted_for_admin_only(secured: Server, key: str) -> None:
-    with secured.client(headers={"Authorization": f"Bearer {key}"}) as http:
-        assert http.post("/v2/repository/index").status_code == 200
-        assert http.post("/v2/repository/models/wine/load").status_code == 200
-        for path, body in PROTECTED:  # least privilege: an admin key is not a prediction key
-            assert http.post(path, json=body).status_code == 401, path
+def test_each_admin_key_is_accepted_for_admin_only(secured: httpx.Client, key: str) -> None:
+    assert secured.post("/v2/repository/index", headers=_bearer(key)).status_code == 200
+    assert secured.post("/v2/repository/models/wine/load", headers=_bearer(key)).status_code == 200
+    for path, body in PROTECTED:  # least privilege: an admin key is not a prediction key
+        assert secured.post(path, json=body, headers=_bearer(key)).status_code == 401, path
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_a_prediction_key_cannot_unload_a_model(secured: Server, key: str) -> None:
-    with secured.client(headers={"Authorization": f"Bearer {key}"}) as http:
-        for path in ADMIN:
-            response = http.post(path)
-            assert response.status_code == 403 and response.json()["code"] == "forbidden", (
-                path,
-                response.text,
-            )
-            assert "WWW-Authenticate" not in response.headers  # known caller: no new credentials help
-        assert http.post("/predict/wine", json=WINE).status_code == 200, "wine was unloaded"
-        assert http.get("/ready").status_code == 200
+def test_a_prediction_key_cannot_unload_a_model(secured: httpx.Client, key: str) -> None:
+    for path in ADMIN:
+        response = secured.post(path, headers=_bearer(key))
+        assert response.status_code == 403 and response.json()["code"] == "forbidden", (path, response.text)
+        assert "WWW-Authenticate" not in response.headers  # known caller: no new credentials help
+    assert secured.post("/predict/wine", json=WINE, headers=_bearer(key)).status_code == 200, "unloaded"
+    assert secured.get("/ready").status_code == 200
 
 
-def test_without_admin_keys_a_prediction_key_cannot_administer(predictions_only: Server) -> None:
+def test_without_admin_keys_a_prediction_key_cannot_administer(predictions_only: httpx.Client) -> None:
     for authorization in (None, f"Bearer {KEYS[0]}", f"Bearer {ADMIN_KEYS[0]}"):
-        with predictions_only.client(headers=_headers(authorization)) as http:
-            for path in ADMIN:
-                response = http.post(path)
-                assert response.status_code == 403 and response.json()["code"] == "admin_disabled", path
-    with predictions_only.client(headers={"Authorization": f"Bearer {KEYS[0]}"}) as http:
-        assert http.post("/predict/wine", json=WINE).status_code == 200
+        for path in ADMIN:
+            response = predictions_only.post(path, headers=_headers(authorization))
+            assert response.status_code == 403 and response.json()["code"] == "admin_disabled", path
+    assert predictions_only.post("/predict/wine", json=WINE, headers=_bearer(KEYS[0])).status_code == 200
 
 
 @pytest.mark.parametrize("path", OPEN)
-def test_probes_and_metrics_stay_open(secured: Server, path: str) -> None:
-    with secured.client() as http:
-        assert http.get(path).status_code == 200
+def test_probes_and_metrics_stay_open(secured: httpx.Client, path: str) -> None:
+    assert secured.get(path).status_code == 200
 
 
 def test_without_configured_keys_admin_is_refused_and_predictions_are_open(client: httpx.Client) -> None:
@@ -140,7 +135,7 @@ def _secured_operations(http: httpx.Client) -> set[str]:
 
 
 def test_the_openapi_document_says_which_operations_need_a_key(
-    secured: Server, predictions_only: Server, client: httpx.Client, make_client: MakeClient
+    secured: httpx.Client, predictions_only: httpx.Client, client: httpx.Client, make_client: MakeClient
 ) -> None:
     """So /docs offers an Authorize button, and clients know which calls need `Authorization`."""
     admin = {
@@ -158,15 +153,14 @@ def test_the_openapi_document_says_which_operations_need_a_key(
         "/explain/spam",
         "/explain/digit",
     }
-    with secured.client() as http:
-        assert _secured_operations(http) == admin | inference
-    with predictions_only.client() as http:
-        assert _secured_operations(http) == inference  # no key can open admin: it is refused
+    assert _secured_operations(secured) == admin | inference
+    assert _secured_operations(predictions_only) == inference  # no key can open admin: it is refused
     assert _secured_operations(make_client(admin_keys=list(ADMIN_KEYS))) == admin
     assert _secured_operations(client) == set()
 
 
-def test_keys_never_reach_the_log(secured: Server) -> None:
+def test_keys_never_reach_the_log(start_server: StartServer) -> None:
+    secured = start_server(NNSERVE_API_KEYS=",".join(KEYS), NNSERVE_ADMIN_KEYS=",".join(ADMIN_KEYS))
     with secured.client() as http:
         for key in (*KEYS, *ADMIN_KEYS, *NEAR_MISSES):
             http.post("/predict/wine", json=WINE, headers={"Authorization": f"Bearer {key}"})

@@ -126,7 +126,9 @@ def test_the_image_is_slim_non_root_and_runs_the_console_script() -> None:
     assert len(stages) >= 2 and all(
         stage.args("FROM")[0].split()[0] == "${PYTHON_IMAGE}" for stage in stages
     ), "every stage is built on the PYTHON_IMAGE argument, so a mirror or a stand-in can replace it"
-    assert build.run("pip install") == ["pip", "install", "."], "the service alone, no [train] extra"
+    assert build.run("requirements.lock") == ["pip", "install", "--require-hashes", "-r", "requirements.lock"]
+    service_alone = ["pip", "install", "--no-cache-dir", "--no-deps", "."]  # no [train] extra
+    assert build.run("--no-deps") == service_alone
     assert re.fullmatch(r"\d+(:\d+)?", runtime.args("USER")[-1]), "a numeric non-root user"
     assert runtime.args("USER")[-1].split(":")[0] != "0"
     ports = [runtime.env()["NNSERVE_PORT"], runtime.env()["NNSERVE_GRPC_PORT"]]

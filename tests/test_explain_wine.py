@@ -228,7 +228,7 @@ def test_bad_bodies_get_the_same_errors_as_predictions(
 
 
 def test_an_api_key_is_needed_when_keys_are_set(make_client: MakeClient) -> None:
-    secured = make_client(api_key=["explain-key"])
+    secured = make_client(api_keys=["explain-key"])
     assert secured.post("/explain/wine", json={"guests": []}).status_code == 401
     opened = secured.post(
         "/explain/wine", json={"guests": []}, headers={"Authorization": "Bearer explain-key"}

@@ -108,6 +108,7 @@ RUNS: dict[str, tuple[dict[str, str], list[str], str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_no_generated_request_breaks_the_service_or_its_contract(
     start_server: StartServer, tmp_path: Path, run: str

@@ -28,10 +28,23 @@ def scraped(make_client: MakeClient) -> str:
 
 
 def test_requests_are_counted_by_endpoint_and_status(scraped: str) -> None:
-    assert _value(scraped, "nnserve_requests_total", 'endpoint="/predict/wine",status="200"') == REQUESTS
-    assert _value(scraped, "nnserve_requests_total", 'endpoint="/predict/wine",status="422"') == 1
-    assert _value(scraped, "nnserve_request_seconds_count", 'endpoint="/predict/wine"') == REQUESTS + 1
-    assert 0 < _value(scraped, "nnserve_request_seconds_sum", 'endpoint="/predict/wine"') < REQUESTS
+    assert (
+        _value(scraped, "nnserve_requests_total", 'endpoint="/predict/wine",protocol="rest",status="200"')
+        == REQUESTS
+    )
+    assert (
+        _value(scraped, "nnserve_requests_total", 'endpoint="/predict/wine",protocol="rest",status="422"')
+        == 1
+    )
+    assert (
+        _value(scraped, "nnserve_request_seconds_count", 'endpoint="/predict/wine",protocol="rest"')
+        == REQUESTS + 1
+    )
+    assert (
+        0
+        < _value(scraped, "nnserve_request_seconds_sum", 'endpoint="/predict/wine",protocol="rest"')
+        < REQUESTS
+    )
 
 
 def test_inference_batching_and_queueing_are_observed(scraped: str) -> None:

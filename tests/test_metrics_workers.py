@@ -62,13 +62,18 @@ def test_two_workers_report_the_sums_of_both(start_server: StartServer, tmp_path
     for metrics in scrapes:
         for name, count in SENT.items():
             endpoint = f'endpoint="/predict/{name}"'
-            assert _value(metrics, "nnserve_requests_total", f'{endpoint},status="200"') == count
+            assert (
+                _value(metrics, "nnserve_requests_total", f'{endpoint},protocol="rest",status="200"') == count
+            )
             model = f'model="{name}",version="{_latest(metrics, name)}"'
             assert _value(metrics, "nnserve_queue_wait_seconds_count", model) == count
             # Each worker warmed the model up once: that call is timed too.
             assert _value(metrics, "nnserve_inference_seconds_count", model) >= count + 2
             assert _value(metrics, "nnserve_batch_size_sum", model) == count + 2
-        assert _value(metrics, "nnserve_requests_total", 'endpoint="/predict/wine",status="422"') == INVALID
+        assert (
+            _value(metrics, "nnserve_requests_total", 'endpoint="/predict/wine",protocol="rest",status="422"')
+            == INVALID
+        )
         assert _value(metrics, "nnserve_requests_in_flight") >= 1  # the scrape itself
     assert server.stop() == 0
     assert not list(tmp_path.glob("nnserve-metrics-*")), "the metrics directory was left behind"

@@ -120,6 +120,7 @@ RELOAD_SECONDS_BOUND = 120
 PIXELS = {"pixels": [0.0] * 784}
 
 
+@pytest.mark.slow
 def test_reloading_a_model_200_times_under_traffic_does_not_grow_memory(start_server: StartServer) -> None:
     """Each cycle unloads digit and loads it again (new sessions, built and warmed) while a client
     keeps asking digit and wine; between an unload and the next load digit is a documented 404."""

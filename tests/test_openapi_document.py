@@ -27,6 +27,6 @@ def test_the_openapi_document_follows_the_specification(client: httpx.Client) ->
 
 def test_the_openapi_document_of_a_server_with_api_keys_follows_it_too(make_client: MakeClient) -> None:
     """API keys add a security scheme and per-operation requirements to the document."""
-    document = make_client(api_key=[secrets.token_hex(16)]).get("/openapi.json").json()
+    document = make_client(api_keys=[secrets.token_hex(16)]).get("/openapi.json").json()
     assert document["components"]["securitySchemes"]
     assert _violations(document) == []

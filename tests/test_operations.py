@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from support.server import REPO, Server
 
@@ -41,6 +42,7 @@ def test_an_unknown_model_is_404(client: httpx.Client) -> None:
     assert response.status_code == 404 and "cat" in response.json()["error"]
 
 
+@pytest.mark.smoke
 def test_request_id_is_returned_and_logged(server: Server) -> None:
     with server.client() as client:
         given = client.get("/health", headers={"X-Request-ID": "trace-abc-123"})

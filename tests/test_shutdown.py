@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 
 from support.server import Server, StartServer
 
@@ -178,3 +180,38 @@ def test_a_load_balancer_sees_the_drain_and_no_request_fails(start_server: Start
     assert len(during) >= CLIENTS and all(o.status == 200 and o.connection == "close" for o in during)
     assert at_close and all(o.status == 200 for o in at_close), "requests in flight were cut off"
     assert after and all(o.status is None for o in after), "connections accepted after the drain"
+
+
+def _storm(server: Server, second: signal.Signals, gap: float, count: int) -> None:
+    """SIGTERM, then `count` more signals `gap` seconds apart (0: as fast as they can be sent)."""
+    server.process.send_signal(signal.SIGTERM)
+    for _ in range(count):
+        if gap:
+            time.sleep(gap)
+        if server.process.poll() is not None:
+            return
+        server.process.send_signal(second)
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_more_signals_during_the_drain_still_end_in_exit_0_within_the_grace(
+    start_server: StartServer, second: signal.Signals
+) -> None:
+    """A signal handler runs between any two bytecodes of the main thread, inside whatever that
+    thread was doing, the first handler included. One that takes a lock can deadlock there, and
+    the process then hangs for good: the grace bounds every run here."""
+    grace_s = 6.0
+    for gap in (0.0, 0.0, 0.0005, 0.002, 0.01, 0.05):
+        server = start_server(NNSERVE_DRAIN_SECONDS="2", NNSERVE_SHUTDOWN_GRACE_SECONDS=str(grace_s))
+        with httpx.Client(base_url=server.url) as client:
+            assert client.post("/predict/wine", json={"guests": ["Stiffy"]}).status_code == 200
+        signalled = time.monotonic()
+        _storm(server, second, gap, count=300 if gap == 0 else 40)
+        try:
+            exit_code = server.process.wait(grace_s + 5)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            pytest.fail(f"{second.name}s {gap} s after SIGTERM: still running past the grace")
+        assert exit_code == 0, f"{second.name}s {gap} s apart: exit {exit_code}\n{server.log()}"
+        assert time.monotonic() - signalled < grace_s + 1
+        assert "Traceback" not in server.log()

@@ -28,6 +28,7 @@ def triton(server: Server, httpclient: Any) -> Iterator[Any]:
     connection.close()
 
 
+@pytest.mark.smoke
 def test_health_and_metadata(triton: Any) -> None:
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.is_model_ready("digit") and triton.is_model_ready("wine", "1")

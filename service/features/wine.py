@@ -21,11 +21,6 @@ class GuestEncoder:
         if len(self._index) != len(self.roster):
             raise ValueError(f"roster has names that differ only by case: {self.roster}")
 
-    def canonical(self, guests: Iterable[str]) -> list[str]:
-        """The roster's spelling of each guest; raises UnknownGuestError naming every stranger."""
-        indices = self._indices(guests)
-        return [self.roster[i] for i in indices]
-
     def encode(self, guests: Iterable[str]) -> np.ndarray:
         vector = np.zeros(len(self.roster), dtype=np.float32)
         vector[self._indices(guests)] = 1.0

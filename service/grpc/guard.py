@@ -1,8 +1,10 @@
-"""What every gRPC call meets around the servicer, as REST requests meet the request guard: the
-request's deadline (the client's gRPC deadline when it asks for less than
-NNSERVE_INFERENCE_TIMEOUT_SECONDS), load shedding of ModelInfer past NNSERVE_MAX_IN_FLIGHT, a
-request id (the client's `x-request-id` metadata, or a new one, sent back), our errors as
-statuses (service/grpc/status.py), metrics and one access line.
+"""What every gRPC call meets around the servicer, as a REST request meets the request guard and
+with the same pieces (service/guard/): the request's deadline (the client's gRPC deadline when it
+asks for less than NNSERVE_INFERENCE_TIMEOUT_SECONDS), the app's admission budgets (ModelInfer
+counts against NNSERVE_MAX_IN_FLIGHT together with REST's inference, every message against
+NNSERVE_MAX_BYTES_IN_FLIGHT), a request id (the client's `x-request-id` metadata, or a new one,
+sent back in the trailers), our errors as statuses (service/grpc/status.py), and the metrics and
+access line of service/guard/record.py with the protocol `grpc`.
 
 A grpc.aio server interceptor: the servicer stays the protocol's calls and nothing else.
 """
@@ -19,26 +21,25 @@ import grpc
 from grpc import aio
 
 from service import deadline
-from service.config import Settings
 from service.grpc.status import failure
-from service.logs import log_access
-from service.metrics import Metrics
-from service.middleware import new_request_id, printable_request_id
-from service.runner import QueueFull
+from service.guard.record import RequestRecorder
+from service.guard.request_id import HEADER, request_id
+from service.nnserve import NNServe
 
 SERVICE = "/inference.GRPCInferenceService/"
 SHED = frozenset({SERVICE + "ModelInfer"})
-"""Calls that queue work on a model: the ones shed under load. Probes and metadata stay
+"""Calls that queue work on a model: the ones counted in flight. Probes and metadata stay
 answerable under any load, as over REST."""
 
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class Guard(aio.ServerInterceptor):
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.in_flight = 0
+    def __init__(self, app: NNServe) -> None:
+        self.settings = app.settings
+        self.metrics = app.metrics
+        self.admission = app.admission
+        self.recorder = RequestRecorder(app.metrics, "grpc")
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
@@ -63,62 +64,44 @@ class Guard(aio.ServerInterceptor):
         return guarded
 
     def _guard(self, method: str, behavior: Behavior) -> Behavior:
-        shed = method in SHED
-        requests = self.metrics.requests
-        latency = self.metrics.request_seconds.labels(method)
+        counted = method in SHED
 
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            request_id = _request_id(context)
+            rid = _request_id(context)
             status = "OK"
-            counted = False
+            entered = False
+            held = 0
             token = None
             # The server span of a call (OpenTelemetry, service/tracing.py) opens here and closes
             # with `status`, around everything below.
             try:
-                # In the trailers, which go out with the status anyway: initial metadata of
-                # its own would be one more operation of grpc's per call.
-                context.set_trailing_metadata((("x-request-id", request_id),))
-                if shed:
-                    if self.in_flight >= self.settings.max_in_flight:
-                        raise QueueFull(
-                            f"the server is at its limit of {self.settings.max_in_flight} requests in flight"
-                        )
-                    self.in_flight += 1
-                    counted = True
+                # In the trailers, which go out with the status anyway: initial metadata of its
+                # own would cost grpc one more operation per call.
+                context.set_trailing_metadata(((HEADER.decode(), rid),))
+                if counted:
+                    self.admission.enter()
+                    entered = True
+                held = self.admission.hold(0, request.ByteSize())
                 self.metrics.in_flight.inc()
                 token = deadline.start(self._seconds(context))
                 return await behavior(request, context)
             except asyncio.CancelledError:
-                status = "CANCELLED"  # the client went away or its deadline passed
+                status = "CANCELLED"  # the client went away, or its deadline passed
                 raise
             except Exception as exc:
-                if isinstance(exc, aio.AbortError):
-                    raise
-                answer = failure(exc, self.settings.retry_after_seconds, method)
+                answer = failure(exc, self.admission.retry_after, method)
                 status = answer.code.name
-                trailers = (*answer.metadata, ("x-request-id", request_id))
+                trailers = (*answer.metadata, (HEADER.decode(), rid))
                 await context.abort(answer.code, answer.message, trailing_metadata=trailers)
             finally:
                 if token is not None:
                     deadline.reset(token)
                     self.metrics.in_flight.dec()
-                if counted:
-                    self.in_flight -= 1
-                seconds = time.perf_counter() - started
-                requests.labels(method, status).inc()
-                latency.observe(seconds)
-                log_access(
-                    f"gRPC {method} {status}",
-                    {
-                        "protocol": "grpc",
-                        "method": "POST",
-                        "path": method,
-                        "status": status,
-                        "latency_ms": round(seconds * 1000, 3),
-                        "request_id": request_id,
-                    },
-                )
+                self.admission.release(held)
+                if entered:
+                    self.admission.leave()
+                self.recorder.record(method, "POST", method, status, time.perf_counter() - started, rid)
 
         return guarded
 
@@ -130,7 +113,6 @@ class Guard(aio.ServerInterceptor):
 
 
 def _request_id(context: aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and printable_request_id(value.encode()):
-            return value
-    return new_request_id()
+    metadata = context.invocation_metadata() or ()
+    given = [(key.encode(), value.encode()) for key, value in metadata if isinstance(value, str)]
+    return request_id(given).decode()

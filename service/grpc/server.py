@@ -32,7 +32,7 @@ class GrpcServer:
         self.app = app
         self.health = health.aio.HealthServicer()
         self.server = aio.server(
-            interceptors=[Guard(settings, app.metrics)],
+            interceptors=[Guard(app)],
             options=[
                 # The limit of a REST body is the limit of a message: beyond it grpc refuses the
                 # call with RESOURCE_EXHAUSTED before reading it.

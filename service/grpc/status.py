@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from service.deadline import DeadlineExceeded
-from service.errors import ApiError, as_api_error
-from service.runner import QueueFull
+from service.errors import as_api_error
 
 log = logging.getLogger("nnserve")
 
@@ -51,16 +49,15 @@ class Failure:
     metadata: tuple[tuple[str, str], ...]
 
 
-def failure(exc: Exception, retry_after_seconds: int, method: str) -> Failure:
+def failure(exc: Exception, retry_after: str, method: str) -> Failure:
     """The status a call that raised `exc` ends with. Headers of the REST answer (Retry-After,
     WWW-Authenticate) travel as trailing metadata of the same names, lower-cased."""
-    if isinstance(exc, DeadlineExceeded | QueueFull):
-        exc = as_api_error(exc, retry_after_seconds)
-    if not isinstance(exc, ApiError):
+    error = as_api_error(exc, retry_after)
+    if error is None:
         log.error("unhandled error in %s", method, exc_info=exc)
         return Failure(grpc.StatusCode.INTERNAL, "internal_error", "internal server error", ())
-    code = BY_HTTP_STATUS.get(exc.status)
+    code = BY_HTTP_STATUS.get(error.status)
     if code is None:  # an ApiError status this table has not heard of: still the client's doing
-        code = grpc.StatusCode.INVALID_ARGUMENT if exc.status < 500 else grpc.StatusCode.INTERNAL
-    headers = tuple((name.lower(), value) for name, value in exc.headers.items())
-    return Failure(code, exc.code, exc.message, ((CODE_KEY, exc.code), *headers))
+        code = grpc.StatusCode.INVALID_ARGUMENT if error.status < 500 else grpc.StatusCode.INTERNAL
+    headers = tuple((name.lower(), value) for name, value in error.headers.items())
+    return Failure(code, error.code, error.message, ((CODE_KEY, error.code), *headers))

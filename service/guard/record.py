@@ -1,0 +1,49 @@
+"""What every answered request leaves behind, whatever its protocol: a count and a latency in
+the metrics, and one access line."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from service.logs import log_access
+from service.metrics import Metrics
+
+
+class RequestRecorder:
+    def __init__(self, metrics: Metrics, protocol: str) -> None:
+        self.metrics = metrics
+        self.protocol = protocol
+        self._children: dict[tuple[str, int | str], tuple[Counter, Histogram]] = {}
+
+    def record(
+        self, endpoint: str, method: str, path: str, status: int | str, seconds: float, request_id: str
+    ) -> None:
+        """`endpoint` is a bounded label (a route template or an RPC name), `path` what the
+        client asked for, which goes only to the log; `status` an HTTP status or a gRPC code."""
+        count, latency = self._series(endpoint, status)
+        count.inc()
+        latency.observe(seconds)
+        log_access(
+            f"{method} {path} {status}",
+            {
+                "protocol": self.protocol,
+                "method": method,
+                "path": path,
+                "status": status,
+                "latency_ms": round(seconds * 1000, 3),
+                "request_id": request_id,
+            },
+        )
+
+    def _series(self, endpoint: str, status: int | str) -> tuple[Counter, Histogram]:
+        """The metric children for an endpoint and status, looked up once: prometheus-client's
+        labels() validates and hashes its arguments on every call. Both keys are bounded."""
+        key = (endpoint, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                self.metrics.requests.labels(endpoint, str(status), self.protocol),
+                self.metrics.request_seconds.labels(endpoint, self.protocol),
+            )
+            self._children[key] = series
+        return series

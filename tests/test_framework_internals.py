@@ -1,0 +1,118 @@
+"""The fence around what the service borrows from its frameworks' internals for speed. Each test
+names one assumption a module makes about uvicorn, Starlette or FastAPI beyond their documented
+API, and fails when an upgrade breaks it, before a request does. pyproject.toml bounds these
+packages from above and requirements.lock pins them; an upgrade starts by running this module.
+
+- service/wire.py subclasses uvicorn's httptools protocol and swaps the transport it is given.
+- service/hotpath.py reads FastAPI's routes (`dependant`, `param_convertors`, `matches`) and the
+  app's exception handlers, and calls endpoints itself.
+- service/nnserve.py overrides FastAPI's `build_middleware_stack` to put layers in front.
+- service/drain.py overrides uvicorn.Server's signal handler and its per-tick hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Match
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.app import create_app
+from service.config import Settings
+from service.drain import DrainingServer
+from service.nnserve import NNServe
+from service.routes import predict
+from service.v2 import routes as v2
+from service.wire import CoalescingTransport, OneWriteHttpProtocol
+
+from support.server import MODELS_DIR
+
+
+class _Recording(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+def test_wire_uvicorns_protocol_keeps_the_transport_it_is_given_and_writes_through_it() -> None:
+    """wire.py: HttpToolsProtocol.connection_made(transport) stores that transport as
+    `self.transport` and every response byte goes through its write()."""
+    assert "connection_made" in vars(HttpToolsProtocol)
+
+    async def connect() -> None:
+        config = uvicorn.Config(create_app, factory=True)
+        config.load()
+        state = uvicorn.server.ServerState()
+        protocol = OneWriteHttpProtocol(config=config, server_state=state, app_state={})
+        recording = _Recording()
+        protocol.connection_made(recording)
+        assert isinstance(protocol.transport, CoalescingTransport)
+        protocol.transport.write(b"a")
+        protocol.transport.write(b"b")
+        await asyncio.sleep(0)
+        assert recording.written == [b"ab"]
+
+    asyncio.run(connect())
+
+
+def test_hotpath_routes_say_their_path_parameters_converters_and_how_they_match() -> None:
+    """hotpath.py: an APIRoute has `dependant.path_params` (with `.name`), `param_convertors`,
+    `endpoint`, and `matches(scope)` answering (Match.FULL, {"path_params": ...})."""
+    infer = next(r for r in v2.router.routes if isinstance(r, APIRoute) and r.path.endswith("{name}/infer"))
+    assert {p.name for p in infer.dependant.path_params} == {"name"}
+    assert set(infer.param_convertors) == {"name"}
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/wine/infer", "root_path": ""}
+    match, child = infer.matches(scope)
+    assert match is Match.FULL and child["path_params"] == {"name": "wine"}
+    wine = next(r for r in predict.router.routes if isinstance(r, APIRoute) and r.path == "/predict/wine")
+    assert not wine.param_convertors and inspect.iscoroutinefunction(wine.endpoint)
+
+
+def test_hotpath_exception_handlers_are_a_dict_by_exception_class() -> None:
+    """hotpath.py: FastAPI keeps the handlers registered with @app.exception_handler in
+    `exception_handlers`, keyed by exception class, each called as handler(request, exc)."""
+    app = create_app(Settings(models_dir=MODELS_DIR, log_level="warning"))
+    assert isinstance(app.exception_handlers, dict)
+    assert all(isinstance(key, type | int) for key in app.exception_handlers)
+    assert Exception in app.exception_handlers
+
+
+def test_nnserve_fastapi_builds_its_middleware_stack_through_the_overridable_method() -> None:
+    """nnserve.py: Starlette builds the app it serves by calling self.build_middleware_stack()
+    (once, at the first request), so the override puts `front` outside everything else."""
+    assert "build_middleware_stack" in vars(FastAPI) or hasattr(FastAPI, "build_middleware_stack")
+    app = create_app(Settings(models_dir=MODELS_DIR, log_level="warning"))
+    assert isinstance(app, NNServe) and app.front is not None
+    built = app.build_middleware_stack()
+    assert type(built).__name__ == "RequestGuard"  # outermost without CORS origins
+    source = inspect.getsource(type(app).__mro__[2].__call__)  # Starlette.__call__
+    assert "self.build_middleware_stack()" in source
+
+
+def test_drain_uvicorn_server_hooks_keep_their_names_and_meaning() -> None:
+    """drain.py: uvicorn.Server calls handle_exit(sig, frame) as its signal handler, calls
+    on_tick(counter) every tick and stops when `should_exit` is set, and at exit raises again
+    the signals recorded in `_captured_signals` (which __main__.py turns into exit 0)."""
+    assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"]
+    assert list(inspect.signature(uvicorn.Server.on_tick).parameters) == ["self", "counter"]
+    assert issubclass(DrainingServer, uvicorn.Server)
+    server = uvicorn.Server(uvicorn.Config(create_app, factory=True))
+    stopping = [server.should_exit]
+    server.handle_exit(signal.SIGINT, None)
+    stopping.append(server.should_exit)
+    assert stopping == [False, True] and server._captured_signals == [signal.SIGINT]
+    assert "signal.raise_signal(captured_signal)" in inspect.getsource(uvicorn.Server.capture_signals)
