@@ -123,7 +123,7 @@ def grpc_calls_not_ok(rest_url: str) -> int:
     """ModelInfer calls the server answered with any status but OK, from its /metrics; the
     calls h2load cancels when a run's time is up (CANCELLED) are no error."""
     metrics = httpx.get(rest_url + "/metrics", timeout=10).text
-    pattern = rf'nnserve_requests_total\{{endpoint="{GRPC_PATH}",status="(\w+)"\}} (\S+)'
+    pattern = rf'nnserve_requests_total\{{endpoint="{GRPC_PATH}",protocol="grpc",status="(\w+)"\}} (\S+)'
     return sum(
         int(float(count))
         for status, count in re.findall(pattern, metrics)

@@ -281,15 +281,15 @@ def test_the_servers_deadline_is_deadline_exceeded(grpcclient: Any, slow: Server
 
 
 def test_a_busy_server_is_unavailable(grpcclient: Any, slow: Server) -> None:
-    """Past NNSERVE_MAX_IN_FLIGHT inference is shed at once, with the time to retry after."""
+    """Past NNSERVE_MAX_IN_FLIGHT, one budget over both protocols, inference is shed at once with
+    the time to retry after: here a REST request holds the one place."""
     _, tensor, _ = tensors()["wine"]
     request = _request(grpcclient, "wine", tensor, raw=True)
-    stub = _stub(grpcclient, slow)
-    first = threading.Thread(target=lambda: _failure(lambda: stub.ModelInfer(request)))
+    first = threading.Thread(target=lambda: _rest_v2(slow, "wine", tensor))
     first.start()
     time.sleep(0.1)
     try:
-        code, details, trailer = _failure(lambda: stub.ModelInfer(request))
+        code, details, trailer = _failure(lambda: _stub(grpcclient, slow).ModelInfer(request))
     finally:
         first.join()
     assert code == grpc.StatusCode.UNAVAILABLE
@@ -306,7 +306,9 @@ def test_calls_are_logged_and_counted_with_the_request_id(grpcclient: Any, serve
     [line] = [json.loads(line) for line in log.splitlines() if "grpc-call-1" in line]
     assert (line["protocol"], line["path"], line["status"]) == ("grpc", f"/{SERVICE}/ModelInfer", "OK")
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-    assert f'nnserve_requests_total{{endpoint="/{SERVICE}/ModelInfer",status="OK"}}' in metrics
+    assert (
+        f'nnserve_requests_total{{endpoint="/{SERVICE}/ModelInfer",protocol="grpc",status="OK"}}' in metrics
+    )
 
 
 def test_the_health_service_and_reflection(server: Server) -> None:
