@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
             yield
         finally:
             if grpc_server is not None:
-                await grpc_server.stop(settings.shutdown_grace_seconds - settings.drain_seconds)
+                await grpc_server.stop()
             executor.shutdown(wait=True, cancel_futures=True)
 
     app = NNServe(

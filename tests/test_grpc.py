@@ -26,6 +26,7 @@ from support.tools import require_module
 OUTPUTS = {"wine": "bottles", "digit": "probabilities"}
 PREDICTION_KEY, ADMIN_KEY = "prediction-key", "admin-key"
 SERVICE = "inference.GRPCInferenceService"
+DIGIT = {"pixels": [0.0] * 784}
 
 
 @pytest.fixture(scope="module")
@@ -344,4 +345,24 @@ def test_a_draining_server_is_not_serving_and_still_answers(
     given = grpcclient.InferInput("guests", [1, 10], "FP32")
     given.set_data_from_numpy(np.zeros((1, 10), dtype=np.float32))
     assert client.infer("wine", [given]).as_numpy("bottles").shape == (1, 1)
+    assert server.process.wait(15) == 0
+
+
+def test_the_grpc_port_closes_when_the_drain_ends(start_server: StartServer) -> None:
+    """As REST's socket: after NNSERVE_DRAIN_SECONDS no new call is taken, even while a REST
+    request still in flight keeps the process alive; then the process exits 0."""
+    server = start_server(NNSERVE_DRAIN_SECONDS="0.5", NNSERVE_TEST_INFERENCE_DELAY_MS="2500")
+    live: Any = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
+    assert live.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    slow = threading.Thread(target=lambda: httpx.post(f"{server.url}/predict/digit", json=DIGIT, timeout=30))
+    slow.start()
+    time.sleep(0.3)  # the REST request is in onnxruntime's queue
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(1.2)
+    assert server.process.poll() is None, "the REST request in flight holds the process"
+    fresh: Any = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
+    with pytest.raises(grpc.RpcError) as refused:
+        fresh.Check(health_pb2.HealthCheckRequest(), timeout=2)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    slow.join()
     assert server.process.wait(15) == 0

@@ -49,33 +49,39 @@ class GrpcServer:
         )
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         self.port = self.server.add_insecure_port(f"{host}:{settings.grpc_port}")
+        # On SIGTERM, time for the calls in flight once the drain is over.
+        self.grace_seconds = settings.shutdown_grace_seconds - settings.drain_seconds
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
         log.info("gRPC inference service on port %d", self.port)
-        self._watch = asyncio.create_task(self._serve_health())
+        self._watch = asyncio.create_task(self._follow_readiness_and_drain())
 
-    async def stop(self, grace_seconds: float) -> None:
-        """Refuses new calls and gives those in flight `grace_seconds` to finish."""
+    async def stop(self) -> None:
+        """At the app's end: no new calls, and those in flight get the rest of the grace."""
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_seconds)
+        await self.server.stop(self.grace_seconds)
 
-    async def _serve_health(self) -> None:
+    async def _follow_readiness_and_drain(self) -> None:
         """Keeps the health status to readiness: NOT_SERVING while a model is not ready and from
-        the moment SIGTERM starts the drain (service/drain.py), so that probes and balancers
-        turn away before the port closes."""
+        the moment SIGTERM starts the drain (service/drain.py), so that probes and balancers turn
+        away first. As REST's socket does, the port then closes after NNSERVE_DRAIN_SECONDS
+        (calls in flight finish within the grace), even while REST requests still hold the app."""
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         current = None
-        while True:
-            status = serving if self.app.dataplane.ready() and not draining.is_set() else not_serving
+        while not draining.is_set():
+            status = serving if self.app.dataplane.ready() else not_serving
             if status != current:
                 for name in ("", SERVICE_NAME):
                     await self.health.set(name, status)
                 current = status
             await asyncio.sleep(HEALTH_PERIOD_SECONDS)
+        await self.health.enter_graceful_shutdown()
+        await asyncio.sleep(self.app.settings.drain_seconds)
+        await self.server.stop(self.grace_seconds)
