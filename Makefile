@@ -60,7 +60,7 @@ train: $(VENV)/.test
 
 # Throughput and latency against the bare ceiling and raw onnxruntime (BENCH_SECONDS=10 per run).
 bench: $(VENV)/.test
-	$(BIN)/python -m bench.run
+	PYTHONPATH=tests $(BIN)/python -m bench.run
 
 # The gRPC stubs, committed, from service/grpc/inference.proto (tests/test_grpc_stubs.py checks
 # they are current); run after changing the .proto.

@@ -4,9 +4,10 @@ one nnserve process, and the bare FastAPI reference beside them, in interleaved 
 wrk speaks no HTTP/2, so all three are driven by h2load (nghttp2's load generator): HTTP/1.1
 for REST and the reference, h2c for gRPC, with one request in flight per connection as wrk
 does. A gRPC call fails with HTTP 200 and a grpc-status trailer, which h2load cannot see: the
-server's own count of calls that did not end OK is the error figure. Run alone, with short runs:
+server's own count of calls that did not end OK is the error figure. `make bench` prints the
+table (its part `grpc`); alone, with short runs:
 
-    BENCH_SECONDS=3 BENCH_ROUNDS=1 .venv/bin/python -m bench.grpc_case
+    BENCH_SECONDS=6 BENCH_ROUNDS=3 PYTHONPATH=tests .venv/bin/python -m bench.grpc_case
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 
+from bench import servers
+from bench.cases import Case, http_cases
+from bench.load import ROUNDS, SECONDS, warm
 from service.grpc import inference_pb2 as pb
-
-if TYPE_CHECKING:
-    from bench.run import Case, Service
 
 GRPC_CASE = "gRPC digit (raw)"
 REST_CASE = "V2 digit (binary)"
@@ -178,39 +178,30 @@ def table(figures: list[Figure], grpc_errors: int) -> list[str]:
     return lines
 
 
-def beside_rest(
-    workdir: Path,
-    reference: Service,
-    served: Service,
-    rest: Case,
-    connections: list[int],
-    seconds: int,
-    rounds: int,
-) -> list[str]:
-    """The table of gRPC, REST V2 binary (`rest`, the bench's case) and the reference, measured
-    on running servers; printed as it is made."""
-    assert rest.header_length is not None
-    chosen = targets(reference.url, served.url, served.grpc_port, rest.body, rest.header_length)
-    figures = measure(h2load_path(), workdir, chosen, connections, seconds, rounds)
-    lines = table(figures, grpc_calls_not_ok(served.url))
+def beside_rest(workdir: Path, cases: list[Case], connections: list[int]) -> list[str]:
+    """The table of gRPC, REST V2 binary (the bench's case, if among `cases`) and the reference,
+    each on a server of its own started here; printed as it is made."""
+    rest = next((case for case in cases if case.name == REST_CASE), None)
+    if rest is None or rest.header_length is None:
+        return []
+    reference = servers.reference(workdir, "fastapi_constant")
+    served, _ = servers.nnserve(workdir)
+    try:
+        warm(served.url, [rest])
+        chosen = targets(reference.url, served.url, served.grpc_port, rest.body, rest.header_length)
+        figures = measure(h2load_path(), workdir, chosen, connections, SECONDS, ROUNDS)
+        lines = table(figures, grpc_calls_not_ok(served.url))
+    finally:
+        served.stop()
+        reference.stop()
     print("\n".join(lines), flush=True)
     return lines
 
 
 def main() -> None:
-    from bench import run  # bench.run imports this module: only the stand-alone run needs it
-
-    [rest] = [case for case in run.build_cases() if case.name == REST_CASE]
+    connections = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,32").split(",")]
     with tempfile.TemporaryDirectory() as scratch:
-        workdir = Path(scratch)
-        reference = run.Service.reference(workdir, "fastapi_constant")
-        served = run.Service.nnserve(workdir)
-        try:
-            run._warm(served, [rest])
-            beside_rest(workdir, reference, served, rest, run.CONNECTIONS, run.SECONDS, run.ROUNDS)
-        finally:
-            served.stop()
-            reference.stop()
+        beside_rest(Path(scratch), http_cases(), connections)
 
 
 if __name__ == "__main__":

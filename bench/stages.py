@@ -10,6 +10,7 @@ nnserve's layers (guard, hot path, batching queue, access log, metrics).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -22,17 +23,18 @@ import onnxruntime as ort
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard
+from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard, TokenIdVocabulary
 from service.config import Settings
 from service.features import (
-    BagOfWords,
     GuestEncoder,
     decode_base64_image,
     image_bytes_to_digit,
     pixels_to_digit,
+    pixels_to_digits,
 )
 from service.guard import RequestGuard
 from service.guard.shedding import Admission
+from service.loading import spam_encoder
 from service.logs import BufferedHandler, JsonFormatter, log_access
 from service.metrics import Metrics
 from service.schemas import DigitRequest, SpamRequest, WineRequest
@@ -63,8 +65,9 @@ class _Model:
             str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
 
-    def run(self, rows: np.ndarray) -> np.ndarray:
-        result: np.ndarray = self.session.run(None, {self.card.inputs[0].name: rows})[0]
+    def run(self, rows: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        feeds = rows if isinstance(rows, dict) else {self.card.inputs[0].name: rows}
+        result: np.ndarray = self.session.run(None, feeds)[0]
         return result
 
 
@@ -74,7 +77,7 @@ def _json(answer: Callable[[np.ndarray], dict[str, Any]]) -> Callable[[np.ndarra
 
 def _split(
     parse: Callable[[], Any],
-    preprocess: Callable[[Any], np.ndarray],
+    preprocess: Callable[[Any], np.ndarray | dict[str, np.ndarray]],
     model: _Model,
     respond: Callable[[np.ndarray], object],
 ) -> dict[str, float]:
@@ -102,11 +105,11 @@ def stage_split(path: str, body: bytes, header_length: int | None, folder: Path)
             model,
             _json(lambda out: {"bottles": round(float(out[0, 0]), 4), "model": ref}),
         )
-    if path == "/predict/spam" and isinstance(preprocessing, BagOfWordsVocabulary):
-        words = BagOfWords(preprocessing.vocabulary)
+    if path == "/predict/spam" and isinstance(preprocessing, BagOfWordsVocabulary | TokenIdVocabulary):
+        words = spam_encoder(model.card)
         return _split(
             lambda: SpamRequest.model_validate_json(body),
-            lambda parsed: words.encode(parsed.items()[0])[np.newaxis],
+            lambda parsed: words.feeds([words.encode(parsed.items()[0])]),
             model,
             _json(
                 lambda out: {"spam": bool(out[0, 1] >= 0.5), "probability": float(out[0, 1]), "model": ref}
@@ -212,3 +215,57 @@ def _asgi_us(app: ASGIApp, calls: int = 20_000) -> float:
         return (time.perf_counter() - started) / calls * 1e6
 
     return asyncio.run(drive())
+
+
+def _raw_feeds(model: _Model, batch: int, email: str) -> dict[str, np.ndarray]:
+    """`batch` rows of the model's inputs: zeros, but for a token-id spam model the bench's email
+    as the service encodes it (its token ids are as wide as the email's words)."""
+    if isinstance(model.card.preprocessing, TokenIdVocabulary):
+        encoder = spam_encoder(model.card)
+        return encoder.feeds([encoder.encode(email)] * batch)
+    return {
+        spec.name: np.zeros([batch if d == -1 else d for d in spec.shape], dtype=spec.dtype)
+        for spec in model.card.inputs
+    }
+
+
+def raw_onnxruntime(
+    folders: dict[str, Path], batch_sizes: dict[str, float], email: str
+) -> list[dict[str, float | str | int]]:
+    """Calls per second of each model in-process (batch 1 and the mean batch served): the floor
+    under any server's latency."""
+    rows: list[dict[str, float | str | int]] = []
+    for name, folder in folders.items():
+        model = _Model(folder)
+        for batch in sorted({1, max(1, round(batch_sizes.get(name, 1)))}):
+            x = _raw_feeds(model, batch, email)
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                model.run(x)
+                calls += 1
+            seconds = time.perf_counter() - started
+            rows.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "calls_per_s": calls / seconds,
+                    "rows_per_s": calls * batch / seconds,
+                    "us_per_call": seconds / calls * 1e6,
+                }
+            )
+    return rows
+
+
+def normalisation_us(folder: Path, batch: int = 32) -> dict[str, float]:
+    """The digit normalisation per image (the card's noise floor), one image per call as a
+    single request has it, and `batch` stacked in one call as a batch request and training have."""
+    card = ModelCard.read(folder)
+    floor = card.preprocessing.noise_floor if isinstance(card.preprocessing, MnistNormalisation) else 0.0
+    items = json.loads((folder / "samples.json").read_text())["items"]
+    pixels = np.array(
+        [i["input"]["pixels"] for i in items if "pixels" in i["input"]][:batch], dtype=np.float32
+    )
+    return {
+        "one at a time": _microseconds(lambda: [pixels_to_digit(p, floor) for p in pixels]) / len(pixels),
+        f"{len(pixels)} stacked": _microseconds(lambda: pixels_to_digits(pixels, floor)) / len(pixels),
+    }

@@ -5,7 +5,7 @@
 # through nginx or a Kubernetes Service loads the new version on whichever replica answered, and
 # the others go on serving the old one. This script goes round the balancer: it runs the call
 # inside each replica, against the replica's own port, with the replica's own first admin key
-# (NNSERVE_ADMIN_KEYS), so no key has to leave the containers.
+# (NNSERVE_ADMIN_KEYS or the file NNSERVE_ADMIN_KEYS_FILE), so no key has to leave the containers.
 #
 #   deploy/every-replica.sh compose /v2/repository/models/wine/load
 #   deploy/every-replica.sh kubernetes /v2/repository/models/wine/unload
@@ -25,11 +25,16 @@ mode=$1
 path=$2
 case $path in /v2/repository/*) ;; *) usage ;; esac
 
-# Runs inside a replica with its Python (the image has no curl).
+# Runs inside a replica with its Python (the image has no curl), which reads the admin keys as
+# the service does: NNSERVE_ADMIN_KEYS, or the file NNSERVE_ADMIN_KEYS_FILE names (a secret).
 call='
-import os, sys, urllib.error, urllib.request
-key = os.environ["NNSERVE_ADMIN_KEYS"].split(",")[0].strip()
-url = "http://127.0.0.1:" + os.environ.get("NNSERVE_PORT", "8000") + sys.argv[1]
+import sys, urllib.error, urllib.request
+from service.config import Settings
+settings = Settings()
+if not settings.admin_keys:
+    sys.exit("this replica has no admin key (NNSERVE_ADMIN_KEYS or NNSERVE_ADMIN_KEYS_FILE)")
+key = settings.admin_keys[0]
+url = "http://127.0.0.1:" + str(settings.port) + sys.argv[1]
 request = urllib.request.Request(url, method="POST", headers={"Authorization": "Bearer " + key})
 try:
     with urllib.request.urlopen(request, timeout=120) as response:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -38,6 +40,14 @@ if TYPE_CHECKING:
 WEB_DIR = Path(__file__).parent / "web"
 
 
+def lower_priority(nice: int) -> None:
+    """Makes the calling thread `nice` (Linux schedules threads by their own niceness): an
+    explanation's dozens of network rows then take only the CPU that predictions leave."""
+    thread = threading.get_native_id()
+    if nice > os.getpriority(os.PRIO_PROCESS, thread):  # only ever lower: raising needs privilege
+        os.setpriority(os.PRIO_PROCESS, thread, nice)
+
+
 def create_app(settings: Settings | None = None) -> NNServe:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -47,6 +57,12 @@ def create_app(settings: Settings | None = None) -> NNServe:
     @asynccontextmanager
     async def lifespan(app: NNServe) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+        explaining = ThreadPoolExecutor(
+            settings.explain_threads,
+            thread_name_prefix="explain",
+            initializer=lower_priority,
+            initargs=(settings.explain_nice,),
+        )
 
         def make_runner(session: InferenceSession, name: str, version: int) -> ModelRunner:
             return ModelRunner(
@@ -56,15 +72,28 @@ def create_app(settings: Settings | None = None) -> NNServe:
                 max_queued_rows=settings.max_queued_rows,
                 batching=settings.batching,
                 timeout=settings.inference_timeout_seconds,
-                test_delay=settings.test_inference_delay_ms / 1000,
                 observer=metrics.observer(name, version),
                 inline_below_seconds=settings.inline_model_us / 1e6,
+                inline_when_idle_below_seconds=settings.inline_when_idle_model_us / 1e6,
+            )
+
+        def make_explainer(session: InferenceSession, name: str, version: int) -> ModelRunner:
+            """Never on the event loop: an explanation's dozens of rows would stall every request."""
+            return ModelRunner(
+                session,
+                explaining,
+                max_batch_rows=settings.max_batch_size,
+                max_queued_rows=settings.explain_max_queued_rows,
+                batching=settings.batching,
+                timeout=settings.inference_timeout_seconds,
+                observer=metrics.observer(name, version),
             )
 
         repository = ModelRepository(
             settings.models_dir,
             intra_op_threads=settings.intra_op_threads,
             make_runner=make_runner,
+            make_explainer=make_explainer,
         )
         repository.load_all()
         # Everything loaded so far (cards, vocabularies, sessions) lives as long as the process:
@@ -80,6 +109,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
             if grpc_server is not None:
                 await grpc_server.stop()
             executor.shutdown(wait=True, cancel_futures=True)
+            explaining.shutdown(wait=True, cancel_futures=True)
 
     app = NNServe(
         settings,

@@ -9,6 +9,7 @@ reach /docs through `json_body`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -75,12 +76,19 @@ def _is_json(content_type: str) -> bool:
     return media_type in ("", "application/json") or media_type.endswith("+json")
 
 
-async def parse_json(request: Request, model: type[Model]) -> Model:
+async def parse_json(
+    request: Request, model: type[Model], fast: Callable[[bytes], Model | None] | None = None
+) -> Model:
+    """The validated body. `fast`, if given, reads the plain bodies of a route more cheaply than
+    pydantic and gives None for the rest, which pydantic then reads (and names the faults of)."""
     content_type = _content_type(request.scope["headers"])
     if not _is_json(content_type):
         raise UnsupportedMediaType(f"send JSON (Content-Type: application/json), not {content_type}")
+    body = await request.body()
+    if fast is not None and (parsed := fast(body)) is not None:
+        return parsed
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False, include_context=False)) from None
 

@@ -34,6 +34,19 @@ class BagOfWordsVocabulary(BaseModel):
     vocabulary: list[str]
 
 
+class TokenIdVocabulary(BaseModel):
+    """The bag of words in sparse form (spam v3 on): the ids of the vocabulary words present and a
+    weight for each, fed to the card's first two inputs in that order."""
+
+    kind: Literal["token_ids"] = "token_ids"
+    vocabulary: list[str]
+    test_patterns: dict[str, str] = Field(
+        {},
+        description="name -> a string that makes any text containing it spam with probability 1 "
+        "(GTUBE: the test email mail administrators send to check a filter)",
+    )
+
+
 class MnistNormalisation(BaseModel):
     kind: Literal["mnist_normalisation"] = "mnist_normalisation"
     size: int = 28
@@ -48,7 +61,7 @@ class MnistNormalisation(BaseModel):
 
 
 Preprocessing = Annotated[
-    GuestRoster | BagOfWordsVocabulary | MnistNormalisation, Field(discriminator="kind")
+    GuestRoster | BagOfWordsVocabulary | TokenIdVocabulary | MnistNormalisation, Field(discriminator="kind")
 ]
 
 

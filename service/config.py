@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -23,8 +23,26 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _read_keys(path: Path, variable: str) -> list[str]:
+    """The keys in a key file: one per line or comma-separated. A file that cannot be read, or
+    holds no key, stops the start: a secret mounted at the wrong path must not leave the
+    endpoints it was meant to close open."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not a text file"
+        raise ValueError(f"{variable}: cannot read {path}: {reason}") from None
+    keys = [key.strip() for line in text.splitlines() for key in line.split(",") if key.strip()]
+    if not keys:
+        raise ValueError(f"{variable}: {path} holds no key")
+    return keys
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore", populate_by_name=True)
+    # Errors name the setting, never its value: the values include the API keys.
+    model_config = SettingsConfigDict(
+        env_prefix="NNSERVE_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=0, le=65535)
@@ -82,14 +100,33 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         5.0, ge=0, description="on SIGTERM, time /ready answers 503 while requests are still accepted"
     )
+    # Explanations apart (issue 25): their own executor and queue, so they cannot starve predictions
+    explain_threads: int = Field(
+        1, ge=1, description="threads running explanation rows, apart from predictions"
+    )
+    explain_max_queued_rows: int = Field(
+        512, ge=1, description="explanation rows waiting per model version; past it: 503 + Retry-After"
+    )
+    explain_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="the explanation threads' niceness (Linux): when the cores are busy, predictions "
+        "get them first; 0: explanations compete as equals",
+    )
+
     inline_model_us: float = Field(
         50.0,
         ge=0,
         description="a model whose batch-1 call takes less than this at warm-up runs on "
         "the event loop: the hop to a thread and back costs more than such a call; 0: never",
     )
-    test_inference_delay_ms: float = Field(
-        0.0, ge=0, description="test-only: sleep before every onnxruntime call (deadline tests)"
+    # No hop where it does not pay (issue 25): bench's digit runs, loop against thread
+    inline_when_idle_model_us: float = Field(
+        1000.0,
+        ge=0,
+        description="a slower model whose batch-1 call takes less than this runs on the event loop "
+        "when a request finds it idle (sparse traffic), else on the inference thread; 0: never",
     )
 
     # The Open Inference Protocol over gRPC (service/grpc/), served beside the REST app.
@@ -119,4 +156,30 @@ class Settings(BaseSettings):
     def _drain_within_grace(self) -> Self:
         if self.drain_seconds > self.shutdown_grace_seconds:
             raise ValueError("NNSERVE_DRAIN_SECONDS must not exceed NNSERVE_SHUTDOWN_GRACE_SECONDS")
+        return self
+
+    # Keys from files (issue 23): Docker Swarm secrets and Kubernetes Secrets are mounted as
+    # files, which keeps the keys out of the environment that `docker inspect` and /proc show.
+    api_keys_file: Path | None = Field(
+        None, description="a file of prediction keys (one a line, or commas), added to NNSERVE_API_KEYS"
+    )
+    admin_keys_file: Path | None = Field(
+        None, description="a file of admin keys (one a line, or commas), added to NNSERVE_ADMIN_KEYS"
+    )
+
+    @field_validator("api_keys_file", "admin_keys_file")
+    @classmethod
+    def _key_file_readable(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        """Checked here, field by field, so an error shows the path and never the keys of the
+        other settings (a model validator's error prints every input)."""
+        if path is not None:
+            _read_keys(path, f"NNSERVE_{str(info.field_name).upper()}")
+        return path
+
+    @model_validator(mode="after")
+    def _add_file_keys(self) -> Self:
+        if self.api_keys_file:
+            self.api_keys = [*self.api_keys, *_read_keys(self.api_keys_file, "NNSERVE_API_KEYS_FILE")]
+        if self.admin_keys_file:
+            self.admin_keys = [*self.admin_keys, *_read_keys(self.admin_keys_file, "NNSERVE_ADMIN_KEYS_FILE")]
         return self

@@ -19,8 +19,14 @@ _MAX_VERSION_DIGITS = 9
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, *, explaining: bool = False) -> None:
         self.repository = repository
+        self._explaining = explaining
+
+    def for_explanations(self) -> DataPlane:
+        """The same models, whose `infer` runs on each model's explanation runner (its own queue
+        and executor), so explanation rows never wait in front of predictions."""
+        return DataPlane(self.repository, explaining=True)
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.repository.models.get(name)
@@ -75,4 +81,5 @@ class DataPlane:
 
     async def infer(self, model: ServingModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Every output of the graph, in the card's order; the model's runner batches and times it."""
-        return await model.runner.run(feeds)
+        runner = (model.explainer or model.runner) if self._explaining else model.runner
+        return await runner.run(feeds)

@@ -16,9 +16,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.card import MODEL_FILE, BagOfWordsVocabulary, GuestRoster, ModelCard, TensorSpec
+from service.card import (
+    MODEL_FILE,
+    BagOfWordsVocabulary,
+    GuestRoster,
+    ModelCard,
+    TensorSpec,
+    TokenIdVocabulary,
+)
 from service.explain.hidden import HIDDEN_FILE, HIDDEN_OUTPUT, SECTION, HiddenUnits, hidden_units
-from service.features import BagOfWords, GuestEncoder
+from service.features import BagOfWords, GuestEncoder, TokenIds
 from service.runner import ModelRunner
 
 log = logging.getLogger("nnserve")
@@ -54,6 +61,9 @@ class ServingModel:
     encoder: Encoder | None
     hidden: HiddenGraph | None = None
     hidden_error: str | None = None
+    # The same session behind a queue and executor of its own, for explanations: their many
+    # rows wait there, not in front of predictions. None: explanations share `runner`.
+    explainer: ModelRunner | None = None
 
 
 @dataclass(frozen=True)
@@ -90,14 +100,35 @@ def _check_matches(kind: str, card_specs: list[TensorSpec], graph: list[TensorSp
         )
 
 
+def _token_ids(card: ModelCard, prep: TokenIdVocabulary) -> TokenIds:
+    """Token ids need two [batch, tokens] inputs: int64 ids, then float32 weights."""
+    kinds = [(spec.dtype, len(spec.shape)) for spec in card.inputs]
+    if kinds != [("int64", 2), ("float32", 2)]:
+        raise ModelLoadError(
+            f"card's token_ids need inputs (int64 ids, float32 weights), each [batch, tokens]; got {kinds}"
+        )
+    names = (card.inputs[0].name, card.inputs[1].name)
+    return TokenIds(prep.vocabulary, names, prep.test_patterns)
+
+
+def spam_encoder(card: ModelCard) -> BagOfWords:
+    """The encoder a spam card's preprocessing names: dense (v1, v2) or token ids (v3 on)."""
+    encoder = _encoder_for(card)
+    if not isinstance(encoder, BagOfWords):
+        raise ModelLoadError(f"{card.name} v{card.version} does not read text")
+    return encoder
+
+
 def _encoder_for(card: ModelCard) -> Encoder | None:
     prep = card.preprocessing
+    if isinstance(prep, TokenIdVocabulary):
+        return _token_ids(card, prep)
     width = card.inputs[0].shape[-1]
     encoder: Encoder
     if isinstance(prep, GuestRoster):
         size, encoder = len(prep.roster), GuestEncoder(prep.roster)
     elif isinstance(prep, BagOfWordsVocabulary):
-        size, encoder = len(prep.vocabulary), BagOfWords(prep.vocabulary)
+        size, encoder = len(prep.vocabulary), BagOfWords(prep.vocabulary, card.inputs[0].name)
     else:
         return None
     if size != width:
@@ -189,9 +220,17 @@ def version_folders(model_dir: Path) -> list[tuple[int, Path]]:
 
 
 def load_version(
-    name: str, version: int, path: Path, *, intra_op_threads: int, make_runner: MakeRunner
+    name: str,
+    version: int,
+    path: Path,
+    *,
+    intra_op_threads: int,
+    make_runner: MakeRunner,
+    make_explainer: MakeRunner | None = None,
 ) -> ModelVersion:
-    """The version serving, or not serving with a reason that names no path of the server's disk."""
+    """The version serving, or not serving with a reason that names no path of the server's disk.
+    `make_explainer` makes the runners explanations use (the hidden graph's among them); without
+    it explanations share the prediction runner."""
     card: ModelCard | None = None
     try:
         card = ModelCard.read(path)
@@ -203,7 +242,8 @@ def load_version(
         encoder = _encoder_for(card)
         runner = make_runner(session, name, version)
         _warm_up(runner, card)
-        hidden, hidden_error = _load_hidden(path, card, intra_op_threads, make_runner)
+        explainer = None if make_explainer is None else make_explainer(session, name, version)
+        hidden, hidden_error = _load_hidden(path, card, intra_op_threads, make_explainer or make_runner)
     except FileNotFoundError as exc:
         error = f"missing file: {Path(exc.filename or '').name or exc}"
     except (ModelLoadError, ValueError) as exc:
@@ -215,9 +255,13 @@ def load_version(
             "loaded model %s version %d (%s)",
             name,
             version,
-            "on the event loop" if runner.inline else "in the inference executor",
+            "on the event loop"
+            if runner.inline
+            else "on the event loop when idle, else in the inference executor"
+            if runner.inline_when_idle
+            else "in the inference executor",
         )
-        serving = ServingModel(name, version, card, runner, encoder, hidden, hidden_error)
+        serving = ServingModel(name, version, card, runner, encoder, hidden, hidden_error, explainer)
         return ModelVersion(name, version, serving, card)
     error = _without_paths(error, path, name, version)
     log.error("model %s version %d failed to load: %s", name, version, error)

@@ -30,10 +30,18 @@ class ModelEntry:
 
 
 class ModelRepository:
-    def __init__(self, root: Path, *, intra_op_threads: int, make_runner: MakeRunner) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        intra_op_threads: int,
+        make_runner: MakeRunner,
+        make_explainer: MakeRunner | None = None,
+    ) -> None:
         self.root = root
         self._intra_op_threads = intra_op_threads
         self._make_runner = make_runner
+        self._make_explainer = make_explainer
         self.models: dict[str, ModelEntry] = {}
         self._changing = asyncio.Lock()
 
@@ -60,7 +68,12 @@ class ModelRepository:
         entry = ModelEntry(name)
         for number, path in versions:
             entry.versions[number] = load_version(
-                name, number, path, intra_op_threads=self._intra_op_threads, make_runner=self._make_runner
+                name,
+                number,
+                path,
+                intra_op_threads=self._intra_op_threads,
+                make_runner=self._make_runner,
+                make_explainer=self._make_explainer,
             )
         return entry
 

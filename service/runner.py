@@ -4,6 +4,12 @@ Adaptive micro-batching without a timer: a lone request runs at once; requests t
 the model is busy wait in a queue and go together as one onnxruntime call when it is free. The
 batch size therefore grows with load and never adds latency to an idle server, which is why this
 beats the fixed-delay batchers of larger servers on small models.
+
+Where a call runs follows the same signal. A model faster than the hop to a thread and back runs
+on the event loop always. A slower one (the digit CNN, ~70 us) runs on the event loop when a
+request finds it idle and it has been idle for longer than one call (sparse traffic: the hop
+would be most of the latency), and on the inference thread otherwise (dense traffic: the loop
+goes on reading requests meanwhile, and what it reads forms the next batch).
 """
 
 from __future__ import annotations
@@ -60,9 +66,9 @@ class ModelRunner:
         batching: bool = True,
         max_queued_rows: int | None = None,
         timeout: float | None = None,  # for calls outside a request, which carry no deadline
-        test_delay: float = 0.0,
         observer: BatchObserver | None = None,
         inline_below_seconds: float = 0.0,
+        inline_when_idle_below_seconds: float = 0.0,
     ) -> None:
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
@@ -70,32 +76,51 @@ class ModelRunner:
         self._max_rows = max_batch_rows
         self._batching = batching
         self._timeout = timeout
-        self._test_delay = test_delay
         self._observer = observer or BatchObserver()
         self._max_queued_rows = max_queued_rows
         self._rows = 0  # rows whose callers wait: queued, or in the batch onnxruntime runs
         self._queue: deque[_Pending] = deque()
         self._serving = False
         self._inline_below = inline_below_seconds
+        self._inline_when_idle_below = inline_when_idle_below_seconds
         self.inline = False  # set by calibrate(): run on the event loop, no hop to the executor
+        self.inline_when_idle = False  # set by calibrate(): on the event loop when traffic is sparse
+        self._call_seconds = 0.0
+        self._idle_since = time.perf_counter()
 
     def calibrate(self, feeds: Feeds, calls: int = 20) -> float:
-        """Times a batch-1 call (the median of `calls`) and decides where calls run: a model faster
-        than `inline_below_seconds` runs on the event loop, since handing a 10 us call to a
-        thread and back costs more than the call; a slower one keeps the executor, so the loop
-        goes on parsing requests while onnxruntime works. Returns the median in seconds."""
-        times = []
+        """Times batch-1 calls and decides where calls run: a model faster than
+        `inline_below_seconds` (by the median call) runs on the event loop, since handing a 10 us
+        call to a thread and back costs more than the call; a slower one keeps the executor, so
+        the loop goes on parsing requests while onnxruntime works. Stops once more than half the
+        calls were too slow to run inline (the answer is known), or after a second of at least
+        three calls: a model of a second a call would otherwise add 20 s to start-up. Returns
+        the median in seconds."""
+        times: list[float] = []
         for _ in range(calls):
             started = time.perf_counter()
             self.session.run(self.output_names, feeds)
             times.append(time.perf_counter() - started)
+            if sum(t >= self._inline_below for t in times) > calls // 2:
+                break
+            if len(times) >= 3 and sum(times) > 1.0:
+                break
         median = sorted(times)[len(times) // 2]
-        self.inline = median < self._inline_below and not self._test_delay
+        self.inline = median < self._inline_below
+        self.inline_when_idle = not self.inline and median < self._inline_when_idle_below
+        self._call_seconds = median
         return median
 
+    def _sparse(self, rows: int) -> bool:
+        """This request is the only one the model has, and the model has been idle for longer
+        than a call: no batch would form, and the hop would cost more than it frees the loop for."""
+        return (
+            self.inline_when_idle
+            and self._rows == rows
+            and time.perf_counter() - self._idle_since > self._call_seconds
+        )
+
     def run_sync(self, feeds: Feeds) -> Outputs:
-        if self._test_delay:
-            time.sleep(self._test_delay)
         started = time.perf_counter()
         outputs: Outputs = self.session.run(self.output_names, feeds)
         rows = next(iter(feeds.values())).shape[0]
@@ -126,6 +151,8 @@ class ModelRunner:
             return await self._answer(feeds, rows, limit)
         finally:
             self._rows -= rows
+            if not self._rows:
+                self._idle_since = time.perf_counter()
 
     async def _answer(self, feeds: Feeds, rows: int, limit: Deadline | None) -> Outputs:
         loop = asyncio.get_running_loop()
@@ -136,11 +163,11 @@ class ModelRunner:
             self._queue.append(pending)
             if not self._serving:
                 self._serving = True
-                if self.inline:
+                if self.inline or self._sparse(rows):
                     loop.call_soon(self._serve_inline)
                 else:
                     loop.create_task(self._serve_on_executor())
-        elif self.inline:
+        elif self.inline or self._sparse(rows):
             future = loop.create_future()
             future.set_result(self.run_sync(feeds))
         else:
@@ -217,8 +244,11 @@ class ModelRunner:
 
     def _take_batch(self) -> list[_Pending]:
         """Requests whose callers still wait, up to max_batch_rows (a bigger one goes alone);
-        empty only when the queue is."""
+        empty only when the queue is. Only requests whose tensors have the first one's shape past
+        the batch dimension join it (a model with a dynamic width, such as spam's token ids, gets
+        rows of several widths); the others keep their places for the next batch."""
         batch: list[_Pending] = []
+        skipped: list[_Pending] = []
         rows = 0
         while self._queue:
             item = self._queue[0]
@@ -227,9 +257,17 @@ class ModelRunner:
                 continue
             if batch and rows + item.rows > self._max_rows:
                 break
+            if batch and _widths(item.feeds) != _widths(batch[0].feeds):
+                skipped.append(self._queue.popleft())
+                continue
             batch.append(self._queue.popleft())
             rows += item.rows
+        self._queue.extendleft(reversed(skipped))
         return batch
+
+
+def _widths(feeds: Feeds) -> list[tuple[int, ...]]:
+    return [tensor.shape[1:] for tensor in feeds.values()]
 
 
 def _stack(feeds_list: list[Feeds]) -> Feeds:

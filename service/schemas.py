@@ -126,6 +126,11 @@ class SpamRequest(_OneOrBatch):
 class SpamPrediction(BaseModel):
     spam: bool
     probability: float = Field(ge=0.0, le=1.0, description="probability that the email is spam")
+    test_pattern: str | None = Field(
+        None,
+        description='present when the text holds a test pattern the model\'s card names ("GTUBE", '
+        "SpamAssassin's test string): then it is spam with probability 1, whatever its words",
+    )
 
 
 class SpamResponse(SpamPrediction):
@@ -302,6 +307,10 @@ class WineExplanation(WineResponse):
 class WordEffect(BaseModel):
     word: str = Field(description='a word of the text, or "<headers>": the email came with a header block')
     effect: float = Field(description="probability with the word minus without it (every occurrence)")
+    log_odds_effect: float | None = Field(
+        description="log-odds (the logit) with the word minus without it; null where a log-odds is "
+        "infinite (a probability of exactly 0 or 1 in float32)"
+    )
 
 
 class TokenSpan(BaseModel):
@@ -310,6 +319,7 @@ class TokenSpan(BaseModel):
     end: int = Field(ge=0)
     known: bool = Field(description="in the model's vocabulary; unknown words are ignored by the model")
     effect: float | None = Field(description="the word's effect; null if unknown or not examined")
+    log_odds_effect: float | None = Field(description="the word's effect on the log-odds; null likewise")
 
 
 class SpamExplanation(SpamResponse):
@@ -319,12 +329,13 @@ class SpamExplanation(SpamResponse):
                 {
                     "spam": True,
                     "probability": 0.5873,
+                    "log_odds": 0.3526,
                     "threshold": 0.5,
-                    "spam_ward": [{"word": "lunch", "effect": 0.0673}],
+                    "spam_ward": [{"word": "lunch", "effect": 0.0673, "log_odds_effect": 0.2727}],
                     "ham_ward": [
-                        {"word": "tomorrow", "effect": -0.033},
-                        {"word": "noon", "effect": -0.0323},
-                        {"word": "at", "effect": -0.02},
+                        {"word": "tomorrow", "effect": -0.033, "log_odds_effect": -0.1381},
+                        {"word": "noon", "effect": -0.0323, "log_odds_effect": -0.135},
+                        {"word": "at", "effect": -0.02, "log_odds_effect": -0.0832},
                     ],
                     "known_words": 4,
                     "examined": 4,
@@ -332,23 +343,61 @@ class SpamExplanation(SpamResponse):
                     "note": None,
                     "text": "Lunch at noon tomorrow?",
                     "tokens": [
-                        {"token": "lunch", "start": 0, "end": 5, "known": True, "effect": 0.0673},
-                        {"token": "at", "start": 6, "end": 8, "known": True, "effect": -0.02},
-                        {"token": "noon", "start": 9, "end": 13, "known": True, "effect": -0.0323},
-                        {"token": "tomorrow", "start": 14, "end": 22, "known": True, "effect": -0.033},
+                        {
+                            "token": "lunch",
+                            "start": 0,
+                            "end": 5,
+                            "known": True,
+                            "effect": 0.0673,
+                            "log_odds_effect": 0.2727,
+                        },
+                        {
+                            "token": "at",
+                            "start": 6,
+                            "end": 8,
+                            "known": True,
+                            "effect": -0.02,
+                            "log_odds_effect": -0.0832,
+                        },
+                        {
+                            "token": "noon",
+                            "start": 9,
+                            "end": 13,
+                            "known": True,
+                            "effect": -0.0323,
+                            "log_odds_effect": -0.135,
+                        },
+                        {
+                            "token": "tomorrow",
+                            "start": 14,
+                            "end": 22,
+                            "known": True,
+                            "effect": -0.033,
+                            "log_odds_effect": -0.1381,
+                        },
                     ],
                     "model": {"name": "spam", "version": 1},
                 }
             ]
         }
     )
+    log_odds: float | None = Field(
+        description="ln(p / (1 - p)): the logit, where the words' effects add up; null for a test "
+        "pattern or a probability of exactly 0 or 1"
+    )
     threshold: float = Field(description="the probability at which the email is called spam")
-    spam_ward: list[WordEffect] = Field(description="up to 10 words that pushed toward spam, strongest first")
-    ham_ward: list[WordEffect] = Field(description="up to 10 words that pushed toward ham, strongest first")
+    spam_ward: list[WordEffect] = Field(
+        description="up to 10 words that pushed toward spam, strongest (on the log-odds) first"
+    )
+    ham_ward: list[WordEffect] = Field(
+        description="up to 10 words that pushed toward ham, strongest (on the log-odds) first"
+    )
     known_words: int = Field(description="distinct words of the model's vocabulary in the email")
     examined: int = Field(description="how many of them were examined (the first, in reading order)")
     capped: bool = Field(description="true when some known words were not examined")
-    note: str | None = Field(description="says how many were examined when capped")
+    note: str | None = Field(
+        description="says how many were examined when capped, or which test pattern matched"
+    )
     text: str = Field(description="what the model read: the subject and body, without headers")
     tokens: list[TokenSpan]
 

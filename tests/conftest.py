@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,9 +19,11 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.config import Settings
 
+from support import slow_model
 from support.browser import chromium
 from support.inprocess import MakeClient, in_process_client
 from support.server import MODELS_DIR, Server, StartServer, launch
+from support.slow_model import SlowModels
 
 # Apps built in this process serve no gRPC (real servers get a port of their own from
 # support/server.py): tritonclient.grpc, which tests import, defines the protocol's messages in
@@ -54,6 +57,21 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartServ
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_models(tmp_path_factory: pytest.TempPathFactory) -> SlowModels:
+    """A factory: slow_models(milliseconds, name="wine") -> a models folder whose `name` model
+    takes about that long per call (tests/support/slow_model.py), made once per kind."""
+    made: dict[tuple[float, str], Path] = {}
+
+    def make(milliseconds: float, name: str = "wine") -> Path:
+        if (milliseconds, name) not in made:
+            folder = tmp_path_factory.mktemp("slow")
+            made[milliseconds, name] = slow_model.slow_models(folder, milliseconds, name)
+        return made[milliseconds, name]
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,18 @@
 """An operator sets NNSERVE_API_KEYS and NNSERVE_ADMIN_KEYS: every prediction and inference call
 needs a prediction key; probes and metrics stay open; load, unload and the repository index need
-an admin key (a prediction key is a 403 there), and with no admin key configured they are refused."""
+an admin key (a prediction key is a 403 there), and with no admin key configured they are refused.
+The keys can come from files instead (NNSERVE_API_KEYS_FILE, NNSERVE_ADMIN_KEYS_FILE: Docker and
+Kubernetes secrets are mounted as files); a key file that cannot be read stops the start."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
 
 from support.inprocess import MakeClient
 from support.server import StartServer
@@ -170,3 +177,73 @@ def test_keys_never_reach_the_log(start_server: StartServer) -> None:
     assert "/predict/wine" in log and "/v2/repository/index" in log
     for key in (*KEYS, *ADMIN_KEYS, *NEAR_MISSES):
         assert key.lower() not in log.lower(), key
+
+
+def test_keys_read_from_files_open_what_keys_in_the_environment_open(
+    make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One key a line or comma-separated, as `docker secret create` and `kubectl create secret
+    --from-file` store them; the file's keys join those of NNSERVE_API_KEYS."""
+    (tmp_path / "api").write_text(f"{KEYS[0]}\n\n  {KEYS[1]}  \n")
+    (tmp_path / "admin").write_text(",".join(ADMIN_KEYS))
+    monkeypatch.setenv("NNSERVE_API_KEYS_FILE", str(tmp_path / "api"))
+    monkeypatch.setenv("NNSERVE_ADMIN_KEYS_FILE", str(tmp_path / "admin"))
+    monkeypatch.setenv("NNSERVE_API_KEYS", "k-from-the-environment")
+    http = make_client()
+    for key in (*KEYS, "k-from-the-environment"):
+        assert (
+            http.post("/predict/wine", json=WINE, headers={"Authorization": f"Bearer {key}"}).status_code
+            == 200
+        )
+    assert http.post("/predict/wine", json=WINE).status_code == 401
+    for key in ADMIN_KEYS:
+        assert (
+            http.post("/v2/repository/index", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        )
+    admin_with_prediction_key = http.post(
+        "/v2/repository/index", headers={"Authorization": f"Bearer {KEYS[0]}"}
+    )
+    assert admin_with_prediction_key.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("variable", "content", "reason"),
+    [
+        ("NNSERVE_API_KEYS_FILE", None, "No such file or directory"),
+        ("NNSERVE_API_KEYS_FILE", " \n,\n", "holds no key"),
+        ("NNSERVE_ADMIN_KEYS_FILE", b"\xff\xfe\x00", "not a text file"),
+        ("NNSERVE_ADMIN_KEYS_FILE", "directory", "Is a directory"),
+    ],
+)
+def test_a_key_file_that_cannot_be_read_stops_the_start_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, content: str | bytes | None, reason: str
+) -> None:
+    """A secret mounted at the wrong path, or empty, must not leave the endpoints open: the
+    error names the variable, the path and the reason, and never a key set elsewhere."""
+    path = tmp_path / "keys"
+    if content == "directory":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    monkeypatch.setenv(variable, str(path))
+    monkeypatch.setenv("NNSERVE_API_KEYS", KEYS[0])
+    monkeypatch.setenv("NNSERVE_ADMIN_KEYS", ADMIN_KEYS[0])
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    message = str(raised.value)
+    assert f"{variable}: " in message and str(path) in message and reason in message, message
+    assert KEYS[0] not in message and ADMIN_KEYS[0] not in message, message
+
+
+def test_a_setting_refused_at_start_never_prints_the_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up errors go to logs that more people read than hold the keys."""
+    monkeypatch.setenv("NNSERVE_API_KEYS", KEYS[0])
+    monkeypatch.setenv("NNSERVE_ADMIN_KEYS", ADMIN_KEYS[0])
+    monkeypatch.setenv("NNSERVE_DRAIN_SECONDS", "100")  # more than the grace: refused
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    message = str(raised.value)
+    assert "NNSERVE_DRAIN_SECONDS" in message
+    assert KEYS[0] not in message and ADMIN_KEYS[0] not in message, message

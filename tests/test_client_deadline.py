@@ -15,19 +15,22 @@ import pytest
 from PIL import Image
 
 from support.server import Server, StartServer
+from support.slow_model import SlowModels
 
 DELAY_MS = 1000
 
 
 @pytest.fixture(scope="module")
-def slow(start_server: StartServer) -> Server:
+def slow(start_server: StartServer, slow_models: SlowModels) -> Server:
     """Every inference takes a second; the server's own deadline is the default 10 s."""
-    return start_server(NNSERVE_TEST_INFERENCE_DELAY_MS=str(DELAY_MS))
+    return start_server(NNSERVE_MODELS_DIR=str(slow_models(DELAY_MS)))
 
 
-def test_the_server_deadline_caps_what_a_client_asks_for(start_server: StartServer) -> None:
+def test_the_server_deadline_caps_what_a_client_asks_for(
+    start_server: StartServer, slow_models: SlowModels
+) -> None:
     server = start_server(
-        NNSERVE_TEST_INFERENCE_DELAY_MS=str(DELAY_MS), NNSERVE_INFERENCE_TIMEOUT_SECONDS="0.3"
+        NNSERVE_MODELS_DIR=str(slow_models(DELAY_MS)), NNSERVE_INFERENCE_TIMEOUT_SECONDS="0.3"
     )
     started = time.perf_counter()
     response = httpx.post(

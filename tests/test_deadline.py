@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from support.server import Server, StartServer
+from support.slow_model import SlowModels
 
 DEADLINE_S = 0.2
 DELAY_MS = 1500
@@ -52,11 +53,11 @@ def _burst(server: Server, headers: dict[str, str]) -> tuple[list[tuple[int, flo
     ("set_by", "batching"), [("server", "true"), ("server", "false"), ("client", "true")]
 )
 def test_past_the_deadline_the_client_gets_504_and_queued_work_never_runs(
-    start_server: StartServer, set_by: str, batching: str
+    start_server: StartServer, slow_models: SlowModels, set_by: str, batching: str
 ) -> None:
     """The deadline is the server's NNSERVE_INFERENCE_TIMEOUT_SECONDS, or the client's own
     X-Request-Timeout under the server's default of 10 s."""
-    env = {"NNSERVE_TEST_INFERENCE_DELAY_MS": str(DELAY_MS), "NNSERVE_BATCHING": batching}
+    env = {"NNSERVE_MODELS_DIR": str(slow_models(DELAY_MS)), "NNSERVE_BATCHING": batching}
     if set_by == "server":
         env["NNSERVE_INFERENCE_TIMEOUT_SECONDS"] = str(DEADLINE_S)
     headers = {"X-Request-Timeout": str(DEADLINE_S)} if set_by == "client" else {}

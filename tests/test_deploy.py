@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from service import __version__
+from service.config import Settings
 
 from support.server import REPO, StartServer, is_json_object
 from support.tools import require_tool
@@ -231,19 +232,45 @@ def test_nginx_conf_retries_predictions_on_another_replica() -> None:
     assert re.search(r"^\s*server api:8000\b", conf, re.MULTILINE), "the upstream is compose's service name"
 
 
+def k8s_manifests() -> list[Path]:
+    """The manifests deploy/k8s/kustomization.yaml lists (`kubectl apply -k deploy/k8s`)."""
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    return [K8S_DIR / name for name in kustomization["resources"]]
+
+
+def test_the_kustomization_lists_every_manifest() -> None:
+    manifests = {path.name for path in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(path.name for path in k8s_manifests()) == sorted(manifests)
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kubernetes_manifests_match_the_schemas(version: str) -> None:
     validate = require_tool("kubernetes-validate", str(Path(sys.executable).parent / "kubernetes-validate"))
-    manifests = sorted(str(p) for p in K8S_DIR.glob("*.yaml"))
+    manifests = sorted(str(p) for p in k8s_manifests())
     result = subprocess.run(
         [validate, "--strict", "-k", version, *manifests], check=False, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_kubectl_kustomize_renders_the_manifests() -> None:
+    """What `kubectl apply -k deploy/k8s` sends. (A client-side dry run needs a reachable API
+    server for its discovery, which these machines do not have.)"""
+    kubectl = require_tool("kubectl")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S_DIR)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = sorted((o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(result.stdout))
+    listed = sorted(
+        (m["kind"], m["metadata"]["name"]) for p in k8s_manifests() for m in [yaml.safe_load(p.read_text())]
+    )
+    assert rendered == listed
+
+
 def k8s(kind: str) -> dict[str, Any]:
     """The one manifest of that kind in deploy/k8s/."""
-    [manifest] = [m for p in K8S_DIR.glob("*.yaml") if (m := yaml.safe_load(p.read_text()))["kind"] == kind]
+    [manifest] = [m for p in k8s_manifests() if (m := yaml.safe_load(p.read_text()))["kind"] == kind]
     return dict(manifest)
 
 
@@ -286,3 +313,83 @@ def test_the_kubernetes_objects_point_at_each_other() -> None:
     min_available = k8s("PodDisruptionBudget")["spec"]["minAvailable"]
     assert k8s("HorizontalPodAutoscaler")["spec"]["minReplicas"] > min_available, "drains can evict"
     assert container["image"] == compose_config()["services"]["api"]["image"] == f"nnserve:{__version__}"
+
+
+def test_the_pods_read_their_keys_from_the_mounted_secret() -> None:
+    """The key files are a Secret's items, at the paths the *_FILE settings name; no key is in
+    the environment."""
+    pod = k8s("Deployment")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert not {"NNSERVE_API_KEYS", "NNSERVE_API_KEY", "NNSERVE_ADMIN_KEYS"} & env.keys()
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "keys"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "keys"]
+    assert mount["readOnly"] is True and volume["secret"].get("optional") is not True
+    files = {f"{mount['mountPath']}/{item['path']}" for item in volume["secret"]["items"]}
+    for setting in ("api_keys_file", "admin_keys_file"):
+        assert setting in Settings.model_fields
+        assert env[f"NNSERVE_{setting.upper()}"]["value"] in files, setting
+
+
+def test_the_hpa_scales_on_the_queue_metric_the_service_exports_and_the_adapter_serves(
+    client: httpx.Client,
+) -> None:
+    [queue] = [m["pods"] for m in k8s("HorizontalPodAutoscaler")["spec"]["metrics"] if m["type"] == "Pods"]
+    assert {m["type"] for m in k8s("HorizontalPodAutoscaler")["spec"]["metrics"]} == {"Resource", "Pods"}
+    name = queue["metric"]["name"]
+    adapter = yaml.safe_load((K8S_DIR / "prometheus-adapter" / "values.yaml").read_text())
+    [rule] = [r for r in adapter["rules"]["custom"] if r["name"]["as"] == name]
+    series = rule["seriesQuery"].split("{")[0]
+    assert re.fullmatch(rule["name"]["matches"], series)
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    exported = client.get("/metrics").text
+    assert re.search(rf"^# TYPE {series} gauge$", exported, re.MULTILINE), (
+        f"the service exports no gauge {series}"
+    )
+    annotations = k8s("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+
+
+SWARM_DIR = REPO / "deploy" / "swarm"
+
+
+def test_the_swarm_stack_rolls_updates_health_first_and_rolls_back() -> None:
+    """tests/test_swarm.py runs the stack; this pins the settings that make it safe."""
+    stack = yaml.safe_load((SWARM_DIR / "stack.yml").read_text())
+    api = stack["services"]["api"]
+    assert api["healthcheck"]["test"] == ["CMD", *dockerfile_stages()[-1].command("HEALTHCHECK")]
+    deploy = api["deploy"]
+    assert deploy["endpoint_mode"] == "dnsrr", "no virtual IP: it needs IPVS"
+    assert deploy["update_config"]["order"] == deploy["rollback_config"]["order"] == "start-first"
+    assert deploy["update_config"]["failure_action"] == "rollback"
+    assert deploy["update_config"]["parallelism"] == 1
+    assert {"cpus", "memory"} <= deploy["resources"]["limits"].keys()
+    assert api["read_only"] is True
+    keyed = yaml.safe_load((SWARM_DIR / "api-keys.yml").read_text())["services"]["api"]
+    for service, setting in ((api, "NNSERVE_ADMIN_KEYS_FILE"), (keyed, "NNSERVE_API_KEYS_FILE")):
+        [secret] = service["secrets"]
+        assert service["environment"][setting] == f"/run/secrets/{secret['target']}"
+        assert secret["uid"] == dockerfile_stages()[-1].args("USER")[-1].split(":")[0], (
+            "the service's user reads it"
+        )
+    [port] = stack["services"]["nginx"]["ports"]
+    assert port["mode"] == "host", "the ingress routing mesh needs IPVS too"
+
+
+def test_the_swarm_nginx_conf_re_resolves_the_replicas_and_retries_predictions() -> None:
+    conf = (SWARM_DIR / "nginx.conf").read_text()
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s", conf, re.MULTILINE), (
+        "Docker's DNS, asked again"
+    )
+    assert re.search(r"proxy_pass http://\$\w+:8000;", conf), "a variable: resolved while nginx runs"
+    retry = re.search(r"proxy_next_upstream ([^;]+);", conf)
+    assert retry and {"error", "timeout", "http_502", "http_503", "non_idempotent"} <= set(
+        retry.group(1).split()
+    )
+
+
+def test_the_deploy_scripts_pass_shellcheck() -> None:
+    shellcheck = require_tool("shellcheck")
+    scripts = [*sorted(str(p) for p in (REPO / "deploy").glob("*.sh")), str(REPO / ".ci" / "run")]
+    result = subprocess.run([shellcheck, *scripts], check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -3,200 +3,59 @@ and docker-compose.yml's stack (replicas behind nginx) driven through its publis
 README's curl lines, a replica killed under load, the replicas stopped with requests in flight,
 and a third replica added as the README says.
 
-The tests run as root. Without access to a registry, the base images are the stand-ins
-deploy/local-images.sh makes from Debian packages (it starts the engine too); PYTHON_IMAGE and
-NGINX_IMAGE name others. The module removes everything it creates (image, build cache,
-containers, network) even when a test fails, and stops the engine if it had to start it. The
-figures (image size, build time, time to healthy, requests answered and failed) are printed with
-the test results."""
+The engine and the base images come as tests/support/docker.py says. The module removes
+everything it creates (image, build cache, containers, network) even when a test fails, and
+stops the engine if it had to start it. The figures (image size, build time, time to healthy,
+requests answered and failed) are printed with the test results."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import secrets
-import shlex
 import signal
 import socket
-import subprocess
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
 
 import httpx
 import pytest
 import yaml
 from readme_examples import README, examples, matches
 
-from support.server import REPO, free_port, is_json_object
-from support.tools import require_tool
+from support.docker import (
+    WINE_BOTTLES,
+    WINE_PARTY,
+    Docker,
+    engine,
+    prune_build_cache,
+    report,
+    run,
+    send_load,
+    wait_until,
+)
+from support.server import REPO, free_port
+from support.slow_model import SlowModels
 
 pytestmark = pytest.mark.docker
 
 # Everything the module creates is named after it, so a leftover is easy to tell from the rest.
 NAME = f"nnserve-test-{secrets.token_hex(4)}"
-WINE_PARTY = {"guests": ["Dahlia", "Stiffy"]}
-WINE_BOTTLES = 4.3
 SERVICE_USER = 10001
 COMPOSE_FILE = REPO / "docker-compose.yml"
 # What the README tells users to run after scaling a running stack.
 README_SCALING_STEP = "docker compose restart nginx"
-ENGINE_PID_FILE = Path("/var/run/docker.pid")
-# Debian's CLI builds with BuildKit without the buildx plugin a newer CLI on the PATH may lack.
-DEBIAN_DOCKER = "/usr/bin/docker"
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip on a developer's machine; fail in CI, where .ci/run prepares the engine."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
-    with capsys.disabled():
-        print(f"\n{text}")
-
-
-def _run(command: list[str], env: dict[str, str], timeout: float, check: bool) -> str:
-    """The command's output (stdout and stderr together); a failure shows both."""
-    try:
-        done = subprocess.run(
-            command,
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"{shlex.join(command)} took more than {timeout} s:\n{expired.output}")
-    if check and done.returncode != 0:
-        pytest.fail(f"{shlex.join(command)} exited {done.returncode}:\n{done.stdout[-4000:]}")
-    return done.stdout
-
-
-@dataclass(frozen=True)
-class Docker:
-    cli: str
-    compose_cli: str
-    env: dict[str, str]  # with DOCKER_BUILDKIT, PYTHON_IMAGE and NGINX_IMAGE
-
-    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> str:
-        return _run([self.cli, *args], self.env, timeout, check)
-
-    def succeeds(self, *args: str) -> bool:
-        return (
-            subprocess.run(
-                [self.cli, *args], env=self.env, capture_output=True, timeout=60, check=False
-            ).returncode
-            == 0
-        )
-
-    def inspect(self, container: str) -> dict[str, Any]:
-        [details] = json.loads(self("inspect", container))
-        return dict(details)
-
-    def log_lines(self, container: str) -> list[str]:
-        return [line for line in self("logs", container, timeout=60).splitlines() if line.strip()]
-
-    def served(self, container: str, request_id_prefix: str) -> int:
-        """Requests with that id prefix the container answered with 200, from its access log."""
-        entries = (json.loads(line) for line in self.log_lines(container) if is_json_object(line))
-        return sum(
-            1
-            for entry in entries
-            if entry.get("status") == 200 and str(entry.get("request_id", "")).startswith(request_id_prefix)
-        )
-
-    def assert_log_is_json(self, container: str) -> None:
-        """The service's promise: one JSON object per line, whatever a library writes."""
-        lines = self.log_lines(container)
-        not_json = [line for line in lines if not is_json_object(line)]
-        assert lines and not not_json, f"{container} logged lines that are not JSON:\n" + "\n".join(not_json)
-
-    def wait_healthy(self, containers: list[str], timeout: float = 120) -> float:
-        """The time when every container's HEALTHCHECK passes; fails if one exits first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            states = [self.inspect(container)["State"] for container in containers]
-            if all(state.get("Health", {}).get("Status") == "healthy" for state in states):
-                return time.monotonic()
-            for container, state in zip(containers, states, strict=True):
-                if state["Status"] == "exited":
-                    pytest.fail(f"{container} exited {state['ExitCode']}:\n{self('logs', container)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"not healthy within {timeout} s: {[s.get('Health') for s in states]}")
-            time.sleep(0.5)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.5)
-
-
-def _engine_answers(cli: str) -> bool:
-    return subprocess.run([cli, "info"], capture_output=True, timeout=30, check=False).returncode == 0
-
-
-def _local_images(env: dict[str, str]) -> dict[str, str]:
-    """Runs deploy/local-images.sh (it starts the engine if needed and makes the stand-in base
-    images once) and returns the variables it prints."""
-    done = subprocess.run(
-        [str(REPO / "deploy" / "local-images.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        last = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        unavailable(f"deploy/local-images.sh exited {done.returncode}: {last[0]}\n{done.stderr[-2000:]}")
-    words = shlex.split(done.stdout.strip().splitlines()[-1])
-    assert words[0] == "export", done.stdout
-    return dict(word.split("=", 1) for word in words[1:])
-
-
-def _stop_engine() -> None:
-    pid = int(ENGINE_PID_FILE.read_text())
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def docker() -> Iterator[Docker]:
-    """The engine, with the base images to build from. One this module started is stopped after."""
-    cli = DEBIAN_DOCKER if Path(DEBIAN_DOCKER).is_file() else require_tool("docker")
-    compose_cli = require_tool("docker-compose")
-    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    if os.geteuid() != 0:
-        unavailable(
-            "the Docker tests run as root: they start the engine if it is not running, make base images "
-            "with debootstrap (deploy/local-images.sh) and kill a replica's process"
-        )
-    was_running = _engine_answers(cli)
-    try:
-        if not (was_running and env.get("PYTHON_IMAGE") and env.get("NGINX_IMAGE")):
-            env = {**_local_images(env), **env}
-        yield Docker(cli, compose_cli, env)
-    finally:
-        if not was_running and ENGINE_PID_FILE.exists():
-            _stop_engine()
+    with engine() as running:
+        yield running
 
 
 @dataclass(frozen=True)
@@ -229,30 +88,7 @@ def image(docker: Docker) -> Iterator[Image]:
         yield Image(tag, seconds, size / 1e6)
     finally:
         docker("image", "rm", "--force", tag, check=False)
-        _prune_build_cache(docker, since)
-
-
-def _prune_build_cache(docker: Docker, since: datetime) -> None:
-    """BuildKit keeps every layer it builds as cache, and vfs stores each as a full copy of the
-    filesystem: remove the records this build added, children before parents (a record is only
-    removable once nothing refers to it). pip's download cache (a cache mount) stays."""
-    tried: set[str] = set()
-    while True:
-        records = json.loads(docker("system", "df", "--verbose", "--format", "{{json .BuildCache}}"))
-        parents = {record["Parent"] for record in records}
-        leaves = [
-            record["ID"]
-            for record in records
-            if record["CacheType"] != "exec.cachemount"
-            and record["InUse"] == "false"
-            and datetime.fromisoformat(record["CreatedAt"][:19]) >= since
-            and record["ID"] not in parents | tried
-        ]
-        if not leaves:
-            return
-        for record in leaves:
-            docker("builder", "prune", "--force", "--filter", f"id={record}", check=False)
-        tried.update(leaves)
+        prune_build_cache(docker, since)
 
 
 PROBE = """
@@ -344,7 +180,7 @@ class Stack:
             str(COMPOSE_FILE),
             *extra,
         ]
-        return _run([*command, *args], self.docker.env, timeout, check=True)
+        return run([*command, *args], self.docker.env, timeout, check=True)
 
     def containers(self, service: str) -> list[str]:
         return sorted(self.compose("ps", "--quiet", service).split())
@@ -420,53 +256,6 @@ def test_compose_serves_the_readme_curl_lines_through_nginx(stack: Stack) -> Non
         stack.docker.assert_log_is_json(replica)
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    answered: int
-    failures: list[str]
-
-
-def send_load(
-    url: str, clients: int, prefix: str, seconds: float, at: float, action: Callable[[], object]
-) -> LoadResult:
-    """`clients` threads post the wine party through nginx as fast as they can for `seconds`, and
-    `action` runs `at` seconds in. Each request's X-Request-ID starts with `prefix`, so the
-    replicas' access logs can count it."""
-    stop = threading.Event()
-    failures: list[str | None] = []  # None for a correct answer
-
-    def client(number: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            for sent in itertools.count(1):
-                if stop.is_set():
-                    return
-                request_id = f"{prefix}-{number}-{sent}"
-                try:
-                    response = http.post(
-                        "/predict/wine", json=WINE_PARTY, headers={"X-Request-ID": request_id}
-                    )
-                    wrong = (
-                        response.status_code != 200 or abs(response.json()["bottles"] - WINE_BOTTLES) > 0.2
-                    )
-                    failures.append(
-                        f"{request_id}: {response.status_code} {response.text[:200]}" if wrong else None
-                    )
-                except httpx.HTTPError as error:
-                    failures.append(f"{request_id}: {error!r}")
-
-    with ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(client, number) for number in range(clients)]
-        try:
-            time.sleep(at)
-            action()
-            time.sleep(seconds - at)
-        finally:
-            stop.set()
-        for future in futures:
-            future.result(timeout=60)
-    return LoadResult(failures.count(None), [failure for failure in failures if failure])
-
-
 def test_a_replica_killed_under_load_costs_no_request_and_comes_back(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -480,9 +269,9 @@ def test_a_replica_killed_under_load_costs_no_request_and_comes_back(
         stack.url,
         clients=8,
         prefix="kill",
-        seconds=12,
-        at=4,
+        before=4,
         action=lambda: os.kill(before["State"]["Pid"], signal.SIGKILL),
+        after=8,
     )
     served = [stack.docker.served(replica, "kill-") for replica in replicas]
     report(
@@ -525,15 +314,13 @@ def test_scaling_to_three_replicas_and_restarting_nginx_spreads_requests_over_al
 
 
 def test_stopping_the_replicas_answers_every_request_they_accepted(
-    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], slow_models: SlowModels
 ) -> None:
     """`docker-compose stop api` sends SIGTERM while every replica has slow requests in flight."""
     slow_ms, in_flight = 1500, 8
     slow = tmp_path / "slow.yml"
     slow.write_text(
-        yaml.safe_dump(
-            {"services": {"api": {"environment": {"NNSERVE_TEST_INFERENCE_DELAY_MS": str(slow_ms)}}}}
-        )
+        yaml.safe_dump({"services": {"api": {"volumes": [f"{slow_models(slow_ms)}:/app/models:ro"]}}})
     )
     replicas = stack.up(files=(slow,))
     grace = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["api"]["stop_grace_period"]

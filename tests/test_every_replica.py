@@ -21,7 +21,7 @@ SCRIPT = REPO / "deploy" / "every-replica.sh"
 KEY = "replica-admin-5e0d"
 # `docker compose ps -q api` and `kubectl get pods ... -o name` list the replicas; `docker exec ID
 # python -c CODE ARG` and `kubectl exec POD -- python -c CODE ARG` run CODE with that replica's
-# environment (REPLICAS: name -> [port, admin keys]).
+# environment (REPLICAS: name -> [port, admin keys, or the path of a file of them]).
 STAND_IN = """#!{python}
 import json, os, subprocess, sys
 replicas = json.loads(os.environ["REPLICAS"])
@@ -32,7 +32,8 @@ if args[:2] == ["compose", "ps"] or args[:2] == ["get", "pods"]:
 name = next(arg for arg in args if arg in replicas)
 code, arg = args[args.index("-c") + 1], args[-1]
 port, keys = replicas[name]
-env = {{**os.environ, "NNSERVE_PORT": str(port), "NNSERVE_ADMIN_KEYS": keys}}
+variable = "NNSERVE_ADMIN_KEYS_FILE" if keys.startswith("/") else "NNSERVE_ADMIN_KEYS"
+env = {{**os.environ, "NNSERVE_PORT": str(port), variable: keys}}
 sys.exit(subprocess.run([sys.executable, "-c", code, arg], env=env).returncode)
 """
 
@@ -92,6 +93,19 @@ def test_a_replica_that_refuses_fails_the_run(start_server: StartServer, stand_i
     result = _run(stand_ins, "kubernetes", "/v2/repository/index", replicas)
     assert result.returncode == 1
     assert "200 [" in result.stdout and '403 {"error":"administrative endpoints are disabled' in result.stdout
+
+
+def test_the_admin_key_comes_from_a_key_file_as_in_the_kubernetes_pods(
+    start_server: StartServer, stand_ins: Path, tmp_path: Path
+) -> None:
+    """deploy/k8s mounts the keys as files (NNSERVE_ADMIN_KEYS_FILE): the script reads them there."""
+    keys = tmp_path / "admin-keys"
+    keys.write_text(f"{KEY}\nsecond-admin-key\n")
+    server = start_server(NNSERVE_ADMIN_KEYS_FILE=str(keys))
+    result = _run(
+        stand_ins, "kubernetes", "/v2/repository/index", {"pod/nnserve-a": (server.port, str(keys))}
+    )
+    assert result.returncode == 0 and result.stdout.count("200 [") == 1, result.stdout + result.stderr
 
 
 def test_only_admin_calls_are_sent(stand_ins: Path) -> None:

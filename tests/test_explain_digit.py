@@ -4,6 +4,10 @@ map of where the answer came from, and how close the runner-up was."""
 from __future__ import annotations
 
 import base64
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ import pytest
 from samples import Sample, samples
 
 from support.inprocess import MakeClient
+from support.slow_model import SlowModels
 
 THREE_PNG = Path(__file__).parent / "data" / "three.png"
 
@@ -143,3 +148,41 @@ def test_an_image_over_the_limit_is_413(make_client: MakeClient) -> None:
     response = client.post("/explain/digit", json={"image": image})
     assert response.status_code == 413
     assert response.json() == client.post("/predict/digit", json={"image": image}).json()
+
+
+def test_explanations_in_flight_leave_the_prediction_queue_alone(
+    make_client: MakeClient, slow_models: SlowModels
+) -> None:
+    """Each explanation puts dozens of rows in a queue; they wait in the explanations' own
+    (NNSERVE_EXPLAIN_*), so a prediction finds its model's queue empty instead of 503."""
+    client = make_client(models_dir=slow_models(150, "digit"), max_queued_rows=4)
+    item = _confident_digit().input
+    with ThreadPoolExecutor(4) as pool:
+        explaining = [pool.submit(client.post, "/explain/digit", json=item) for _ in range(3)]
+        time.sleep(0.05)  # the explanations' rows are queued or running by now
+        assert not any(done.done() for done in explaining), "the explanations finished too soon to test"
+        prediction = client.post("/predict/digit", json=item)
+        statuses = [done.result().status_code for done in explaining]
+    assert prediction.status_code == 200, prediction.text
+    assert statuses == [200, 200, 200]
+
+
+def test_explanations_have_their_own_queue_limit(make_client: MakeClient, slow_models: SlowModels) -> None:
+    client = make_client(models_dir=slow_models(150, "digit"), explain_max_queued_rows=4)
+    item = _confident_digit().input
+    with ThreadPoolExecutor(4) as pool:
+        explaining = [pool.submit(client.post, "/explain/digit", json=item) for _ in range(3)]
+        statuses = sorted(done.result().status_code for done in explaining)
+    assert statuses[0] == 200 and 503 in statuses
+
+
+def test_explanations_run_on_threads_that_yield_the_cores_to_predictions(make_client: MakeClient) -> None:
+    before = set(threading.enumerate())
+    client = make_client(explain_nice=7)
+    _explain(client, _confident_digit().input)
+    explaining = [t for t in set(threading.enumerate()) - before if t.name.startswith("explain")]
+    assert explaining, "no explanation thread ran"
+    for thread in explaining:
+        assert thread.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == 7
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0

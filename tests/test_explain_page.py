@@ -115,6 +115,8 @@ def test_why_the_spam_example_is_spam(page: Any, server: Server, tmp_path: Path,
     assert max(strengths, key=lambda mark: mark[1])[0] == top  # the deepest red
     shown = page.locator("#spam-ward li").evaluate_all("items => items.map(i => i.dataset.word)")
     assert shown == [w["word"] for w in answer["spam_ward"]]
+    first = answer["spam_ward"][0]
+    assert f"+{first['log_odds_effect']:.2f} log-odds" in page.locator("#spam-ward li").first.inner_text()
     assert page.locator("#spam-read").inner_text() == answer["text"]
     _screenshot(page.locator("#spam"), tmp_path, "spam", viewport)
 

@@ -21,12 +21,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from v2_inputs import tensors
 
 from support.server import Server, StartServer
+from support.slow_model import SlowModels
 from support.tools import require_module
 
 OUTPUTS = {"wine": "bottles", "digit": "probabilities"}
 PREDICTION_KEY, ADMIN_KEY = "prediction-key", "admin-key"
 SERVICE = "inference.GRPCInferenceService"
-DIGIT = {"pixels": [0.0] * 784}
+PARTY = {"guests": ["Stiffy"]}
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +49,21 @@ def keyed(start_server: StartServer) -> Server:
 
 
 @pytest.fixture(scope="module")
-def slow(start_server: StartServer) -> Server:
-    """A server whose every inference takes 600 ms, within a deadline of 0.3 s, one at a time."""
+def slow(start_server: StartServer, slow_models: SlowModels) -> Server:
+    """A server whose wine model takes about 2 s a call (timed under this machine's load at the
+    time, so well over the deadline whatever the load later), within a deadline of 0.5 s, one
+    request in flight at a time."""
     return start_server(
-        NNSERVE_TEST_INFERENCE_DELAY_MS="600",
-        NNSERVE_INFERENCE_TIMEOUT_SECONDS="0.3",
+        NNSERVE_MODELS_DIR=str(slow_models(2000)),
+        NNSERVE_INFERENCE_TIMEOUT_SECONDS="0.5",
         NNSERVE_MAX_IN_FLIGHT="1",
     )
+
+
+def _tensor(name: str) -> tuple[str, np.ndarray]:
+    """The model's one input and two rows of it (tests/v2_inputs.py)."""
+    [(input_name, tensor)] = tensors()[name][0].items()
+    return input_name, tensor
 
 
 def _stub(grpcclient: Any, server: Server) -> Any:
@@ -66,7 +75,7 @@ def _stub(grpcclient: Any, server: Server) -> Any:
 
 def _request(grpcclient: Any, name: str, tensor: np.ndarray, *, raw: bool) -> Any:
     request = grpcclient.service_pb2.ModelInferRequest(model_name=name)
-    described = request.inputs.add(name=tensors()[name][0], datatype="FP32", shape=tensor.shape)
+    described = request.inputs.add(name=_tensor(name)[0], datatype="FP32", shape=tensor.shape)
     if raw:
         request.raw_input_contents.append(tensor.astype("<f4").tobytes())
     else:
@@ -75,7 +84,7 @@ def _request(grpcclient: Any, name: str, tensor: np.ndarray, *, raw: bool) -> An
 
 
 def _rest_v2(server: Server, name: str, tensor: np.ndarray, **extra: Any) -> httpx.Response:
-    body = {"inputs": [{"name": tensors()[name][0], "shape": list(tensor.shape), "datatype": "FP32"}]}
+    body = {"inputs": [{"name": _tensor(name)[0], "shape": list(tensor.shape), "datatype": "FP32"}]}
     body["inputs"][0]["data"] = tensor.ravel().tolist()
     return httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, timeout=10, **extra)
 
@@ -110,7 +119,7 @@ def test_live_ready_and_metadata_as_over_rest(triton: Any, server: Server) -> No
 @pytest.mark.parametrize("name", ["wine", "digit"])
 def test_raw_infer_equals_rest_v2(triton: Any, grpcclient: Any, server: Server, name: str) -> None:
     """tritonclient.grpc sends raw tensors and reads raw outputs (as_numpy reads nothing else)."""
-    input_name, tensor, _ = tensors()[name]
+    input_name, tensor = _tensor(name)
     given = grpcclient.InferInput(input_name, list(tensor.shape), "FP32")
     given.set_data_from_numpy(tensor.astype(np.float32))
     result = triton.infer(name, [given], request_id="abc")
@@ -122,7 +131,7 @@ def test_raw_infer_equals_rest_v2(triton: Any, grpcclient: Any, server: Server, 
 
 @pytest.mark.parametrize("name", ["wine", "digit"])
 def test_typed_infer_is_answered_typed_and_equals_rest_v2(grpcclient: Any, server: Server, name: str) -> None:
-    _, tensor, _ = tensors()[name]
+    _, tensor = _tensor(name)
     response = _stub(grpcclient, server).ModelInfer(_request(grpcclient, name, tensor, raw=False))
     (output,) = response.outputs
     assert not response.raw_output_contents and output.name == OUTPUTS[name]
@@ -132,7 +141,7 @@ def test_typed_infer_is_answered_typed_and_equals_rest_v2(grpcclient: Any, serve
 
 
 def test_unknown_model_is_not_found(grpcclient: Any, server: Server) -> None:
-    _, tensor, _ = tensors()["wine"]
+    _, tensor = _tensor("wine")
     request = _request(grpcclient, "wine", tensor, raw=True)
     request.model_name = "claret"
     failure = _failure(lambda: _stub(grpcclient, server).ModelInfer(request))
@@ -210,7 +219,7 @@ def test_no_malformed_request_ends_in_unknown_or_internal(grpcclient: Any, serve
 
 
 def test_a_missing_key_is_unauthenticated(grpcclient: Any, keyed: Server) -> None:
-    _, tensor, _ = tensors()["wine"]
+    _, tensor = _tensor("wine")
     failure = _failure(
         lambda: _stub(grpcclient, keyed).ModelInfer(_request(grpcclient, "wine", tensor, raw=True))
     )
@@ -273,7 +282,7 @@ def test_a_request_over_a_limit_is_resource_exhausted(grpcclient: Any, server: S
 
 
 def test_the_servers_deadline_is_deadline_exceeded(grpcclient: Any, slow: Server) -> None:
-    _, tensor, _ = tensors()["wine"]
+    _, tensor = _tensor("wine")
     failure = _failure(
         lambda: _stub(grpcclient, slow).ModelInfer(_request(grpcclient, "wine", tensor, raw=True))
     )
@@ -284,11 +293,11 @@ def test_the_servers_deadline_is_deadline_exceeded(grpcclient: Any, slow: Server
 def test_a_busy_server_is_unavailable(grpcclient: Any, slow: Server) -> None:
     """Past NNSERVE_MAX_IN_FLIGHT, one budget over both protocols, inference is shed at once with
     the time to retry after: here a REST request holds the one place."""
-    _, tensor, _ = tensors()["wine"]
+    _, tensor = _tensor("wine")
     request = _request(grpcclient, "wine", tensor, raw=True)
     first = threading.Thread(target=lambda: _rest_v2(slow, "wine", tensor))
     first.start()
-    time.sleep(0.1)
+    time.sleep(0.2)
     try:
         code, details, trailer = _failure(lambda: _stub(grpcclient, slow).ModelInfer(request))
     finally:
@@ -348,15 +357,15 @@ def test_a_draining_server_is_not_serving_and_still_answers(
     assert server.process.wait(15) == 0
 
 
-def test_the_grpc_port_closes_when_the_drain_ends(start_server: StartServer) -> None:
+def test_the_grpc_port_closes_when_the_drain_ends(start_server: StartServer, slow_models: SlowModels) -> None:
     """As REST's socket: after NNSERVE_DRAIN_SECONDS no new call is taken, even while a REST
     request still in flight keeps the process alive; then the process exits 0."""
-    server = start_server(NNSERVE_DRAIN_SECONDS="0.5", NNSERVE_TEST_INFERENCE_DELAY_MS="2500")
+    server = start_server(NNSERVE_DRAIN_SECONDS="0.5", NNSERVE_MODELS_DIR=str(slow_models(2500)))
     live: Any = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
     assert live.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
-    slow = threading.Thread(target=lambda: httpx.post(f"{server.url}/predict/digit", json=DIGIT, timeout=30))
+    slow = threading.Thread(target=lambda: httpx.post(f"{server.url}/predict/wine", json=PARTY, timeout=30))
     slow.start()
-    time.sleep(0.3)  # the REST request is in onnxruntime's queue
+    time.sleep(0.3)  # the REST request is inside onnxruntime
     server.process.send_signal(signal.SIGTERM)
     time.sleep(1.2)
     assert server.process.poll() is None, "the REST request in flight holds the process"

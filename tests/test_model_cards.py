@@ -166,6 +166,113 @@ def test_spam_v2_short_message_targets() -> None:
     assert view["accuracy"] >= 0.95 and view["ham_called_spam"] <= 2
 
 
+SPAM_V3_VIEWS = {
+    "full email": "full email",
+    "body only": "body only",
+    "first 30 words": "first 30 words of the body",
+    "SMS held-out": "SMS held-out (SMS Spam Collection)",
+    "short messages": SPAM_SHORT_VIEW,
+    "everyday messages": "short messages (tests/data/everyday_messages.json)",
+}
+
+
+def _spam_v3_view(name: str) -> dict[str, Any]:
+    views: dict[str, dict[str, Any]] = (_version("spam", 3).model_extra or {})["views"]
+    return views[SPAM_V3_VIEWS[name]]
+
+
+def test_spam_v3_states_every_view_with_its_confusion_matrix() -> None:
+    for name in SPAM_V3_VIEWS:
+        view = _spam_v3_view(name)
+        for metric in ("accuracy", "f1", "roc_auc", "ham_false_positive_rate", "recall"):
+            assert 0.0 <= view[metric] <= 1.0, (name, metric)
+        assert sum(map(sum, view["confusion"])) == view["items"] > 0
+
+
+def test_spam_v3_holds_out_text_messages_and_credits_their_authors() -> None:
+    v1, v3 = _version("spam", 1), _version("spam", 3)
+    assert v3.data["held_out"]["files"] == v1.data["held_out"]["files"]
+    sms = v3.data["sms"]
+    held_out, validation = set(sms["held_out"]["lines"]), set(sms["validation"]["lines"])
+    assert len(held_out) == _spam_v3_view("SMS held-out")["items"] and not held_out & validation
+    assert "Almeida" in sms["credit"] and "Yamakami" in sms["credit"] and "CC BY 4.0" in sms["credit"]
+    assert len(sms["file_sha256"]) == len(sms["wheel_sha256"]) == 64
+    assert (
+        v3.threshold is not None
+        and "SMS" in (v3.model_extra or {})["decision_threshold"]["validation_ham_false_positive_rate"]
+    )
+    assert v3.training["seconds_total"] <= 600
+
+
+def test_spam_v3_reads_token_ids_and_names_gtube() -> None:
+    card = _version("spam", 3)
+    assert [(s.name, s.dtype, s.shape) for s in card.inputs] == [
+        ("token_ids", "int64", [-1, -1]),
+        ("weights", "float32", [-1, -1]),
+    ]
+    assert card.preprocessing.kind == "token_ids"
+    assert "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL" in card.preprocessing.test_patterns["GTUBE"]
+
+
+def test_spam_v3_full_email_roc_auc_target() -> None:
+    assert _spam_v3_view("full email")["roc_auc"] >= 0.997
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 21 target missed by spam v3: full email accuracy >= 0.99 and F1 >= 0.98 "
+    "(0.983 and 0.972: the threshold that suits short texts costs whole emails a few spam)",
+)
+def test_spam_v3_full_email_accuracy_and_f1_targets() -> None:
+    view = _spam_v3_view("full email")
+    assert view["accuracy"] >= 0.99 and view["f1"] >= 0.98
+
+
+def test_spam_v3_body_only_ham_false_positive_target() -> None:
+    assert _spam_v3_view("body only")["ham_false_positive_rate"] <= 0.02
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 21 target missed by spam v3: body only accuracy >= 0.98 (0.976)"
+)
+def test_spam_v3_body_only_accuracy_target() -> None:
+    assert _spam_v3_view("body only")["accuracy"] >= 0.98
+
+
+def test_spam_v3_first_30_words_ham_false_positive_target() -> None:
+    assert _spam_v3_view("first 30 words")["ham_false_positive_rate"] <= 0.03
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 21 target missed by spam v3: first 30 words accuracy >= 0.95 (0.941)"
+)
+def test_spam_v3_first_30_words_accuracy_target() -> None:
+    assert _spam_v3_view("first 30 words")["accuracy"] >= 0.95
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 21 target missed by spam v3: SMS held-out accuracy >= 0.985, spam recall >= 0.92, "
+    "ham false-positive rate <= 0.5% (0.980, 0.884, 0.63%)",
+)
+def test_spam_v3_sms_held_out_targets() -> None:
+    view = _spam_v3_view("SMS held-out")
+    assert view["accuracy"] >= 0.985 and view["recall"] >= 0.92 and view["ham_false_positive_rate"] <= 0.005
+
+
+def test_spam_v3_short_messages_call_at_most_two_ham_spam_and_beat_v2() -> None:
+    view = _spam_v3_view("short messages")
+    assert view["items"] == 64 and view["ham_called_spam"] <= 2
+    assert view["accuracy"] > _spam_v2_view(SPAM_SHORT_VIEW)["accuracy"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 21 target missed by spam v3: short messages accuracy >= 0.95 (0.9375)"
+)
+def test_spam_v3_short_message_accuracy_target() -> None:
+    assert _spam_v3_view("short messages")["accuracy"] >= 0.95
+
+
 def test_wine_targets() -> None:
     _, card = _latest("wine")
     assert card.metrics["mae"] <= 0.1

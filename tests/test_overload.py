@@ -10,6 +10,7 @@ import time
 import httpx
 
 from support.server import StartServer
+from support.slow_model import SlowModels
 
 BURST = 300
 IN_FLIGHT = 4
@@ -30,8 +31,10 @@ async def _burst(url: str) -> list[tuple[httpx.Response, float]]:
         return await asyncio.gather(*(one(i) for i in range(BURST)))
 
 
-def test_a_burst_gets_200s_and_fast_503s_with_retry_after(start_server: StartServer) -> None:
-    server = start_server(NNSERVE_MAX_IN_FLIGHT=str(IN_FLIGHT), NNSERVE_TEST_INFERENCE_DELAY_MS="20")
+def test_a_burst_gets_200s_and_fast_503s_with_retry_after(
+    start_server: StartServer, slow_models: SlowModels
+) -> None:
+    server = start_server(NNSERVE_MAX_IN_FLIGHT=str(IN_FLIGHT), NNSERVE_MODELS_DIR=str(slow_models(20)))
     results = asyncio.run(_burst(server.url))
     statuses = [response.status_code for response, _ in results]
     ok, shed = statuses.count(200), statuses.count(503)

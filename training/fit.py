@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,23 +34,60 @@ class History:
     seconds: float = 0.0
 
 
+class SparseRows:
+    """Rows of a sparse input (spam's token ids), stored flat: indexing a batch of rows gives the
+    (ids, offsets, weights) an nn.EmbeddingBag takes, so no padded or dense copy is ever built."""
+
+    def __init__(self, rows: Sequence[np.ndarray]) -> None:
+        lengths = np.array([len(row) for row in rows], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(lengths)])
+        self.ids = np.concatenate([*rows, np.zeros(0, dtype=np.int64)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def row(self, index: int) -> np.ndarray:
+        return self.ids[self.starts[index] : self.starts[index + 1]]
+
+    def __getitem__(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        picked = range(len(self))[index] if isinstance(index, slice) else index.tolist()
+        rows = [self.row(i) for i in picked]
+        lengths = [len(row) for row in rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        ids = torch.from_numpy(np.concatenate([*rows, np.zeros(0, dtype=np.int64)]))
+        return ids, torch.from_numpy(offsets), torch.ones(len(ids))
+
+
+Inputs = np.ndarray | SparseRows
+
+
+def _inputs(x: Inputs) -> torch.Tensor | SparseRows:
+    return x if isinstance(x, SparseRows) else torch.from_numpy(x)
+
+
+def _forward(net: nn.Module, batch: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    output: torch.Tensor = net(*batch) if isinstance(batch, tuple) else net(batch)
+    return output
+
+
 def make_deterministic(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
-def predict(net: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def predict(net: nn.Module, x: Inputs, batch_size: int = 1024) -> np.ndarray:
     net.eval()
+    inputs = _inputs(x)
     with torch.no_grad():
         return np.concatenate(
-            [net(torch.from_numpy(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+            [_forward(net, inputs[i : i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
         )
 
 
 def fit(
     net: nn.Module,
-    x: np.ndarray,
+    x: Inputs,
     y: np.ndarray,
     loss_fn: nn.Module,
     config: FitConfig,
@@ -74,7 +111,7 @@ def fit(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.epochs * steps
     )
-    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    inputs, targets = _inputs(x), torch.from_numpy(y)
     history = History(held_out_name=score_name)
     started = time.perf_counter()
     for epoch in range(config.epochs):
@@ -89,9 +126,9 @@ def fit(
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             xb = inputs[batch]
-            if augment is not None:
+            if augment is not None and isinstance(xb, torch.Tensor):
                 xb = augment(xb, generator)
-            loss = loss_fn(net(xb), targets[batch])
+            loss = loss_fn(_forward(net, xb), targets[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

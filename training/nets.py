@@ -27,6 +27,51 @@ def spam_net(vocabulary: int, dropout: float = 0.0) -> nn.Module:
     )
 
 
+class SparseSpamNet(nn.Module):
+    """spam_net with its first layer stored as an embedding bag (spam v3 on): the Dense layer's
+    weight matrix, one row per vocabulary word, summed over the words present, each times its
+    weight. That is the dense bag of words times the matrix, at a cost that grows with the words
+    of the text rather than the vocabulary. Training feeds flat ids with offsets (nn.EmbeddingBag);
+    the served graph takes them padded to [batch, tokens] (`padded`: Gather, Mul, ReduceSum)."""
+
+    def __init__(self, vocabulary: int, dropout: float = 0.0, width: int = 64) -> None:
+        super().__init__()
+        self.first = nn.EmbeddingBag(vocabulary, width, mode="sum")
+        self.bias = nn.Parameter(torch.empty(width))
+        # nn.Linear(vocabulary, width)'s initialisation, so the net starts where spam_net does.
+        bound = 1 / vocabulary**0.5
+        nn.init.uniform_(self.first.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+        self.rest = nn.Sequential(
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(width, 64),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(64, 2),
+        )
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.rest(self.first(ids, offsets, per_sample_weights=weights) + self.bias)
+        return logits
+
+    def padded(self, token_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        rows = nn.functional.embedding(token_ids, self.first.weight)
+        logits: torch.Tensor = self.rest((rows * weights.unsqueeze(-1)).sum(dim=1) + self.bias)
+        return logits
+
+
+class PaddedWithSoftmax(nn.Module):
+    """What gets exported for SparseSpamNet: padded token ids and weights in, probabilities out."""
+
+    def __init__(self, net: SparseSpamNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, token_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net.padded(token_ids, weights), dim=-1)
+
+
 def digit_mlp() -> nn.Module:
     """The seed's 784-128-64-10 MLP, kept as the baseline the CNN must beat."""
     return nn.Sequential(

@@ -22,10 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from service.card import MODEL_FILE, BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard
-from service.features import BagOfWords
+from service.card import (
+    MODEL_FILE,
+    BagOfWordsVocabulary,
+    GuestRoster,
+    MnistNormalisation,
+    ModelCard,
+    TokenIdVocabulary,
+)
+from service.loading import spam_encoder
 from training import data
-from training.export import SAMPLES_FILE, onnx_outputs
+from training.export import SAMPLES_FILE, Feeds, chunked, onnx_outputs
 from training.recipes.common import MAX_SAMPLE_CHARS, SAMPLES, honest, spread
 from training.recipes.metrics import binary_metrics
 from training.wine_party import generate_parties
@@ -41,7 +48,7 @@ TOLERANCE = {"mae": 1e-4, "accuracy": 1e-9, "f1": 1e-9}
 class HeldOut:
     """The held-out items of one model version, in the card's order."""
 
-    x: np.ndarray  # the model's inputs, as the recipe fed them
+    x: np.ndarray | list[Feeds]  # the model's inputs, as the recipe fed them (one array, or chunks)
     labels: np.ndarray  # bottles, or the class index
     sent: list[dict[str, Any] | None]  # each item as a client sends it; None if it cannot be sent
     label_shown: Callable[[int], Any]  # a label as samples.json writes it
@@ -64,15 +71,14 @@ def _sendable_text(raw: bytes) -> str | None:
 
 def _spam(card: ModelCard, cache: Path | None) -> HeldOut:
     """The held-out emails whole: the view the card's headline metrics are computed on."""
-    assert isinstance(card.preprocessing, BagOfWordsVocabulary)
-    encoder = BagOfWords(card.preprocessing.vocabulary)
+    encoder = spam_encoder(card)
     by_path = {email.path: email for email in data.load_spam(cache)}
     emails = [by_path[path] for path in card.data["held_out"]["files"]]
     texts = [_sendable_text(email.raw) for email in emails]
     labels = np.array([int(email.spam) for email in emails])
     names = card.labels or ["ham", "spam"]
     return HeldOut(
-        np.stack([encoder.encode(email.raw) for email in emails]),
+        chunked(encoder, [encoder.encode(email.raw) for email in emails]),
         labels,
         [None if text is None else {"text": text} for text in texts],
         lambda row: names[labels[row]],
@@ -104,7 +110,7 @@ def _digit(card: ModelCard, cache: Path | None, idx_dir: Path | None) -> HeldOut
 def held_out(card: ModelCard, cache: Path | None = None, idx_dir: Path | None = None) -> HeldOut:
     if isinstance(card.preprocessing, GuestRoster):
         return _wine(card)
-    if isinstance(card.preprocessing, BagOfWordsVocabulary):
+    if isinstance(card.preprocessing, BagOfWordsVocabulary | TokenIdVocabulary):
         return _spam(card, cache)
     return _digit(card, cache, idx_dir)
 
@@ -155,7 +161,8 @@ def write(folder: Path, cache: Path | None = None, idx_dir: Path | None = None) 
     """Writes held_out.npz and samples.json into a model version's folder; returns a summary."""
     card = ModelCard.read(folder)
     held = held_out(card, cache, idx_dir)
-    outputs = onnx_outputs(folder / MODEL_FILE, card.inputs[0].name, held.x.astype(np.float32))
+    chunks = held.x if isinstance(held.x, list) else [{card.inputs[0].name: held.x.astype(np.float32)}]
+    outputs = onnx_outputs(folder / MODEL_FILE, chunks)
     recomputed = _check(card, outputs, held.labels)
     extras = _extras(folder, held)
     candidates = [row for row, sent in enumerate(held.sent) if sent is not None]

@@ -1,22 +1,29 @@
 """Why the spam network calls an email spam or ham: the words that moved it, exactly.
 
-The model reads a binary bag of words, so a word's effect is the probability with the email as
-sent minus the probability with every occurrence of that word gone: one network row per known
-word present, all in one call. Positive effects pushed toward spam, negative toward ham. Entries
-of the bag that no word of the text makes (spam v2's "<headers>": the email came with a header
-block) are examined first, then the words in reading order; past `max_words` the rest are not
-examined, and the answer says so. The tokens come back with their places in the text the model
-read (subject and body, no headers), so a client can highlight them.
+The model reads a binary bag of words, so a word's effect is the score with the email as sent minus
+the score with every occurrence of that word gone: one network row per known word present, all in
+one call (the email as sent runs in a call of its own, as /predict/spam runs it). Each effect is
+given twice: on the log-odds (the logit, ln(p / (1 - p))), which is where the network adds up its
+evidence and which stays informative when the probability is saturated, and in probability points.
+Words are ranked by their log-odds effect; positive effects pushed toward spam, negative toward ham.
+Entries of the bag that no word of the text makes (spam v2's and v3's "<headers>": the email came
+with a header block; v3's shapes, such as "<link>") are examined first, then the words in reading
+order, each taken out with the shapes only it made; past `max_words` the rest are not examined, and
+the answer says so. The tokens come back with their places in the text the model read (subject and
+body, no headers), so a client can highlight them. A text holding a test pattern the card names
+(GTUBE) is spam whatever its words, so none is examined.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from service.dataplane import DataPlane
 from service.features import BagOfWords, email_text, tokenize
+from service.features.spam import EmailText, token_shapes
 from service.loading import ServingModel
 
 TOP_WORDS = 10
@@ -41,48 +48,93 @@ def token_spans(text: str) -> tuple[str, list[tuple[str, int, int]]]:
     return (text if len(lowered) == len(text) else lowered), spans
 
 
-def _ranked(effects: dict[str, float], sign: int) -> list[dict[str, Any]]:
-    pushing = [(word, effect) for word, effect in effects.items() if sign * effect > 0]
-    pushing.sort(key=lambda item: -sign * item[1])
-    return [{"word": word, "effect": effect} for word, effect in pushing[:TOP_WORDS]]
+def log_odds(probabilities: np.ndarray) -> list[float | None]:
+    """ln(p_spam) - ln(p_ham) of each row, in float64 from the graph's float32 probabilities: the
+    logit of the softmax, accurate while the smaller probability is above float32's smallest
+    (a logit under about 100); None past that, where no finite number is right."""
+    ham = probabilities[:, 1 - SPAM_COLUMN].astype(np.float64)
+    spam = probabilities[:, SPAM_COLUMN].astype(np.float64)
+    return [math.log(s) - math.log(h) if s > 0 and h > 0 else None for s, h in zip(spam, ham, strict=True)]
+
+
+def _ranked(effects: dict[str, dict[str, float | None]], sign: int) -> list[dict[str, Any]]:
+    def strength(effect: dict[str, float | None]) -> float:
+        value = effect["log_odds_effect"]
+        return sign * (value if value is not None else effect["effect"] or 0.0)
+
+    pushing = [(word, effect) for word, effect in effects.items() if strength(effect) > 0]
+    pushing.sort(key=lambda item: -strength(item[1]))
+    return [{"word": word, **effect} for word, effect in pushing[:TOP_WORDS]]
+
+
+def _difference(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else before - after
 
 
 async def explain(
     dataplane: DataPlane,
     model: ServingModel,
     encoder: BagOfWords,
-    raw: str,
-    bag: np.ndarray,
+    raw: EmailText,
+    row: np.ndarray,
     max_words: int,
     threshold: float,
+    test_pattern: str | None = None,
 ) -> dict[str, Any]:
-    """`bag` is the email's bag of words as the route encoded it from `raw`."""
+    """`raw` is the email as read_email read it, `row` as the route encoded it from `raw`;
+    `test_pattern` the pattern the text as sent holds."""
     text, spans = token_spans(email_text(raw))
-    present = {encoder.vocabulary[i]: i for i in np.flatnonzero(bag).tolist()}
+    present = {encoder.vocabulary[i]: i for i in encoder.present(row)}
     in_text = dict.fromkeys(token for token, _, _ in spans)
     known = [word for word in present if word not in in_text] + [word for word in in_text if word in present]
-    examined = known[:max_words]
-    rows = np.repeat(bag[np.newaxis], 1 + len(examined), axis=0)
-    rows[np.arange(1, len(rows)), [present[word] for word in examined]] = 0.0
-    outputs = await dataplane.infer(model, {model.card.inputs[0].name: rows})
-    probabilities = outputs[0][:, SPAM_COLUMN].tolist()
-    effects = {word: probabilities[0] - p for word, p in zip(examined, probabilities[1:], strict=True)}
-    capped = len(known) > len(examined)
+    examined = [] if test_pattern else known[:max_words]
+    # A word of the text goes with the shapes (spam v3's "<digits:5-6>", "<link>") that no other
+    # word of it makes: the bag of words of the text without the word.
+    made_by: dict[str, set[str]] = {}
+    for token in in_text:
+        for shape in token_shapes(token):
+            made_by.setdefault(shape, set()).add(token)
+    removed = [
+        [present[word]]
+        + [present[s] for s in dict.fromkeys(token_shapes(word)) if s in present and made_by[s] == {word}]
+        if word in in_text
+        else [present[word]]
+        for word in examined
+    ]
+    # The text as sent runs alone, as /predict/spam runs it, so both give the same probability to
+    # the last bit (onnxruntime may sum a batch of several rows in another order).
+    outputs = [(await dataplane.infer(model, encoder.feeds([row])))[0]]
+    if examined:
+        ablations = encoder.ablations(row, removed)
+        outputs.append((await dataplane.infer(model, ablations))[0])
+    rows = np.concatenate(outputs)
+    probabilities = rows[:, SPAM_COLUMN].tolist()
+    logits = log_odds(rows)
+    effects = {
+        word: {"effect": probabilities[0] - p, "log_odds_effect": _difference(logits[0], logit)}
+        for word, p, logit in zip(examined, probabilities[1:], logits[1:], strict=True)
+    }
+    capped = len(known) > len(examined) and not test_pattern
+    verdict: dict[str, Any] = {"spam": probabilities[0] >= threshold, "probability": probabilities[0]}
+    note = None
+    if test_pattern:
+        verdict = {"spam": True, "probability": 1.0, "test_pattern": test_pattern}
+        note = f"the text holds the {test_pattern} test pattern, so it is spam whatever its words"
+    elif capped:
+        note = (
+            f"examined the first {len(examined)} of {len(known)} known words, in reading order "
+            f"(NNSERVE_EXPLAIN_MAX_WORDS)"
+        )
     return {
-        "spam": probabilities[0] >= threshold,
-        "probability": probabilities[0],
+        **verdict,
+        "log_odds": None if test_pattern else logits[0],
         "threshold": threshold,
         "spam_ward": _ranked(effects, +1),
         "ham_ward": _ranked(effects, -1),
         "known_words": len(known),
         "examined": len(examined),
         "capped": capped,
-        "note": (
-            f"examined the first {len(examined)} of {len(known)} known words, in reading order "
-            f"(NNSERVE_EXPLAIN_MAX_WORDS)"
-        )
-        if capped
-        else None,
+        "note": note,
         "text": text,
         "tokens": [
             {
@@ -90,7 +142,7 @@ async def explain(
                 "start": start,
                 "end": end,
                 "known": token in present,
-                "effect": effects.get(token),
+                **effects.get(token, {"effect": None, "log_odds_effect": None}),
             }
             for token, start, end in spans
         ],

@@ -15,10 +15,12 @@ from service.features.digit import (
     image_to_gray,
     normalise_digit,
     open_image,
+    pixel_grid,
     pixels_to_digit,
+    pixels_to_digits,
 )
 from service.features.errors import FeatureError, ImageTooLargeError, UnknownGuestError
-from service.features.spam import BagOfWords, email_text, email_tokens, html_to_text, tokenize
+from service.features.spam import BagOfWords, TokenIds, email_text, email_tokens, html_to_text, tokenize
 from service.features.wine import GuestEncoder
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "GuestEncoder",
     "ImageTooLargeError",
     "PixelBudget",
+    "TokenIds",
     "UnknownGuestError",
     "decode_base64_image",
     "email_text",
@@ -38,6 +41,8 @@ __all__ = [
     "image_to_gray",
     "normalise_digit",
     "open_image",
+    "pixel_grid",
     "pixels_to_digit",
+    "pixels_to_digits",
     "tokenize",
 ]

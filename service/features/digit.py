@@ -114,40 +114,57 @@ def normalise_digit(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
         raise FeatureError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if not np.isfinite(gray).all():
         raise FeatureError("image values must be finite numbers")
-    return _normalise(gray, noise_floor)
+    digit: np.ndarray = _normalise(gray[np.newaxis], noise_floor)[0]
+    return digit
 
 
-def _normalise(gray: np.ndarray, noise_floor: float) -> np.ndarray:
-    """normalise_digit on a checked, finite float32 image. Every digit served and every digit
-    trained on passes here, so its cost is per image: about 30 numpy calls on a 28x28 image,
-    each chosen for the least per-call overhead (np.maximum rather than np.clip, np.partition
-    rather than a sort), since at this size the overhead of a call is most of its time."""
-    border = np.concatenate((gray[0], gray[-1], gray[:, 0], gray[:, -1]))
-    middle = len(border) // 2
-    median = border[np.argpartition(border, middle)[middle]]  # the median, as np.sort()[middle]
-    background = float(median)
-    if background > 0.5:
-        gray = 1.0 - gray
-        background = 1.0 - background
-    floor = 0.0
+def _normalise(grays: np.ndarray, noise_floor: float) -> np.ndarray:
+    """normalise_digit on a stack of checked, finite float32 images of one size. Every digit
+    served and every digit trained on passes here, so its cost is per image, and at 28x28 the
+    overhead of a numpy call is most of its time: what can be is done for the whole stack at
+    once (border statistics, polarity, noise floor, ink, its peak and its extent, one call each),
+    what cannot (the crop's resize, its centre of mass) per image. Each value is computed as
+    the one-image steps computed it, in float32 where they did, so the answer is bit for bit
+    the same whatever the stack's size (tests/test_preprocessing.py pins the bits)."""
+    count, height, width = grays.shape
+    border = np.concatenate((grays[:, 0], grays[:, -1], grays[:, :, 0], grays[:, :, -1]), axis=1)
+    middle = border.shape[1] // 2
+    median = np.partition(border, middle, axis=1)[:, middle]  # as np.sort()[:, middle]
+    floor = None
     if noise_floor:
-        deviation = np.abs(border - median)
-        floor = noise_floor * 1.4826 * float(np.partition(deviation, middle)[middle])
-    ink = np.maximum(gray - background - floor, 0.0)
-    peak = float(ink.max())
-    out = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
-    if peak <= 1e-6:
-        return out
-    ink /= peak
-    rows = np.flatnonzero(ink.max(axis=1) > 0.05)
-    cols = np.flatnonzero(ink.max(axis=0) > 0.05)
-    ink = np.ascontiguousarray(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        deviation = np.partition(np.abs(border - median[:, None]), middle, axis=1)[:, middle]
+        floor = (noise_floor * 1.4826 * deviation.astype(np.float64)).astype(np.float32)
+    dark_on_light = median > 0.5
+    if dark_on_light.any():
+        grays = np.where(dark_on_light[:, None, None], 1.0 - grays, grays)
+        median = np.where(dark_on_light, 1.0 - median, median)
+    ink = grays - median[:, None, None]  # what is left above the background
+    if floor is not None:
+        ink -= floor[:, None, None]
+    np.maximum(ink, 0.0, out=ink)
+    peaks = ink.max(axis=(1, 2))
+    inked = peaks > 1e-6
+    np.divide(ink, peaks[:, None, None], out=ink, where=inked[:, None, None])
+    rows_inked = ink.max(axis=2) > 0.05
+    cols_inked = ink.max(axis=1) > 0.05
+    out = np.zeros((count, MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    for index in np.flatnonzero(inked).tolist():
+        (rows,), (cols,) = rows_inked[index].nonzero(), cols_inked[index].nonzero()
+        crop = np.ascontiguousarray(ink[index, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        _paste_centred(crop, out[index])
+    return out
+
+
+def _paste_centred(ink: np.ndarray, out: np.ndarray) -> None:
+    """The cropped ink, longer side scaled to 20 px, into `out` with its centre of mass at the centre."""
     height, width = ink.shape
     scale = MNIST_BOX / max(height, width)
     new_w = max(1, round(width * scale))
     new_h = max(1, round(height * scale))
-    resized = Image.fromarray(ink).resize((new_w, new_h), Image.Resampling.LANCZOS)
-    box = np.asarray(resized, dtype=np.float32).clip(0.0, 1.0)
+    # Image.frombuffer on the float32 bytes: what Image.fromarray does, without its checks.
+    image = Image.frombuffer("F", (width, height), ink, "raw", "F", 0, 1)
+    resized = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    box = np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(new_h, new_w).clip(0.0, 1.0)
     rows_mass, cols_mass = box.sum(axis=1), box.sum(axis=0)
     mass = float(rows_mass.sum())
     centre_y = float(rows_mass @ _POSITIONS[:new_h]) / mass if mass > 0 else new_h / 2
@@ -157,7 +174,6 @@ def _normalise(gray: np.ndarray, noise_floor: float) -> np.ndarray:
     top = min(max(top, 0), MNIST_SIZE - new_h)
     left = min(max(left, 0), MNIST_SIZE - new_w)
     out[top : top + new_h, left : left + new_w] = box
-    return out
 
 
 _POSITIONS = np.arange(MNIST_BOX)
@@ -169,9 +185,25 @@ def image_bytes_to_digit(data: bytes, limit: int | PixelBudget, noise_floor: flo
 
 def pixels_to_digit(pixels: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     """784 values or 28x28 in [0, 1], light on dark, through the same normalisation as images."""
-    pixels = np.asarray(pixels, dtype=np.float32)
-    if pixels.size != MNIST_SIZE * MNIST_SIZE:
-        raise FeatureError(f"expected 784 pixels (28x28), got {pixels.size}")
+    digit: np.ndarray = _normalise(pixel_grid(pixels)[np.newaxis], noise_floor)[0]
+    return digit
+
+
+def pixels_to_digits(pixels: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
+    """A stack of digits, each 784 values or 28x28 in [0, 1], as pixels_to_digit gives each, in
+    a few calls for the whole stack (training's and a batch's way)."""
+    return _normalise(_grids(np.asarray(pixels, dtype=np.float32)), noise_floor)
+
+
+def pixel_grid(pixels: np.ndarray) -> np.ndarray:
+    """One digit's 784 values or 28x28 in [0, 1], checked, as a 28x28 float32 grid."""
+    grid: np.ndarray = _grids(np.asarray(pixels, dtype=np.float32)[np.newaxis])[0]
+    return grid
+
+
+def _grids(pixels: np.ndarray) -> np.ndarray:
+    if pixels.size != len(pixels) * MNIST_SIZE * MNIST_SIZE:
+        raise FeatureError(f"expected 784 pixels (28x28), got {pixels.size // max(1, len(pixels))}")
     if not (pixels.min() >= 0.0 and pixels.max() <= 1.0):  # also refuses NaN; infinity is out of range
         raise FeatureError("pixel values must be numbers in [0, 1]")
-    return _normalise(pixels.reshape(MNIST_SIZE, MNIST_SIZE), noise_floor)
+    return pixels.reshape(-1, MNIST_SIZE, MNIST_SIZE)

@@ -1,4 +1,5 @@
-"""An email (raw RFC 822 or just a body) as the spam network's input: a binary bag of words."""
+"""An email (raw RFC 822 or just a body) as the spam network's input: a binary bag of words, as a
+dense vector over the vocabulary (spam v1, v2) or as the ids of the words present (v3 on)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import email
 import email.header
 import email.message
 import email.policy
+import functools
 import html.parser
 import re
 import warnings
@@ -14,13 +16,21 @@ from typing import NamedTuple
 
 import numpy as np
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*|[$!%]")
+from service.features.errors import FeatureError
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:['.][a-z0-9]+)*|[$!%\u00a3]")
 _FALLBACK_CHARSET = "latin-1"
 # A pseudo-token for "this text opened with a header block". A whole message and a pasted body
 # differ in more than words (length, quoting, signatures); with this token in its vocabulary a
 # model can tell which it was given. The tokenizer never makes it ("<" is not a token character),
 # and a vocabulary without it (spam v1's) simply ignores it.
 HEADERS_TOKEN = "<headers>"
+# Pseudo-tokens for a token's shape (spam v3 on): how long its runs of digits are (a short code to
+# text, a premium-rate number, a price) and whether it is a link. The number itself is rarely seen
+# twice; its shape is, and text-message spam is full of them. Each comes from one token, so an
+# explanation can take a word out with the shapes only it made. Older vocabularies ignore them.
+_DIGIT_RUN = re.compile(r"[0-9]+")
+_LINK = re.compile(r"www|http|\.(?:com|net|org|info|biz|co\.uk)$")
 
 # A header block as RFC 5322 lays it out: optionally an mbox "From " line, then fields (a name of
 # printable ASCII but the colon, a colon, a value) each followed by its folded continuation lines
@@ -206,9 +216,16 @@ def _single_part(text: str, data: bytes, start: int, end: int) -> email.message.
     return message
 
 
-def email_text(raw: str | bytes) -> str:
+Email = str | bytes | EmailText  # a text as sent, or as read_email already read it
+
+
+def _read(raw: Email) -> EmailText:
+    return raw if isinstance(raw, EmailText) else read_email(raw)
+
+
+def email_text(raw: Email) -> str:
     """The words a reader sees: the subject and the body, as one text."""
-    subject, body, _ = read_email(raw)
+    subject, body, _ = _read(raw)
     return f"{subject}\n{body}" if subject else body
 
 
@@ -232,25 +249,140 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def email_tokens(raw: str | bytes) -> set[str]:
-    """The distinct tokens of an email (the bag of words is binary, so counts do not matter),
-    plus HEADERS_TOKEN when it came with a header block."""
-    parsed = read_email(raw)
+def _digits_shape(length: int) -> str:
+    return (
+        "<digits:"
+        + ("1-2" if length <= 2 else "3-4" if length <= 4 else "5-6" if length <= 6 else "7+")
+        + ">"
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def token_shapes(token: str) -> tuple[str, ...]:
+    """The shape pseudo-tokens one token makes (see _DIGIT_RUN). Cached: most tokens are common
+    words met in every other email, and an explanation asks for each word's shapes again."""
+    shapes = [_digits_shape(len(run)) for run in _DIGIT_RUN.findall(token)]
+    if _LINK.search(token):
+        shapes.append("<link>")
+    return tuple(shapes)
+
+
+def email_tokens(raw: Email) -> set[str]:
+    """The distinct tokens of an email (the bag of words is binary, so counts do not matter) and
+    their shapes, plus HEADERS_TOKEN when it came with a header block."""
+    parsed = _read(raw)
     tokens = set(tokenize(f"{parsed.subject}\n{parsed.body}"))
+    tokens.update([shape for token in tokens for shape in token_shapes(token)])
     if parsed.headers:
         tokens.add(HEADERS_TOKEN)
     return tokens
 
 
 class BagOfWords:
-    """Binary bag of words over a fixed vocabulary (the model card's), index built once."""
+    """Binary bag of words over a fixed vocabulary (the model card's), index built once: a dense
+    vector with a 1 for each vocabulary word present, the input of spam v1 and v2."""
 
-    def __init__(self, vocabulary: Sequence[str]) -> None:
+    def __init__(self, vocabulary: Sequence[str], input_name: str = "bag_of_words") -> None:
         self.vocabulary = list(vocabulary)
+        self.input_name = input_name
         self._index = {token: i for i, token in enumerate(self.vocabulary)}
 
-    def encode(self, raw: str | bytes) -> np.ndarray:
+    def ids(self, raw: Email) -> np.ndarray:
+        """The vocabulary indices of the words in `raw`, ascending, each once."""
+        return np.array(sorted(self._index[t] for t in email_tokens(raw) if t in self._index), dtype=np.int64)
+
+    def encode(self, raw: Email) -> np.ndarray:
         vector = np.zeros(len(self.vocabulary), dtype=np.float32)
-        hits = [self._index[t] for t in email_tokens(raw) if t in self._index]
-        vector[hits] = 1.0
+        vector[self.ids(raw)] = 1.0
         return vector
+
+    def present(self, row: np.ndarray) -> list[int]:
+        return [int(i) for i in np.flatnonzero(row)]
+
+    def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.input_name: np.stack(rows)}
+
+    def ablations(self, row: np.ndarray, removed: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """One row per entry of `removed` (at least one): the row with those vocabulary words out."""
+        rows = np.repeat(row[np.newaxis], len(removed), axis=0)
+        for n, indices in enumerate(removed):
+            rows[n, list(indices)] = 0.0
+        return {self.input_name: rows}
+
+
+# A batch's token tensors are padded to the next of these widths (or a multiple of the last), so
+# requests of similar length share a shape and the model's runner can batch them together.
+_WIDTHS = (8, 16, 32, 64, 128, 256, 512)
+
+
+def padded_width(tokens: int) -> int:
+    for width in _WIDTHS:
+        if tokens <= width:
+            return width
+    return -(-tokens // _WIDTHS[-1]) * _WIDTHS[-1]
+
+
+class TokenIds(BagOfWords):
+    """The same binary bag of words in sparse form (spam v3 on): the ids of the vocabulary words
+    present and a weight for each (1; 0 pads a row to the batch's width). The network's first
+    layer sums the embedding rows of the ids, each times its weight: the dense vector times the
+    weight matrix, at a cost that grows with the words in the text rather than the vocabulary.
+
+    `test_patterns` (the card's) name strings that make a text spam whatever its words, such as
+    SpamAssassin's GTUBE, which mail administrators send to test a filter end to end.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Sequence[str],
+        input_names: tuple[str, str] = ("token_ids", "weights"),
+        test_patterns: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(vocabulary, input_names[0])
+        self.weights_name = input_names[1]
+        self.test_patterns = dict(test_patterns or {})
+
+    def encode(self, raw: Email) -> np.ndarray:
+        return self.ids(raw)
+
+    def present(self, row: np.ndarray) -> list[int]:
+        return [int(i) for i in row]
+
+    def test_pattern(self, text: str) -> str | None:
+        """The name of the first test pattern found anywhere in `text`, if any."""
+        return next((name for name, pattern in self.test_patterns.items() if pattern in text), None)
+
+    def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        width = padded_width(max(len(row) for row in rows))
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        weights = np.zeros((len(rows), width), dtype=np.float32)
+        for n, row in enumerate(rows):
+            ids[n, : len(row)] = row
+            weights[n, : len(row)] = 1.0
+        return {self.input_name: ids, self.weights_name: weights}
+
+    def _repeated(self, row: np.ndarray, count: int) -> dict[str, np.ndarray]:
+        """feeds([row] * count), built as one row repeated."""
+        one = self.feeds([row])
+        return {name: np.repeat(tensor, count, axis=0) for name, tensor in one.items()}
+
+    def ablations(self, row: np.ndarray, removed: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Each word is taken out by zeroing its weight, so every row keeps one width."""
+        feeds = self._repeated(row, len(removed))
+        place = {token: n for n, token in enumerate(row.tolist())}
+        weights = feeds[self.weights_name]
+        for n, indices in enumerate(removed):
+            for i in indices:
+                weights[n, place[i]] = 0.0
+        return feeds
+
+    def check(self, feeds: dict[str, np.ndarray]) -> None:
+        """Tensors a client built itself (the V2 protocol): one shape for both, ids in the vocabulary."""
+        ids, weights = feeds[self.input_name], feeds[self.weights_name]
+        if ids.shape != weights.shape:
+            raise FeatureError(
+                f"{self.input_name} {list(ids.shape)} and {self.weights_name} {list(weights.shape)} "
+                "must have one shape"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocabulary)):
+            raise FeatureError(f"{self.input_name} must be in [0, {len(self.vocabulary) - 1}]")

@@ -72,7 +72,7 @@ def encode_response(
     for name, array, datatype, raw in selected_outputs(request, outputs):
         tensor = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         if raw:
-            response.raw_output_contents.append(little_endian(array))
+            response.raw_output_contents.append(bytes(little_endian(array)))
         else:
             getattr(tensor.contents, CONTENTS[datatype]).extend(array.ravel().tolist())
     return response

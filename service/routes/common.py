@@ -25,11 +25,14 @@ from service.features import (
     GuestEncoder,
     ImageTooLargeError,
     PixelBudget,
+    TokenIds,
     UnknownGuestError,
     decode_base64_image,
     image_bytes_to_digit,
-    pixels_to_digit,
+    pixel_grid,
+    pixels_to_digits,
 )
+from service.features.spam import EmailText, read_email
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.schemas import DigitItem, ErrorResponse
@@ -40,6 +43,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 Item = TypeVar("Item")
 Body = TypeVar("Body", bound=BaseModel)
 Encoder = TypeVar("Encoder", GuestEncoder, BagOfWords)
+Out = TypeVar("Out")
 _VERSION_PARAMETER = {
     "name": "version",
     "in": "query",
@@ -60,11 +64,17 @@ def documented(request_model: type, response_model: Any) -> dict[str, Any]:
     }
 
 
-async def begin(request: Request, body_model: type[Body], name: str) -> tuple[Body, ServingModel]:
-    """What every prediction does first: check the key, validate the body, find the model version
-    the request asks for (`?version=N`) or the highest ready one."""
+async def begin(
+    request: Request,
+    body_model: type[Body],
+    name: str,
+    fast: Callable[[bytes], Body | None] | None = None,
+) -> tuple[Body, ServingModel]:
+    """What every prediction does first: check the key, validate the body (`fast` reads its plain
+    forms, see parse_json), find the model version the request asks for (`?version=N`) or the
+    highest ready one."""
     check_api_key(request)
-    body = await parse_json(request, body_model)
+    body = await parse_json(request, body_model, fast)
     return body, NNServe.of(request).dataplane.model(name, request.query_params.get("version"))
 
 
@@ -83,12 +93,12 @@ def feature_error(exc: FeatureError, where: str) -> ApiError:
     return error(f"{where}: {exc}", details)
 
 
-def encode_each(
+def encode_rows(
     items: Sequence[Item],
     batched: bool,
     field_of: Callable[[Item], str],
-    encode: Callable[[Item], np.ndarray],
-) -> np.ndarray:
+    encode: Callable[[Item], Out],
+) -> list[Out]:
     """Encodes every item; the first one that fails is reported by its index in the batch."""
     rows = []
     for index, item in enumerate(items):
@@ -97,18 +107,47 @@ def encode_each(
         except FeatureError as exc:
             where = f"batch.{index}.{field_of(item)}" if batched else field_of(item)
             raise feature_error(exc, where) from exc
-    return np.stack(rows)
+    return rows
+
+
+def encode_each(
+    items: Sequence[Item],
+    batched: bool,
+    field_of: Callable[[Item], str],
+    encode: Callable[[Item], np.ndarray],
+) -> np.ndarray:
+    """encode_rows, stacked into one tensor."""
+    return np.stack(encode_rows(items, batched, field_of, encode))
+
+
+def email_reader(settings: Settings) -> Callable[[str], EmailText]:
+    """An email as read_email reads it, refusing a text over the length limit."""
+
+    def read(text: str) -> EmailText:
+        if len(text) > settings.max_email_chars:
+            raise FeatureError(f"text is {len(text)} characters; the limit is {settings.max_email_chars}")
+        return read_email(text)
+
+    return read
 
 
 def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np.ndarray]:
     """An email's bag of words, refusing a text over the length limit."""
+    read = email_reader(settings)
+    return lambda text: encoder.encode(read(text))
 
-    def encode(text: str) -> np.ndarray:
-        if len(text) > settings.max_email_chars:
-            raise FeatureError(f"text is {len(text)} characters; the limit is {settings.max_email_chars}")
-        return encoder.encode(text)
 
-    return encode
+def spam_rows(
+    settings: Settings, encoder: BagOfWords, texts: Sequence[str], batched: bool
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Each text's encoded row, and the model's feeds for them all."""
+    rows = encode_rows(texts, batched, lambda _: "text", email_encoder(settings, encoder))
+    return rows, encoder.feeds(rows)
+
+
+def test_pattern(encoder: BagOfWords, text: str) -> str | None:
+    """The test pattern (GTUBE) the model's card names and the text contains, if any."""
+    return encoder.test_pattern(text) if isinstance(encoder, TokenIds) else None
 
 
 def spam_threshold(model: ServingModel, settings: Settings) -> float:
@@ -117,24 +156,23 @@ def spam_threshold(model: ServingModel, settings: Settings) -> float:
     return model.card.decision_threshold(settings.spam_threshold)
 
 
-def _digit_tensor(item: DigitItem, settings: Settings, budget: PixelBudget, noise_floor: float) -> np.ndarray:
-    if item.image is not None:
-        data = decode_base64_image(item.image, settings.max_image_bytes)
-        return image_bytes_to_digit(data, budget, noise_floor)
+def _pixel_grid(item: DigitItem) -> np.ndarray:
     try:
         pixels = np.asarray(item.pixels, dtype=np.float32)
     except ValueError as exc:
         raise FeatureError("pixels must be 784 numbers or 28 rows of 28") from exc
     if pixels.ndim == 2 and pixels.shape != (28, 28):
         raise FeatureError(f"nested pixels must be 28 rows of 28, got {pixels.shape}")
-    return pixels_to_digit(pixels, noise_floor)
+    return pixel_grid(pixels)
 
 
 async def digit_rows(
     model: ServingModel, items: Sequence[DigitItem], batched: bool, settings: Settings
 ) -> np.ndarray:
     """Each item's 1x28x28 image, normalised as the model's card says, stacked, within the
-    request's pixel budget and deadline (service/deadline.py)."""
+    request's pixel budget and deadline (service/deadline.py). Images are normalised one by one
+    as they are decoded; the pixel items are checked one by one (a fault is named by its item)
+    and normalised together, in one call for the whole batch."""
     preprocessing = model.card.preprocessing
     if not isinstance(preprocessing, MnistNormalisation):
         raise ModelNotReady(f"model {model.name!r} does not take digit images")
@@ -143,14 +181,24 @@ async def digit_rows(
     during = "while its images were decoded"
 
     def encode(item: DigitItem) -> np.ndarray:
+        """An image's normalised 28x28, or a pixel item's checked but not yet normalised one."""
         deadline.check(during)
-        return _digit_tensor(item, settings, budget, noise_floor)[np.newaxis]
+        if item.image is not None:
+            data = decode_base64_image(item.image, settings.max_image_bytes)
+            return image_bytes_to_digit(data, budget, noise_floor)
+        return _pixel_grid(item)
 
     def field_of(item: DigitItem) -> str:
         return "image" if item.image is not None else "pixels"
 
     def encode_all() -> np.ndarray:
-        return encode_each(items, batched, field_of, encode)
+        grids = encode_each(items, batched, field_of, encode)
+        pixel_items = [index for index, item in enumerate(items) if item.image is None]
+        if len(pixel_items) == len(items):
+            return pixels_to_digits(grids, noise_floor)[:, np.newaxis]
+        if pixel_items:
+            grids[pixel_items] = pixels_to_digits(grids[pixel_items], noise_floor)
+        return grids[:, np.newaxis]
 
     if any(item.image is not None for item in items):
         # Decoding images costs milliseconds: off the event loop, in the decoding threads.

@@ -3,8 +3,9 @@
 Each takes what its /predict/* route takes, for one item, with the same key check, errors and
 `?version=`, and answers the prediction plus why (service/explain/). A batch is refused with 422:
 an explanation already runs the network on many variants of its one item. These are separate
-routes from /predict/*, whose path they never touch; they queue on the same model runners, so
-under load their rows are batched with predictions like any other request's.
+routes from /predict/*, whose path they never touch; their rows queue on each model's
+explanation runner, with its own executor and limits (NNSERVE_EXPLAIN_*), so a burst of
+explanations cannot hold predictions up behind it.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from service.errors import InvalidInput
 from service.explain import digit, spam, wine
 from service.features import BagOfWords, GuestEncoder
 from service.nnserve import NNServe
+from service.pixel_body import read_pixels
 from service.routes.common import (
     answer,
     begin,
     digit_rows,
     documented,
-    email_encoder,
+    email_reader,
     encode_each,
+    encode_rows,
     model_encoder,
     spam_threshold,
+    test_pattern,
 )
 from service.schemas import (
     DigitExplainRequest,
@@ -59,27 +63,33 @@ async def explain_wine(request: Request) -> Response:
     _one_item(body.batched, "wine")
     encoder = model_encoder(model, GuestEncoder)
     party = encode_each(body.items(), False, lambda _: "guests", encoder.encode)[0]
-    return answer(model, [await wine.explain(NNServe.of(request).dataplane, model, encoder, party)], False)
+    return answer(
+        model,
+        [await wine.explain(NNServe.of(request).dataplane.for_explanations(), model, encoder, party)],
+        False,
+    )
 
 
 @router.post("/spam", **documented(SpamExplainRequest, SpamExplanation))
 async def explain_spam(request: Request) -> Response:
-    """The spam probability, the words that pushed it toward spam and toward ham with their exact
-    effect (the email without each word, run by the network), and the tokens the model read."""
+    """The spam probability and log-odds, the words that pushed it toward spam and toward ham with
+    their exact effect on both (the email without each word, run by the network), and the tokens
+    the model read."""
     body, model = await begin(request, SpamRequest, "spam")
     _one_item(body.batched, "spam")
     settings: Settings = NNServe.of(request).settings
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
-    bag = encode_each(texts, False, lambda _: "text", email_encoder(settings, encoder))[0]
+    (parsed,) = encode_rows(texts, False, lambda _: "text", email_reader(settings))
     explanation = await spam.explain(
-        NNServe.of(request).dataplane,
+        NNServe.of(request).dataplane.for_explanations(),
         model,
         encoder,
-        texts[0],
-        bag,
+        parsed,
+        encoder.encode(parsed),
         settings.explain_max_words,
         spam_threshold(model, settings),
+        test_pattern(encoder, texts[0]),
     )
     return answer(model, [explanation], False)
 
@@ -88,7 +98,9 @@ async def explain_spam(request: Request) -> Response:
 async def explain_digit(request: Request) -> Response:
     """The digit, the runner-up and the margin, the normalised image the model saw, and an
     occlusion map: how much hiding each patch of it lowers the digit's probability."""
-    body, model = await begin(request, DigitRequest, "digit")
+    body, model = await begin(request, DigitRequest, "digit", read_pixels)
     _one_item(body.batched, "digit")
     rows = await digit_rows(model, body.items(), False, NNServe.of(request).settings)
-    return answer(model, [await digit.explain(NNServe.of(request).dataplane, model, rows[0])], False)
+    return answer(
+        model, [await digit.explain(NNServe.of(request).dataplane.for_explanations(), model, rows[0])], False
+    )

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.body import json_response
-from service.card import BagOfWordsVocabulary, Preprocessing
+from service.card import BagOfWordsVocabulary, Preprocessing, TokenIdVocabulary
 from service.loading import ModelVersion
 from service.nnserve import NNServe
 from service.repository import ModelEntry
@@ -45,7 +45,7 @@ async def ready(request: Request) -> Response:
 def _preprocessing_summary(preprocessing: Preprocessing) -> dict[str, Any]:
     """The card's preprocessing for clients: a vocabulary is summarised by its size, since
     thousands of words help nobody reading /models."""
-    if isinstance(preprocessing, BagOfWordsVocabulary):
+    if isinstance(preprocessing, BagOfWordsVocabulary | TokenIdVocabulary):
         return {"kind": preprocessing.kind, "vocabulary_size": len(preprocessing.vocabulary)}
     return preprocessing.model_dump()
 

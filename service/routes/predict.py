@@ -21,15 +21,17 @@ from service.errors import BatchTooLarge, InvalidInput
 from service.features import BagOfWords, GuestEncoder
 from service.loading import ServingModel
 from service.nnserve import NNServe
+from service.pixel_body import read_pixels
 from service.routes.common import (
     answer,
     begin,
     digit_rows,
     documented,
-    email_encoder,
     encode_each,
     model_encoder,
+    spam_rows,
     spam_threshold,
+    test_pattern,
 )
 from service.schemas import (
     DigitBatchResponse,
@@ -55,7 +57,11 @@ def _check_batch(settings: Settings, items: Sequence[Any]) -> None:
 
 async def _run(request: Request, model: ServingModel, rows: np.ndarray) -> np.ndarray:
     """The model's first output (the card's) for these rows."""
-    return (await NNServe.of(request).dataplane.infer(model, {model.card.inputs[0].name: rows}))[0]
+    return await _run_feeds(request, model, {model.card.inputs[0].name: rows})
+
+
+async def _run_feeds(request: Request, model: ServingModel, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    return (await NNServe.of(request).dataplane.infer(model, feeds))[0]
 
 
 @router.post("/wine", **documented(WineRequest, WineResponse | WineBatchResponse))
@@ -76,20 +82,26 @@ async def predict_spam(request: Request) -> Response:
     """Spam probability of an email: raw RFC 822 with headers, or just a body."""
     body, model = await begin(request, SpamRequest, "spam")
     settings: Settings = NNServe.of(request).settings
-    encode = email_encoder(settings, model_encoder(model, BagOfWords))
+    encoder = model_encoder(model, BagOfWords)
     texts = body.items()
     _check_batch(settings, texts)
-    rows = encode_each(texts, body.batched, lambda _: "text", encode)
-    probabilities = (await _run(request, model, rows))[:, 1].tolist()
+    _, feeds = spam_rows(settings, encoder, texts, body.batched)
+    probabilities = (await _run_feeds(request, model, feeds))[:, 1].tolist()
     threshold = spam_threshold(model, settings)
-    predictions = [{"spam": p >= threshold, "probability": p} for p in probabilities]
+    predictions: list[dict[str, Any]] = []
+    for text, p in zip(texts, probabilities, strict=True):
+        pattern = test_pattern(encoder, text)
+        if pattern is None:
+            predictions.append({"spam": p >= threshold, "probability": p})
+        else:
+            predictions.append({"spam": True, "probability": 1.0, "test_pattern": pattern})
     return answer(model, predictions, body.batched)
 
 
 @router.post("/digit", **documented(DigitRequest, DigitResponse | DigitBatchResponse))
 async def predict_digit(request: Request) -> Response:
     """The handwritten digit in an image of any size and polarity, or in 784 MNIST pixels."""
-    body, model = await begin(request, DigitRequest, "digit")
+    body, model = await begin(request, DigitRequest, "digit", read_pixels)
     settings: Settings = NNServe.of(request).settings
     items = body.items()
     _check_batch(settings, items)

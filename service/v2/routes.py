@@ -12,6 +12,8 @@ from starlette.responses import Response
 
 from service.auth import check_api_key, require_admin_key
 from service.body import json_response
+from service.errors import BadRequest
+from service.features import FeatureError, TokenIds
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.v2 import answers
@@ -86,7 +88,13 @@ async def infer(request: Request, name: str) -> Response:
     parsed = parse_request(
         await request.body(), request.headers.get(HEADER_LENGTH), NNServe.of(request).settings.max_batch_size
     )
-    outputs = await NNServe.of(request).dataplane.infer(model, feeds_for(parsed, model.card.inputs))
+    feeds = feeds_for(parsed, model.card.inputs)
+    if isinstance(model.encoder, TokenIds):
+        try:
+            model.encoder.check(feeds)
+        except FeatureError as exc:
+            raise BadRequest(str(exc)) from exc
+    outputs = await NNServe.of(request).dataplane.infer(model, feeds)
     named = {
         spec.name: (array, CARD_DATATYPES[spec.dtype])
         for spec, array in zip(model.card.outputs, outputs, strict=True)

@@ -214,27 +214,36 @@ async function predictSpam() {
   $("spam-verdict").textContent = answer.spam ? "Spam" : "Ham";
   $("spam-bar").style.width = `${percent}%`;
   $("spam-gauge").setAttribute("aria-valuenow", answer.probability.toFixed(3));
-  $("spam-probability").textContent = `spam probability ${percent}%`;
+  $("spam-probability").textContent = answer.test_pattern
+    ? `spam: the ${answer.test_pattern} test pattern matched` : `spam probability ${percent}%`;
   if (spamWhyShown()) await explainSpam();
 }
 
-// Effects are in probability; shown in percentage points, to two significant digits (a model sure
-// of its answer moves by thousandths of a point).
-const points = (effect) => `${effect < 0 ? "\u2212" : "+"}${Math.abs(effect * 100).toPrecision(2)} points`;
+// Effects come on the log-odds (the logit, where the network adds up its evidence) and in
+// probability. The page ranks and colours by the log-odds, which stays informative where the
+// probability is saturated (a model sure of its answer moves by thousandths of a point), and shows
+// the points beside it, to two significant digits. An older model's answer without log-odds
+// falls back to the points.
+const points = (effect) => (effect === 0 ? "0 points"
+  : `${effect < 0 ? "\u2212" : "+"}${Math.abs(effect * 100).toPrecision(2)} points`);
+const strengthOf = (w) => (w.log_odds_effect ?? w.effect) || 0;
+const described = (w) => (w.log_odds_effect == null ? points(w.effect)
+  : `${w.log_odds_effect < 0 ? "\u2212" : "+"}${Math.abs(w.log_odds_effect).toFixed(2)} log-odds (${points(w.effect)})`);
 
 // The text the model read, each examined word marked in the colour of the way it pushed, deeper
 // for a stronger push. Offsets count code points, so the text is sliced as an array of them.
 function highlight(text, tokens) {
   const chars = Array.from(text);
-  const strongest = Math.max(1e-12, ...tokens.map((t) => Math.abs(t.effect || 0)));
+  const strongest = Math.max(1e-12, ...tokens.map((t) => Math.abs(strengthOf(t))));
   const parts = [];
   let at = 0;
   for (const t of tokens) {
-    if (!t.effect) continue;
+    const effect = strengthOf(t);
+    if (!effect) continue;
     parts.push(chars.slice(at, t.start).join(""));
-    const strength = Math.abs(t.effect) / strongest;
-    const mark = element("mark", { class: t.effect > 0 ? "to-spam" : "to-ham", "data-word": t.token,
-      title: `${t.token}: ${points(t.effect)}` }, chars.slice(t.start, t.end).join(""));
+    const strength = Math.abs(effect) / strongest;
+    const mark = element("mark", { class: effect > 0 ? "to-spam" : "to-ham", "data-word": t.token,
+      title: `${t.token}: ${described(t)}` }, chars.slice(t.start, t.end).join(""));
     mark.style.setProperty("--strength", (0.1 + 0.9 * strength).toFixed(3));
     parts.push(mark);
     at = t.end;
@@ -245,9 +254,11 @@ function highlight(text, tokens) {
 
 function showSpamWhy(answer) {
   $("spam-read").replaceChildren(...highlight(answer.text, answer.tokens));
-  // "<headers>" is no word of the text: spam v2 reads the header block itself as one.
-  const label = (word) => (word === "<headers>" ? "(the header block)" : word);
-  const words = (list) => list.map((w) => element("li", { "data-word": w.word }, `${label(w.word)} ${points(w.effect)}`));
+  // "<headers>" is no word of the text: spam v2 and v3 read the header block itself as one, and
+  // v3 the shapes of numbers ("<digits:5-6>") and links ("<link>").
+  const label = (word) => (word === "<headers>" ? "(the header block)" : word === "<link>" ? "(a link)"
+    : word.startsWith("<digits:") ? `(a number of ${word.slice(8, -1)} digits)` : word);
+  const words = (list) => list.map((w) => element("li", { "data-word": w.word }, `${label(w.word)} ${described(w)}`));
   $("spam-ward").replaceChildren(...words(answer.spam_ward));
   $("ham-ward").replaceChildren(...words(answer.ham_ward));
   $("spam-note").textContent = answer.note || `Every one of the ${answer.known_words} known words was examined; ` +

@@ -87,13 +87,13 @@ def _wait_until_up(server: Server, path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"nnserve exited with {server.process.returncode}:\n{server.log()}")
+            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.log()}")
         try:
             if httpx.get(server.url + path, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.05)
+        time.sleep(0.005)  # make bench times start-up with it
     server.stop()
     raise RuntimeError(f"nnserve did not answer 200 on {path} in {timeout}s:\n{server.log()}")
 
@@ -105,13 +105,16 @@ def launch(
     timeout: float = 60,
     executable: Path = NNSERVE,
     cwd: Path = REPO,
+    command: list[str] | None = None,
+    ready_path: str | None = None,
     **env_overrides: str,
 ) -> Server:
     """Starts the console script on a free port (and gRPC on another) with NNSERVE_* overrides
     and waits until it answers 200 on /ready (or /health); its stdout and stderr go to
-    `log_dir/server.log`."""
+    `log_dir/server-PORT.log`. `command` runs another server instead (make bench's reference
+    apps), with `{port}` in it replaced by the port, ready when `ready_path` answers 200."""
     port = free_port()
-    log_path = log_dir / "server.log"
+    log_path = log_dir / f"server-{port}.log"
     env = {
         **os.environ,
         "NNSERVE_HOST": "127.0.0.1",
@@ -123,11 +126,15 @@ def launch(
     }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [str(executable)], env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT
+            [part.replace("{port}", str(port)) for part in command or [str(executable)]],
+            env=env,
+            cwd=cwd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     server = Server(process, port, log_path, env_overrides, int(env["NNSERVE_GRPC_PORT"]))
     try:
-        _wait_until_up(server, "/ready" if wait_ready else "/health", timeout)
+        _wait_until_up(server, ready_path or ("/ready" if wait_ready else "/health"), timeout)
     except RuntimeError:
         server.stop()
         raise

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from training.fit import FitConfig, fit, make_deterministic, predict
+from training.fit import FitConfig, Inputs, fit, make_deterministic, predict
 
 SAMPLES = 200
 MAX_SAMPLE_CHARS = 100_000
@@ -67,7 +67,7 @@ def honest(
 
 
 def determinism(
-    build: Any, x: np.ndarray, y: np.ndarray, loss: nn.Module, config: FitConfig, probe: np.ndarray
+    build: Any, x: Inputs, y: np.ndarray, loss: nn.Module, config: FitConfig, probe: Inputs
 ) -> dict[str, Any]:
     """Trains one epoch twice from the same seed and compares the nets' outputs: how far two
     runs of this recipe differ (0.0 means bitwise identical)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from service.features import image_bytes_to_digit
 from training import data
 from training.augment import FOREIGN, foreign_mix, inverted, noisy_photos
 from training.export import Trained
-from training.fit import FitConfig, fit, make_deterministic, predict, random_affine
+from training.fit import FitConfig, History, fit, make_deterministic, predict, random_affine
 from training.fonts import RenderedDigit, rendered_digits
 from training.nets import WithSoftmax, digit_cnn, digit_mlp
 from training.recipes.common import SAMPLES, determinism, spread
@@ -239,6 +239,27 @@ def _known_limits(views: dict[str, dict[str, Any]], fonts: dict[str, Any]) -> li
     ]
 
 
+@dataclass
+class _DigitData:
+    raw_train: np.ndarray
+    y_train: np.ndarray
+    raw_test: np.ndarray
+    y_test: np.ndarray
+    x_train: np.ndarray
+    x_test: np.ndarray
+    source: dict[str, Any]
+
+
+@dataclass
+class _Evaluation:
+    predicted: np.ndarray
+    confusion: np.ndarray
+    views: dict[str, dict[str, Any]]
+    fonts: dict[str, Any]
+    samples: list[dict[str, Any]]
+    x_extra: np.ndarray
+
+
 def train_digit(
     config: FitConfig,
     baseline_config: FitConfig,
@@ -247,58 +268,119 @@ def train_digit(
     test_size: int = DIGIT_TEST_SIZE,
     subset: int | None = None,
 ) -> Trained:
+    """Fit (the MLP baseline, then the CNN on foreign-looking copies), evaluate on every view,
+    and write it all into the card's fields."""
     rendered = rendered_digits()  # first, so missing fonts fail before minutes of training
+    digits = _load(config, idx_dir, cache, test_size, subset)
+    mlp, baseline_history = _fit_baseline(digits, baseline_config)
+    cnn, history, epochs, first_epoch = _fit_cnn(digits, config)
+    evaluation = _evaluate(cnn, digits, rendered, config.seed)
+    baseline = {
+        "model": "MLP 784-128-64-10, no augmentation",
+        "accuracy": _accuracy(mlp, digits.x_test, digits.y_test),
+        "epochs": baseline_config.epochs,
+        "seconds": round(baseline_history.seconds, 1),
+    }
+    determinism_check = _determinism(digits, config, epochs, first_epoch)
+    return _card(cnn, digits, evaluation, history, baseline, determinism_check, config, len(rendered))
+
+
+def _load(
+    config: FitConfig, idx_dir: Path | None, cache: Path | None, test_size: int, subset: int | None
+) -> _DigitData:
     source = _digit_data(config.seed, idx_dir, cache, test_size)
     raw_train, y_train = source["train"]
     kept = data.subsample(range(len(y_train)), subset, config.seed)
     raw_train, y_train = raw_train[kept], y_train[kept]
     raw_test, y_test = source["test"]
-    x_train, x_test = (
+    return _DigitData(
+        raw_train,
+        y_train,
+        raw_test,
+        y_test,
         data.normalise_digits(raw_train, NOISE_FLOOR),
         data.normalise_digits(raw_test, NOISE_FLOOR),
+        source,
     )
-    loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
+
+def _fit_baseline(digits: _DigitData, baseline_config: FitConfig) -> tuple[nn.Module, History]:
     make_deterministic(baseline_config.seed)
     mlp = digit_mlp()
-    baseline_history = fit(
+    history = fit(
         mlp,
-        x_train,
-        y_train,
+        digits.x_train,
+        digits.y_train,
         nn.CrossEntropyLoss(),
         baseline_config,
-        lambda m: _accuracy(m, x_test, y_test),
+        lambda m: _accuracy(m, digits.x_test, digits.y_test),
         "accuracy",
         label="digit MLP",
     )
+    return mlp, history
 
-    epochs = _foreign_epochs(raw_train, config.seed)
-    y_epoch = np.tile(y_train, COPIES_PER_EPOCH)
+
+def _fit_cnn(
+    digits: _DigitData, config: FitConfig
+) -> tuple[nn.Module, History, Callable[[int], np.ndarray], np.ndarray]:
+    """The CNN, on COPIES_PER_EPOCH foreign-looking copies of every training digit, made anew
+    each epoch by `epochs` (returned with its first epoch, for the determinism check)."""
+    epochs = _foreign_epochs(digits.raw_train, config.seed)
     first_epoch = epochs(0)
     make_deterministic(config.seed)
     cnn = digit_cnn()
     history = fit(
         cnn,
         first_epoch,
-        y_epoch,
-        loss,
+        np.tile(digits.y_train, COPIES_PER_EPOCH),
+        _cnn_loss(config),
         config,
-        lambda m: _accuracy(m, x_test, y_test),
+        lambda m: _accuracy(m, digits.x_test, digits.y_test),
         "accuracy",
         augment=random_affine(max_degrees=12, max_shift=0.08, scale=(0.9, 1.1)),
         label="digit CNN",
         refresh=epochs,
     )
+    return cnn, history, epochs, first_epoch
 
-    predicted = predict(cnn, x_test).argmax(1)
+
+def _determinism(
+    digits: _DigitData, config: FitConfig, epochs: Callable[[int], np.ndarray], first_epoch: np.ndarray
+) -> dict[str, Any]:
+    """A rerun gives the same network (common.determinism) from the same augmented inputs."""
+    y_epoch = np.tile(digits.y_train, COPIES_PER_EPOCH)
+    probe = digits.x_test[:500]
+    return determinism(digit_cnn, first_epoch[:1024], y_epoch[:1024], _cnn_loss(config), config, probe) | {
+        "augmentation_max_abs_diff": float(np.abs(epochs(0)[:1024] - first_epoch[:1024]).max())
+    }
+
+
+def _cnn_loss(config: FitConfig) -> nn.Module:
+    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
+def _evaluate(cnn: nn.Module, digits: _DigitData, rendered: list[RenderedDigit], seed: int) -> _Evaluation:
+    predicted = predict(cnn, digits.x_test).argmax(1)
     confusion = np.zeros((10, 10), dtype=np.int64)
-    np.add.at(confusion, (y_test, predicted), 1)
-    views, view_raw = _transform_views(cnn, raw_test, y_test, config.seed)
+    np.add.at(confusion, (digits.y_test, predicted), 1)
+    views, view_raw = _transform_views(cnn, digits.raw_test, digits.y_test, seed)
     views["rendered_fonts"], fonts = _font_view(cnn, rendered)
-    views["noisy_photo"] = _photo_view(cnn, raw_test, y_test, config.seed)
+    views["noisy_photo"] = _photo_view(cnn, digits.raw_test, digits.y_test, seed)
+    samples, x_extra = _samples(digits.raw_test, digits.y_test, view_raw, rendered)
+    return _Evaluation(predicted, confusion, views, fonts, samples, x_extra)
 
-    samples, x_extra = _samples(raw_test, y_test, view_raw, rendered)
-    probe = x_test[:500]
+
+def _card(
+    cnn: nn.Module,
+    digits: _DigitData,
+    evaluation: _Evaluation,
+    history: History,
+    baseline: dict[str, Any],
+    determinism_check: dict[str, Any],
+    config: FitConfig,
+    renderings: int,
+) -> Trained:
+    views, y_test, predicted = evaluation.views, digits.y_test, evaluation.predicted
     return Trained(
         name="digit",
         net=WithSoftmax(cnn),
@@ -307,7 +389,7 @@ def train_digit(
         task="multiclass_classification",
         labels=[str(d) for d in range(10)],
         preprocessing=MnistNormalisation(noise_floor=NOISE_FLOOR),
-        x_test=np.concatenate([x_test, x_extra]),
+        x_test=np.concatenate([digits.x_test, evaluation.x_extra]),
         metrics={
             "accuracy": float((predicted == y_test).mean()),
             "errors": int((predicted != y_test).sum()),
@@ -315,18 +397,13 @@ def train_digit(
             "rendered_fonts_accuracy": views["rendered_fonts"]["accuracy"],
             "worst_foreign_accuracy": min(views[name]["accuracy"] for name in TRANSFORM_VIEWS),
         },
-        baseline={
-            "model": "MLP 784-128-64-10, no augmentation",
-            "accuracy": _accuracy(mlp, x_test, y_test),
-            "epochs": baseline_config.epochs,
-            "seconds": round(baseline_history.seconds, 1),
-        },
+        baseline=baseline,
         data={
-            "source": source["source"],
-            "sha512": source.get("sha512", "not pinned (user-supplied IDX files)"),
-            "held_out": source["held_out"],
-            "train_count": len(y_train),
-            "printed_digits": f"{len(rendered)} renderings from the fonts of Debian's "
+            "source": digits.source["source"],
+            "sha512": digits.source.get("sha512", "not pinned (user-supplied IDX files)"),
+            "held_out": digits.source["held_out"],
+            "train_count": len(digits.y_train),
+            "printed_digits": f"{renderings} renderings from the fonts of Debian's "
             "fonts-dejavu-core and fonts-liberation (evaluation only)",
         },
         training={
@@ -337,16 +414,15 @@ def train_digit(
                 "time, before the service's normalisation; then random rotation +-12 deg, shift "
                 "+-8%, scale 0.9-1.1 after it"
             ),
-            "determinism": determinism(digit_cnn, first_epoch[:1024], y_epoch[:1024], loss, config, probe)
-            | {"augmentation_max_abs_diff": float(np.abs(epochs(0)[:1024] - first_epoch[:1024]).max())},
+            "determinism": determinism_check,
             "load_average_5min": round(os.getloadavg()[1], 1),  # the seconds depend on it
         },
         history=history,
-        samples=samples,
-        confusion=confusion,
+        samples=evaluation.samples,
+        confusion=evaluation.confusion,
         views=views,
-        known_limits=_known_limits(views, fonts),
-        sections={"printed_digits": fonts},
+        known_limits=_known_limits(views, evaluation.fonts),
+        sections={"printed_digits": evaluation.fonts},
         notes=[
             "The digit in an image: handwritten, printed, on paper or on a screen, either "
             "polarity. A small CNN with BatchNorm, trained on MNIST digits made to look like "

@@ -1,0 +1,28 @@
+"""Explanations apart (issue 25): predictions' p99 at 32 connections, alone and while 8 clients
+keep /explain/digit busy, interleaved round by round. Explanations run on their own executor and
+queue, so the second p99 should stay within 1.5x of the first."""
+
+from __future__ import annotations
+
+from bench.cases import Case
+from bench.load import ROUNDS, SECONDS, Run, Wrk, median, show
+
+EXPLAIN_CLIENTS = 8
+
+
+def explanation_load(wrk: Wrk, url: str, predictions: list[Case], explanation: Case) -> list[Run]:
+    """For each prediction case: a `quiet` run and a `explained` run (with the explanation load
+    started just before it and stopped just after), ROUNDS times each; medians."""
+    seconds = max(1, round(SECONDS / ROUNDS))
+    runs = []
+    for case in predictions:
+        quiet, loaded = [], []
+        for _ in range(ROUNDS):
+            quiet.append(wrk.run(url, case, 32, "quiet", seconds))
+            load = wrk.start(url, explanation, EXPLAIN_CLIENTS, seconds + 1)
+            loaded.append(wrk.run(url, case, 32, "explained", seconds))
+            Wrk.finish(load, explanation, EXPLAIN_CLIENTS, "load")
+        for run in (median(case.name, quiet), median(case.name, loaded)):
+            show(run)
+            runs.append(run)
+    return runs
