@@ -166,8 +166,8 @@ def bookkeeping_us() -> dict[str, float]:
         log.handlers[:], log.level, log.propagate = [handler], logging.INFO, False
         try:
             guard = RequestGuard(_constant, settings=settings, metrics=metrics, admission=Admission(settings))
-            requests = metrics.requests.labels("/predict/wine", "200")
-            latency = metrics.request_seconds.labels("/predict/wine")
+            requests = metrics.requests.labels("/predict/wine", "200", "rest")
+            latency = metrics.request_seconds.labels("/predict/wine", "rest")
             batch = metrics.observer("wine", 1)
 
             def count() -> None:
