@@ -24,9 +24,10 @@ $(VENV)/.test: pyproject.toml requirements.lock | $(BIN)/python
 	touch $@
 
 # Re-pins the runtime packages after a change to pyproject.toml's dependencies (or to take
-# upgrades within its ranges: rm requirements.lock first).
+# upgrades within its ranges: rm requirements.lock first). The [tracing] extra is part of the
+# runtime: the image can send traces when the OTEL_* variables ask (README: Tracing).
 lock: $(VENV)/.test
-	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --extra tracing \
 		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 serve: $(VENV)/.serve

@@ -14,7 +14,7 @@ and bench/results/ for the record (bench/report.py).
 
 Run it as `make bench` (which puts tests/ on the path, for the tests' server launcher). Short
 trials: BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS=1,32, BENCH_CASES=<parts of names or
-paths, comma-separated>, BENCH_PARTS=<some of main,isolation,hop,workers,worst,grpc>.
+paths, comma-separated>, BENCH_PARTS=<some of main,isolation,hop,workers,worst,shadow,grpc>.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import grpc_case, servers, worst_case
+from bench import grpc_case, servers, shadow, worst_case
 from bench.cases import REFERENCE, Case, bench_email, http_cases, latest_version
 from bench.isolation import explanation_load
 from bench.load import Run, Wrk, interleaved, warm
 from bench.report import Section, report, stage_rows
 from bench.stages import bookkeeping_us, normalisation_us, raw_onnxruntime, stage_split
 from bench.targets import Target, isolation_targets, ratio_targets, standing_targets
+from bench.tracing_cost import summary, tracing_us
 from service.config import Settings
 
 from support.server import Server
@@ -40,7 +41,7 @@ CASE_SOURCES: list[Callable[[], list[Case]]] = [http_cases]
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,32").split(",")]
 # Only the cases whose name or path has one of these (comma-separated), e.g. /explain/,wine
 ONLY = os.environ.get("BENCH_CASES", "").split(",")
-PARTS = set(os.environ.get("BENCH_PARTS", "main,isolation,hop,workers,worst,grpc").split(","))
+PARTS = set(os.environ.get("BENCH_PARTS", "main,isolation,hop,workers,worst,shadow,grpc").split(","))
 
 
 def _find(cases: list[Case], path: str, name: str = "") -> Case | None:
@@ -164,6 +165,7 @@ def main() -> None:
         if "worst" in PARTS:
             worst_case_cpu(workdir)
         grpc = grpc_case.beside_rest(workdir, cases, CONNECTIONS) if "grpc" in PARTS else []
+        shadowing = shadow.measure(wrk, workdir) if "shadow" in PARTS else []
     stages = {
         case.name: split
         for case in cases
@@ -174,7 +176,7 @@ def main() -> None:
     raw = raw_onnxruntime(
         {m: latest_version(m) for m in ("wine", "spam", "digit")}, batch_sizes, bench_email()
     )
-    bookkeeping = bookkeeping_us()
+    bookkeeping = bookkeeping_us() | tracing_us()
     normalisation = normalisation_us(latest_version("digit"))
     targets: list[Target] = ratio_targets(runs) + isolation_targets(isolation)
     if runs:
@@ -210,6 +212,8 @@ def main() -> None:
         f"Per request, in process: the request guard {bookkeeping['guard']:.1f} us (deadline, limits, "
         f"id, metrics, access line); every metric update a request and its batch make "
         f"{bookkeeping['metrics']:.1f} us; the access line {bookkeeping['access line']:.1f} us",
+        summary(bookkeeping),
+        *shadowing,
     ]
     record = {
         "stages_us": stages,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from onnxruntime import InferenceSession
 from starlette.types import ASGIApp
 
-from service import __version__
+from service import __version__, tracing, traffic
 from service.auth import document_api_keys
 from service.body import install_body_schemas
 from service.config import Settings
@@ -26,6 +27,7 @@ from service.docs import install_docs
 from service.errors import install_error_handlers
 from service.guard import RequestGuard
 from service.hotpath import HotPath
+from service.loading import MakeRunner
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.nnserve import NNServe
@@ -35,9 +37,12 @@ from service.runner import ModelRunner
 from service.v2 import routes as v2
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from service.grpc.server import GrpcServer
 
 WEB_DIR = Path(__file__).parent / "web"
+log = logging.getLogger("nnserve")
 
 
 def lower_priority(nice: int) -> None:
@@ -48,11 +53,14 @@ def lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, thread, nice)
 
 
-def create_app(settings: Settings | None = None) -> NNServe:
+def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter | None = None) -> NNServe:
+    """`span_exporter`: traces go there, whatever the OTEL_* variables say (the tests' in-memory
+    exporter); without it they say whether traces are on (service/tracing.py)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
 
     metrics = Metrics.create()
+    tracer = tracing.from_environment(metrics.spans_dropped.inc, exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: NNServe) -> AsyncIterator[None]:
@@ -64,36 +72,40 @@ def create_app(settings: Settings | None = None) -> NNServe:
             initargs=(settings.explain_nice,),
         )
 
-        def make_runner(session: InferenceSession, name: str, version: int) -> ModelRunner:
-            return ModelRunner(
-                session,
-                executor,
-                max_batch_rows=settings.max_batch_size,
-                max_queued_rows=settings.max_queued_rows,
-                batching=settings.batching,
-                timeout=settings.inference_timeout_seconds,
-                observer=metrics.observer(name, version),
-                inline_below_seconds=settings.inline_model_us / 1e6,
-                inline_when_idle_below_seconds=settings.inline_when_idle_model_us / 1e6,
-            )
+        def runner(executor: Executor, max_queued_rows: int, on_loop: bool) -> MakeRunner:
+            """Runners of sessions on `executor`; `on_loop`: small models may run on the event
+            loop instead (service/runner.py), which explanations never do: their dozens of rows
+            would stall every request."""
 
-        def make_explainer(session: InferenceSession, name: str, version: int) -> ModelRunner:
-            """Never on the event loop: an explanation's dozens of rows would stall every request."""
-            return ModelRunner(
-                session,
-                explaining,
-                max_batch_rows=settings.max_batch_size,
-                max_queued_rows=settings.explain_max_queued_rows,
-                batching=settings.batching,
-                timeout=settings.inference_timeout_seconds,
-                observer=metrics.observer(name, version),
-            )
+            loop_below = (settings.inline_model_us / 1e6, settings.inline_when_idle_model_us / 1e6)
+            inline, inline_when_idle = loop_below if on_loop else (0.0, 0.0)
+
+            def make(session: InferenceSession, name: str, version: int) -> ModelRunner:
+                return ModelRunner(
+                    session,
+                    executor,
+                    max_batch_rows=settings.max_batch_size,
+                    max_queued_rows=max_queued_rows,
+                    batching=settings.batching,
+                    timeout=settings.inference_timeout_seconds,
+                    observer=metrics.observer(name, version),
+                    inline_below_seconds=settings.inline_model_us / 1e6 if on_loop else 0.0,
+                    inline_when_idle_below_seconds=settings.inline_when_idle_model_us / 1e6
+                    if on_loop
+                    else 0.0,
+                )
+
+            return make
+
+        make_runner = runner(executor, settings.max_queued_rows, on_loop=True)
+        make_explainer = runner(explaining, settings.explain_max_queued_rows, on_loop=False)
 
         repository = ModelRepository(
             settings.models_dir,
             intra_op_threads=settings.intra_op_threads,
             make_runner=make_runner,
             make_explainer=make_explainer,
+            max_model_bytes=settings.max_model_bytes,
         )
         repository.load_all()
         # Everything loaded so far (cards, vocabularies, sessions) lives as long as the process:
@@ -101,15 +113,31 @@ def create_app(settings: Settings | None = None) -> NNServe:
         # a pause of tens of milliseconds in the middle of requests (the p99).
         gc.collect()
         gc.freeze()
-        app.dataplane = DataPlane(repository)
+        try:
+            app.dataplane = DataPlane(
+                repository,
+                metrics.traffic,
+                strict_readiness=settings.strict_readiness,
+                traffic=traffic.policy(settings.traffic, settings.shadow),
+                shadow_queue_bytes=settings.shadow_queue_bytes,
+                shadow_log_per_minute=settings.shadow_log_per_minute,
+            )
+        except traffic.TrafficError as exc:
+            log.error("refusing to start: NNSERVE_TRAFFIC / NNSERVE_SHADOW: %s", exc)
+            executor.shutdown(wait=False, cancel_futures=True)
+            explaining.shutdown(wait=False, cancel_futures=True)
+            raise
         grpc_server = await _start_grpc(app) if settings.grpc_port else None
         try:
             yield
         finally:
             if grpc_server is not None:
                 await grpc_server.stop()
+            await app.dataplane.close()
             executor.shutdown(wait=True, cancel_futures=True)
             explaining.shutdown(wait=True, cancel_futures=True)
+            if tracer is not None:
+                tracer.shutdown()
 
     app = NNServe(
         settings,
@@ -122,6 +150,7 @@ def create_app(settings: Settings | None = None) -> NNServe:
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.tracer = tracer
     metrics.watch_models(lambda: _model_states(app))
     install_error_handlers(app, settings)
     install_body_schemas(app)
@@ -143,13 +172,19 @@ def create_app(settings: Settings | None = None) -> NNServe:
         """The layers every request meets before FastAPI's own stack (its server-error,
         telemetry and body-limit middleware, which the guard and the hot path do without)."""
         app_: ASGIApp = HotPath(inner, routers=[predict.router, explain.router, v2.router], fastapi=app)
-        app_ = RequestGuard(app_, settings=settings, metrics=metrics, admission=app.admission)
+        app_ = RequestGuard(app_, settings=settings, metrics=metrics, admission=app.admission, tracer=tracer)
         if settings.cors_origins:  # outermost, so the guard's own 413 and 503 carry CORS headers too
             app_ = CORSMiddleware(
                 app_,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["Content-Type", "Authorization", "X-Request-ID", "X-Request-Timeout"],
+                allow_headers=[
+                    "Content-Type",
+                    "Authorization",
+                    "X-Request-ID",
+                    "X-Request-Timeout",
+                    "X-Traffic-Key",
+                ],
                 expose_headers=["X-Request-ID", "Retry-After"],
             )
         return app_

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from service.errors import UnsupportedMediaType, validation_error
+from service.tracing import timed
 
 Model = TypeVar("Model", bound=BaseModel)
 _REF = "#/components/schemas/{model}"
@@ -85,6 +86,13 @@ async def parse_json(
     if not _is_json(content_type):
         raise UnsupportedMediaType(f"send JSON (Content-Type: application/json), not {content_type}")
     body = await request.body()
+    parsed: Model = timed("parse", _parse, model, body, fast)
+    return parsed
+
+
+def _parse(model: type[Model], body: bytes, fast: Callable[[bytes], Model | None] | None) -> Model:
+    """The fast reader's answer where it has one (it declines all but the plainest bodies), else
+    pydantic's, whose errors name what is wrong."""
     if fast is not None and (parsed := fast(body)) is not None:
         return parsed
     try:

@@ -7,20 +7,37 @@ shared preprocessing (the roster, the vocabulary, the image normalisation).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
 
 
+DType = Literal[
+    "float32",
+    "float64",
+    "float16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+]
+
+
 class TensorSpec(BaseModel):
-    """One graph input or output; -1 marks the dynamic batch dimension."""
+    """One graph input or output; -1 marks a dynamic dimension (the batch, at least)."""
 
     name: str
-    dtype: Literal["float32", "int64"]
+    dtype: DType
     shape: list[int]
 
 
@@ -104,3 +121,46 @@ class ModelCard(BaseModel):
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CARD_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+class SmallCard(BaseModel):
+    """The optional card of a drop-in model (a `model.onnx` its owner did not train with our
+    code): only what the graph cannot say. A `card.json` holding `preprocessing` is a training
+    card (ModelCard); any other is read as this one, and a field it does not know is refused so
+    that a typo is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(None, max_length=2000, description="what the model does, for people")
+    labels: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="a classifier's classes, in the order of its first output's last dimension; "
+        "for a single sigmoid output, [negative, positive]",
+    )
+    example: dict[str, JsonValue] | None = Field(
+        None, description="an Open Inference Protocol request that works: run at load, so it cannot rot"
+    )
+
+
+class GraphCard(BaseModel):
+    """What the service knows of a drop-in model: the tensors from the graph itself, and the
+    small card's additions if there is one (`written` says whether there is)."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    written: bool = False
+    description: str | None = None
+    labels: list[str] | None = None
+    example: dict[str, JsonValue] | None = None
+
+
+def read_card(folder: Path) -> ModelCard | SmallCard | None:
+    """The folder's card: a training card, a drop-in's small card, or None when there is none."""
+    path = folder / CARD_FILE
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_bytes())
+    if isinstance(raw, dict) and "preprocessing" in raw:
+        return ModelCard.model_validate(raw)
+    return SmallCard.model_validate(raw)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Self
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.traffic import parse_shadow, parse_traffic
+
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """Where prometheus-client's multiprocess mode keeps the workers' metrics; set by the console script
 for NNSERVE_WORKERS > 1, read by prometheus-client when a worker first imports it."""
@@ -134,6 +136,31 @@ class Settings(BaseSettings):
         8081, ge=0, le=65535, description="port of the gRPC inference service, on NNSERVE_HOST; 0 = off"
     )
 
+    # Drop-in models and readiness (issue 26)
+    max_model_bytes: int = Field(
+        512 << 20, ge=1, description="a model.onnx larger than this is not loaded (reported by /ready)"
+    )
+    strict_readiness: bool = Field(
+        True,
+        description="/ready is 200 only when every version found loaded; false: when at least one "
+        "did (Triton's --strict-readiness=false), the others still reported",
+    )
+
+    # Canary and shadow (issue 26; service/traffic.py, service/shadow.py)
+    traffic: str = Field(
+        "", description="canary weights per model: 'spam=2:90,3:10;digit=1:50,2:50' (percentages)"
+    )
+    shadow: str = Field("", description="a shadow version per model: 'spam:3,digit:2'")
+    shadow_queue_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="requests waiting for their shadow comparison, in bytes (their tensors, outputs "
+        "and bodies); past it, comparisons are dropped and counted",
+    )
+    shadow_log_per_minute: int = Field(
+        0, ge=0, description="inputs on which a shadow disagrees, logged per minute; 0: none"
+    )
+
     api_keys: Annotated[list[str], NoDecode] = Field(
         [],
         # NNSERVE_API_KEY, the name before keys were a list, still works.
@@ -151,6 +178,18 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("traffic")
+    @classmethod
+    def _traffic_syntax(cls, value: str) -> str:
+        parse_traffic(value)  # the versions are checked against the repository once it is loaded
+        return value
+
+    @field_validator("shadow")
+    @classmethod
+    def _shadow_syntax(cls, value: str) -> str:
+        parse_shadow(value)
+        return value
 
     @model_validator(mode="after")
     def _drain_within_grace(self) -> Self:

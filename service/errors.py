@@ -19,6 +19,7 @@ from starlette.responses import Response
 from service.config import Settings
 from service.deadline import DeadlineExceeded
 from service.runner import QueueFull
+from service.tracing import note_error
 
 log = logging.getLogger("nnserve")
 
@@ -132,6 +133,7 @@ def as_api_error(exc: Exception, retry_after: str) -> ApiError | None:
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> Response:
+    note_error(code)
     body: dict[str, Any] = {"error": message, "code": code}
     if details is not None:
         body["details"] = details

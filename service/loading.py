@@ -1,5 +1,6 @@
 """Loading one model version: read its card, build its onnxruntime session, check the card against
-the graph, build its preprocessing tables, and warm it up.
+the graph, build its preprocessing tables, and warm it up. A version without a training card is a
+drop-in model: its tensors come from the graph, and a small card may add what the graph cannot say.
 
 All per-model work happens here, once, so that serving a request does none of it. A version that
 fails is returned with its reason (never raised), so one bad model never stops the others.
@@ -15,23 +16,47 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import orjson
+from pydantic import ValidationError
 
 from service.card import (
+    CARD_FILE,
     MODEL_FILE,
     BagOfWordsVocabulary,
+    GraphCard,
     GuestRoster,
     ModelCard,
+    SmallCard,
     TensorSpec,
     TokenIdVocabulary,
+    read_card,
 )
+from service.errors import ApiError
 from service.explain.hidden import HIDDEN_FILE, HIDDEN_OUTPUT, SECTION, HiddenUnits, hidden_units
 from service.features import BagOfWords, GuestEncoder, TokenIds
 from service.runner import ModelRunner
+from service.v2.codec import feeds_for, parse_request
 
 log = logging.getLogger("nnserve")
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+_ORT_DTYPES = {
+    f"tensor({ort_name})": dtype
+    for ort_name, dtype in [
+        ("float", "float32"),
+        ("double", "float64"),
+        ("float16", "float16"),
+        ("int8", "int8"),
+        ("int16", "int16"),
+        ("int32", "int32"),
+        ("int64", "int64"),
+        ("uint8", "uint8"),
+        ("uint16", "uint16"),
+        ("uint32", "uint32"),
+        ("uint64", "uint64"),
+        ("bool", "bool"),
+    ]
+}
 
 Encoder = GuestEncoder | BagOfWords
 MakeRunner = Callable[[ort.InferenceSession, str, int], ModelRunner]
@@ -56,7 +81,7 @@ class ServingModel:
 
     name: str
     version: int
-    card: ModelCard
+    card: ModelCard | GraphCard
     runner: ModelRunner
     encoder: Encoder | None
     hidden: HiddenGraph | None = None
@@ -73,7 +98,7 @@ class ModelVersion:
     name: str
     version: int
     serving: ServingModel | None = None
-    card: ModelCard | None = None
+    card: ModelCard | GraphCard | None = None
     error: str | None = None
 
     @property
@@ -136,7 +161,7 @@ def _encoder_for(card: ModelCard) -> Encoder | None:
     return encoder
 
 
-def _zero_feeds(card: ModelCard) -> dict[str, np.ndarray]:
+def _zero_feeds(card: ModelCard | GraphCard) -> dict[str, np.ndarray]:
     """One row of zeros for each input: the warm-up inference."""
     return {
         spec.name: np.zeros([1 if d == -1 else d for d in spec.shape], dtype=spec.dtype)
@@ -144,22 +169,43 @@ def _zero_feeds(card: ModelCard) -> dict[str, np.ndarray]:
     }
 
 
-def _warm_up(runner: ModelRunner, card: ModelCard) -> None:
+def _warm_up_feeds(card: ModelCard | GraphCard) -> dict[str, np.ndarray]:
+    """A drop-in's own example request if its small card gives one (a graph whose dynamic
+    dimensions cannot be 1, a CNN's image side say, needs it), else one row of zeros."""
+    if isinstance(card, GraphCard) and card.example is not None:
+        try:
+            request = parse_request(orjson.dumps(card.example), None, max_rows=1)
+            return feeds_for(request, card.inputs)
+        except ApiError as exc:
+            raise ModelLoadError(f"the card's example request is refused: {exc.message}") from None
+    return _zero_feeds(card)
+
+
+def _warm_up(runner: ModelRunner, card: ModelCard | GraphCard) -> None:
     """One real inference, so the first client does not pay for lazy initialisation, and a graph
     whose outputs are not what the card promises is caught before it serves; then the runner
     times the model to decide whether its calls run on the event loop."""
-    feeds = _zero_feeds(card)
-    outputs = runner.run_sync(feeds)
+    feeds = _warm_up_feeds(card)
+    try:
+        outputs = runner.run_sync(feeds)
+    except Exception as exc:  # onnxruntime's own error types
+        if isinstance(card, GraphCard) and card.example is None:
+            raise ModelLoadError(
+                f"warm-up on zeros of shapes {[list(f.shape) for f in feeds.values()]} failed "
+                f"({_first_line(exc)}); give an example request in card.json"
+            ) from None
+        raise
+    rows = next(iter(feeds.values())).shape[0]  # one, or a graph's fixed batch
+    said = "card says" if isinstance(card, ModelCard) else "graph says"
     for spec, out in zip(card.outputs, outputs, strict=True):
         fits = (
             len(out.shape) == len(spec.shape)
-            and out.shape[:1] == (1,)
+            and out.shape[:1] == (rows,)
             and all(want in (-1, got) for want, got in zip(spec.shape[1:], out.shape[1:], strict=True))
         )
         if not fits:
-            raise ModelLoadError(
-                f"output {spec.name!r} has shape {list(out.shape)} on warm-up; card says {spec.shape}"
-            )
+            shape = list(out.shape)
+            raise ModelLoadError(f"output {spec.name!r} has shape {shape} on warm-up; {said} {spec.shape}")
     runner.calibrate(feeds)
 
 
@@ -219,6 +265,39 @@ def version_folders(model_dir: Path) -> list[tuple[int, Path]]:
     )
 
 
+def _check_size(path: Path, max_bytes: int) -> None:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ModelLoadError(
+            f"{MODEL_FILE} is {size:,} bytes, over the limit of {max_bytes:,} (NNSERVE_MAX_MODEL_BYTES)"
+        )
+
+
+def _graph_card(small: SmallCard | None, session: ort.InferenceSession) -> GraphCard:
+    """A drop-in's description: the graph's tensors, and its small card's additions."""
+    card = GraphCard(
+        inputs=graph_specs(session.get_inputs()),
+        outputs=graph_specs(session.get_outputs()),
+        written=small is not None,
+        **(small.model_dump() if small else {}),
+    )
+    if card.labels is not None:
+        width = card.outputs[0].shape[-1] if card.outputs[0].shape else 1
+        wanted = 2 if width == 1 else width
+        if width != -1 and len(card.labels) != wanted:
+            raise ModelLoadError(
+                f"card.json names {len(card.labels)} labels; output {card.outputs[0].name!r} "
+                f"of shape {card.outputs[0].shape} needs {wanted}"
+            )
+    return card
+
+
+def _fixed_batch(card: GraphCard) -> int | None:
+    """Rows a graph takes per call when its first input's batch dimension is a fixed number."""
+    shape = card.inputs[0].shape if card.inputs else []
+    return shape[0] if shape and shape[0] != -1 else None
+
+
 def load_version(
     name: str,
     version: int,
@@ -226,26 +305,47 @@ def load_version(
     *,
     intra_op_threads: int,
     make_runner: MakeRunner,
+    max_model_bytes: int,
     make_explainer: MakeRunner | None = None,
 ) -> ModelVersion:
     """The version serving, or not serving with a reason that names no path of the server's disk.
     `make_explainer` makes the runners explanations use (the hidden graph's among them); without
     it explanations share the prediction runner."""
-    card: ModelCard | None = None
+    card: ModelCard | GraphCard | None = None
     try:
-        card = ModelCard.read(path)
-        if card.name != name or card.version != version:
-            raise ModelLoadError(f"card names {card.name} v{card.version}, folder is {name}/{version}")
+        written = read_card(path)
+        if isinstance(written, ModelCard):
+            card = written  # shown by /models even if the graph then fails
+            if written.name != name or written.version != version:
+                raise ModelLoadError(
+                    f"card names {written.name} v{written.version}, folder is {name}/{version}"
+                )
+        _check_size(path / MODEL_FILE, max_model_bytes)
         session = _session(path / MODEL_FILE, intra_op_threads)
-        _check_matches("inputs", card.inputs, graph_specs(session.get_inputs()))
-        _check_matches("outputs", card.outputs, graph_specs(session.get_outputs()))
-        encoder = _encoder_for(card)
-        runner = make_runner(session, name, version)
-        _warm_up(runner, card)
-        explainer = None if make_explainer is None else make_explainer(session, name, version)
-        hidden, hidden_error = _load_hidden(path, card, intra_op_threads, make_explainer or make_runner)
+        if isinstance(written, ModelCard):
+            _check_matches("inputs", written.inputs, graph_specs(session.get_inputs()))
+            _check_matches("outputs", written.outputs, graph_specs(session.get_outputs()))
+            encoder = _encoder_for(written)
+            runner = make_runner(session, name, version)
+            _warm_up(runner, written)
+            explainer = None if make_explainer is None else make_explainer(session, name, version)
+            hidden, hidden_error = _load_hidden(
+                path, written, intra_op_threads, make_explainer or make_runner
+            )
+            serving = ServingModel(name, version, written, runner, encoder, hidden, hidden_error, explainer)
+        else:
+            card = _graph_card(written, session)
+            runner = make_runner(session, name, version)
+            if (rows := _fixed_batch(card)) is not None:
+                runner.fix_batch_rows(rows)
+            _warm_up(runner, card)
+            serving = ServingModel(name, version, card, runner, None)
     except FileNotFoundError as exc:
         error = f"missing file: {Path(exc.filename or '').name or exc}"
+    except ValidationError as exc:  # a card that does not fit its schema: say where first
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        error = f"{CARD_FILE}: {where}: {problem['msg']}" if where else f"{CARD_FILE}: {problem['msg']}"
     except (ModelLoadError, ValueError) as exc:
         error = str(exc).splitlines()[0]
     except Exception as exc:  # onnxruntime raises its own types for corrupt graphs
@@ -261,8 +361,7 @@ def load_version(
             if runner.inline_when_idle
             else "in the inference executor",
         )
-        serving = ServingModel(name, version, card, runner, encoder, hidden, hidden_error, explainer)
-        return ModelVersion(name, version, serving, card)
+        return ModelVersion(name, version, serving, serving.card)
     error = _without_paths(error, path, name, version)
     log.error("model %s version %d failed to load: %s", name, version, error)
     return ModelVersion(name, version, card=card, error=error)

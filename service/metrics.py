@@ -43,6 +43,55 @@ _INFERENCE_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+# Shadow and canary (service/traffic.py, service/shadow.py)
+_DIFFERENCE_BUCKETS = (0.0001, 0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class TrafficMetrics:
+    """Which version served each inference, and how a shadow version compares with it."""
+
+    served: Counter
+    shadow_rows: Counter
+    shadow_difference: Histogram
+    shadow_failures: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None) -> TrafficMetrics:
+        shadow_labels = ["model", "version", "shadow"]
+        return cls(
+            served=Counter(
+                "nnserve_model_inferences",
+                "Inferences a client asked for, by the version that answered (canary splits show here)",
+                ["model", "version"],
+                registry=registry,
+            ),
+            shadow_rows=Counter(
+                "nnserve_shadow_rows",
+                "Rows run by a shadow version too: outcome agree or disagree (its verdict flipped), "
+                "or unlabelled for a model without classes",
+                [*shadow_labels, "outcome"],
+                registry=registry,
+            ),
+            shadow_difference=Histogram(
+                "nnserve_shadow_difference",
+                "Per row, the largest absolute difference between the serving and the shadow "
+                "version's first output (a probability, for a classifier)",
+                shadow_labels,
+                buckets=_DIFFERENCE_BUCKETS,
+                registry=registry,
+            ),
+            shadow_failures=Counter(
+                "nnserve_shadow_failures",
+                "Requests a shadow version could not compare: reason dropped (its queue was full), "
+                "failed (its inference or preprocessing raised), or incomparable (tensors prepared "
+                "for the serving version's card, which prepares inputs otherwise); clients never see these",
+                [*shadow_labels, "reason"],
+                registry=registry,
+            ),
+        )
+
+
 @dataclass
 class Metrics:
     registry: CollectorRegistry
@@ -52,6 +101,9 @@ class Metrics:
     inference_seconds: Histogram
     batch_size: Histogram
     queue_wait_seconds: Histogram
+    # Tracing (service/tracing.py): what the span export queue had no room for.
+    spans_dropped: Counter
+    traffic: TrafficMetrics
 
     @classmethod
     def create(cls) -> Metrics:
@@ -104,6 +156,12 @@ class Metrics:
                 buckets=_LATENCY_BUCKETS,
                 registry=own,
             ),
+            spans_dropped=Counter(
+                "nnserve_trace_spans_dropped",
+                "Spans dropped because the export queue was full (the collector is down or slow)",
+                registry=own,
+            ),
+            traffic=TrafficMetrics.create(own),
         )
 
     def watch_models(self, states: Callable[[], dict[tuple[str, int], bool]]) -> None:

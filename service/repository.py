@@ -24,10 +24,6 @@ class ModelEntry:
     name: str
     versions: dict[int, ModelVersion] = field(default_factory=dict)
 
-    def latest_ready(self) -> ModelVersion | None:
-        ready = [v for v in self.versions.values() if v.ready]
-        return max(ready, key=lambda v: v.version) if ready else None
-
 
 class ModelRepository:
     def __init__(
@@ -36,10 +32,12 @@ class ModelRepository:
         *,
         intra_op_threads: int,
         make_runner: MakeRunner,
+        max_model_bytes: int,
         make_explainer: MakeRunner | None = None,
     ) -> None:
         self.root = root
         self._intra_op_threads = intra_op_threads
+        self._max_model_bytes = max_model_bytes
         self._make_runner = make_runner
         self._make_explainer = make_explainer
         self.models: dict[str, ModelEntry] = {}
@@ -74,6 +72,7 @@ class ModelRepository:
                 intra_op_threads=self._intra_op_threads,
                 make_runner=self._make_runner,
                 make_explainer=self._make_explainer,
+                max_model_bytes=self._max_model_bytes,
             )
         return entry
 

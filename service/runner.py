@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from service import deadline
 from service.deadline import Deadline, DeadlineExceeded
+from service.tracing import Attributes, RequestTrace, current_trace
 
 __all__ = ["BatchObserver", "DeadlineExceeded", "ModelRunner", "QueueFull"]
 
@@ -51,7 +52,9 @@ class _Pending:
     feeds: Feeds
     rows: int
     future: asyncio.Future[Outputs]
+    trace: RequestTrace | None  # the caller's sampled trace, noted into when its batch runs
     enqueued: float = field(default_factory=time.perf_counter)
+    taken: float = 0.0  # when its batch started
 
 
 class ModelRunner:
@@ -87,6 +90,11 @@ class ModelRunner:
         self.inline_when_idle = False  # set by calibrate(): on the event loop when traffic is sparse
         self._call_seconds = 0.0
         self._idle_since = time.perf_counter()
+
+    def fix_batch_rows(self, rows: int) -> None:
+        """A graph whose batch dimension is a fixed number takes exactly that many rows a call:
+        requests are never stacked beyond it (the codec refuses any other row count)."""
+        self._max_rows = rows
 
     def calibrate(self, feeds: Feeds, calls: int = 20) -> float:
         """Times batch-1 calls and decides where calls run: a model faster than
@@ -146,20 +154,25 @@ class ModelRunner:
             raise QueueFull(
                 f"the model has {self._rows} rows waiting, near its limit of {self._max_queued_rows}"
             )
+        trace = current_trace.get()
+        if trace is not None:
+            trace.since_last_stage("preprocess", time.perf_counter())
         self._rows += rows
         try:
-            return await self._answer(feeds, rows, limit)
+            return await self._answer(feeds, rows, limit, trace)
         finally:
             self._rows -= rows
             if not self._rows:
                 self._idle_since = time.perf_counter()
 
-    async def _answer(self, feeds: Feeds, rows: int, limit: Deadline | None) -> Outputs:
+    async def _answer(
+        self, feeds: Feeds, rows: int, limit: Deadline | None, trace: RequestTrace | None
+    ) -> Outputs:
         loop = asyncio.get_running_loop()
         pending: _Pending | None = None
         if self._batching:
             future: asyncio.Future[Outputs] = loop.create_future()
-            pending = _Pending(feeds, rows, future)
+            pending = _Pending(feeds, rows, future, trace)
             self._queue.append(pending)
             if not self._serving:
                 self._serving = True
@@ -169,9 +182,9 @@ class ModelRunner:
                     loop.create_task(self._serve_on_executor())
         elif self.inline or self._sparse(rows):
             future = loop.create_future()
-            future.set_result(self.run_sync(feeds))
+            future.set_result(self._run_alone(feeds, trace))
         else:
-            future = loop.run_in_executor(self._executor, self.run_sync, feeds)
+            future = loop.run_in_executor(self._executor, self._run_alone, feeds, trace)
         if limit is None or self.inline:
             # An inline model's batch runs in the loop's next turn, before any timer set now
             # could fire: a timer would never change the answer.
@@ -195,6 +208,16 @@ class ModelRunner:
             raise limit.exceeded("before its inference finished") from None
         finally:
             timer.cancel()
+
+    def _run_alone(self, feeds: Feeds, trace: RequestTrace | None) -> Outputs:
+        """One caller's rows without batching: its inference is its own call."""
+        if trace is None:
+            return self.run_sync(feeds)
+        started = time.perf_counter()
+        outputs = self.run_sync(feeds)
+        rows = next(iter(feeds.values())).shape[0]
+        trace.stage("inference", started, time.perf_counter(), {"nnserve.batch.size": rows})
+        return outputs
 
     def _serve_inline(self) -> None:
         """An inline model's queue, emptied at the loop's next turn: what the loop read meanwhile
@@ -227,15 +250,25 @@ class ModelRunner:
         now = time.perf_counter()
         for item in batch:
             self._observer.on_queue_wait(now - item.enqueued)
+            item.taken = now
         return _stack([item.feeds for item in batch])
 
     @staticmethod
     def _settle(batch: list[_Pending], outcome: Outputs | Exception) -> None:
-        """Each caller still waiting gets its rows of the outputs, or hears why the batch failed."""
+        """Each caller still waiting gets its rows of the outputs, or hears why the batch failed;
+        a traced caller's trace notes its wait and the batch's inference."""
         start = 0
+        # For the traced callers: read and built once, at the first of them.
+        ended = 0.0
+        size: Attributes = {}
         for item in batch:
             stop = start + item.rows
             if not item.future.done():
+                if item.trace is not None:
+                    ended = ended or time.perf_counter()
+                    size = size or {"nnserve.batch.size": sum(other.rows for other in batch)}
+                    item.trace.stage("queue wait", item.enqueued, item.taken)
+                    item.trace.stage("inference", item.taken, ended, size)
                 if isinstance(outcome, Exception):
                     item.future.set_exception(outcome)
                 else:

@@ -7,7 +7,7 @@ report every way the body failed to match both).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
 
@@ -211,11 +211,39 @@ class ModelVersionInfo(BaseModel):
     )
     metrics: dict[str, Any] = {}
     baseline: dict[str, Any] = {}
+    card: Literal["training", "small", "none"] | None = Field(
+        None,
+        description="training: a card written by our training code; small: a drop-in model's "
+        "optional card; none: a drop-in model described by its graph alone",
+    )
+    description: str | None = None
+    example: dict[str, Any] | None = Field(None, description="a drop-in's V2 inference request that works")
+
+
+class TrafficRequest(BaseModel):
+    """A model's whole traffic policy; what is left out is cleared (`{}` clears both)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"weights": {"2": 90, "1": 10}, "shadow": None}]}
+    )
+    weights: dict[str, int] | None = Field(
+        None, description="version -> whole percentage of the requests that name no version; adding up to 100"
+    )
+    shadow: int | None = Field(None, description="a version run beside every request, off its path")
+
+
+class TrafficInfo(BaseModel):
+    weights: dict[str, int] | None
+    shadow: int | None
 
 
 class ModelInfo(BaseModel):
     name: str
-    latest_ready_version: int | None
+    latest_ready_version: int | None = Field(
+        description="the version answering requests that name none and carry no canary split: "
+        "the highest ready one that is not a shadow"
+    )
+    traffic: TrafficInfo | None = Field(None, description="canary weights and shadow version, if set")
     versions: list[ModelVersionInfo]
 
 

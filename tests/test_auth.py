@@ -149,6 +149,7 @@ def test_the_openapi_document_says_which_operations_need_a_key(
         "/v2/repository/index",
         "/v2/repository/models/{name}/load",
         "/v2/repository/models/{name}/unload",
+        "/v2/repository/models/{name}/traffic",
     }
     inference = {
         "/predict/wine",

@@ -43,10 +43,6 @@ def _claim_three_classes(folder: Path) -> None:
     _edit_card(folder, lambda card: card["outputs"][0].update(shape=[-1, 3]))
 
 
-def _remove_card(folder: Path) -> None:
-    (folder / "card.json").unlink()
-
-
 def _const(name: str, values: object, dtype: type) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
@@ -88,7 +84,6 @@ def _graph_lying_about_its_output(folder: Path) -> None:
 BREAKAGES: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("truncated onnx", _truncate, "spam", "Protobuf parsing failed"),
     ("card input name", _rename_card_input, "wine", "not_the_graph_input"),
-    ("missing card", _remove_card, "spam", "missing file: card.json"),
     ("card output shape", _claim_three_classes, "spam", "card outputs"),
     ("graph output shape", _graph_lying_about_its_output, "digit", "has shape [1, 5] on warm-up"),
 ]

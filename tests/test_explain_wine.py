@@ -17,6 +17,7 @@ import pytest
 from onnx import numpy_helper
 from samples import latest_version
 
+from service.config import Settings
 from service.loading import load_version
 from service.runner import ModelRunner
 from training.explain import derive_committed
@@ -264,5 +265,6 @@ def test_a_newly_trained_wine_version_ships_its_hidden_layer(tmp_path: Path) -> 
             folder,
             intra_op_threads=1,
             make_runner=lambda session, _, __: ModelRunner(session, executor, max_batch_rows=8),
+            max_model_bytes=Settings().max_model_bytes,
         )
         assert loaded.serving is not None and loaded.serving.hidden is not None, loaded.error

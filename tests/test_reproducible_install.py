@@ -21,7 +21,9 @@ def _pinned() -> dict[str, str]:
 
 
 def test_every_runtime_dependency_is_pinned_within_its_range() -> None:
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    """The service's own dependencies and its [tracing] extra, which the image carries."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dependencies = project["dependencies"] + project["optional-dependencies"]["tracing"]
     pinned = _pinned()
     for line in dependencies:
         requirement = Requirement(line)

@@ -30,6 +30,7 @@ def test_model_metadata_names_tensors_with_a_dynamic_batch(client: httpx.Client)
     assert metadata["platform"] == "onnxruntime_onnx" and metadata["versions"] == [str(v) for v in versions]
     assert metadata["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
     assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert metadata["parameters"] == {"card": "training", "labels": [str(d) for d in range(10)]}
     assert client.get(f"/v2/models/digit/versions/{versions[-1]}").json() == metadata
     assert client.get("/v2/models/digit/ready").json()["ready"] is True
     assert client.get("/v2/models/digit/versions/1/ready").status_code == 200

@@ -32,7 +32,7 @@ async def explain(dataplane: DataPlane, model: ServingModel, tensor: np.ndarray)
     rows = np.repeat(tensor[np.newaxis], 1 + len(inked), axis=0)
     for row, (top, left) in enumerate(inked, start=1):
         rows[row, ..., top : top + PATCH, left : left + PATCH] = BACKGROUND
-    probabilities = (await dataplane.infer(model, {model.card.inputs[0].name: rows}))[0]
+    probabilities = (await dataplane.run(model, {model.card.inputs[0].name: rows}))[0]
     seen = probabilities[0]
     ranked = np.argsort(-seen, kind="stable")
     digit, runner_up = int(ranked[0]), int(ranked[1])

@@ -103,10 +103,10 @@ async def explain(
     ]
     # The text as sent runs alone, as /predict/spam runs it, so both give the same probability to
     # the last bit (onnxruntime may sum a batch of several rows in another order).
-    outputs = [(await dataplane.infer(model, encoder.feeds([row])))[0]]
+    outputs = [(await dataplane.run(model, encoder.feeds([row])))[0]]
     if examined:
         ablations = encoder.ablations(row, removed)
-        outputs.append((await dataplane.infer(model, ablations))[0])
+        outputs.append((await dataplane.run(model, ablations))[0])
     rows = np.concatenate(outputs)
     probabilities = rows[:, SPAM_COLUMN].tolist()
     logits = log_odds(rows)

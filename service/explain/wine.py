@@ -52,7 +52,7 @@ async def explain(
     name = model.card.inputs[0].name
     hidden = model.hidden
     if hidden is None:
-        outputs = await dataplane.infer(model, {name: rows})
+        outputs = await dataplane.run(model, {name: rows})
         layer: dict[str, Any] = {
             "available": False,
             "reason": model.hidden_error,
@@ -61,7 +61,7 @@ async def explain(
         }
     else:
         outputs, activations = await asyncio.gather(
-            dataplane.infer(model, {name: rows}), hidden.runner.run({name: rows[:1]})
+            dataplane.run(model, {name: rows}), hidden.runner.run({name: rows[:1]})
         )
         layer = _hidden_layer(hidden, activations[0][0])
     bottles = [round(b, BOTTLE_DECIMALS) for b in outputs[0][:, 0].tolist()]

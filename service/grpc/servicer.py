@@ -14,17 +14,22 @@ from service.grpc import codec
 from service.grpc import inference_pb2 as pb
 from service.grpc.inference_pb2_grpc import GRPCInferenceServiceServicer
 from service.nnserve import NNServe
+from service.traffic import TRAFFIC_KEY_HEADER
 from service.v2 import answers
-from service.v2.codec import CARD_DATATYPES, feeds_for
+from service.v2.codec import CARD_DATATYPES
 
 Context = aio.ServicerContext[object, object]
 
 
-def _authorization(context: Context) -> str:
+def _metadata(context: Context, name: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
+        if key == name and isinstance(value, str):
             return value
-    return ""
+    return None
+
+
+def _authorization(context: Context) -> str:
+    return _metadata(context, "authorization") or ""
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
@@ -47,8 +52,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        document = answers.model_metadata(self.app.dataplane, request.name, request.version or None)
-        return json_format.ParseDict(document, pb.ModelMetadataResponse())
+        dataplane = self.app.dataplane
+        model = dataplane.model(request.name, request.version or None, _metadata(context, TRAFFIC_KEY_HEADER))
+        document = answers.model_metadata(dataplane, model)
+        # The protocol's message has no `parameters` (REST's card kind): it is left out.
+        return json_format.ParseDict(document, pb.ModelMetadataResponse(), ignore_unknown_fields=True)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         """Whether the model (version) serves: NOT_FOUND for one that does not exist, UNAVAILABLE
@@ -59,9 +67,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         check_key(_authorization(context), self.settings)
         dataplane = self.app.dataplane
-        model = dataplane.model(request.model_name, request.model_version or None)
+        # Without a version the traffic policy picks one, for the client's x-traffic-key if sent.
+        key = _metadata(context, TRAFFIC_KEY_HEADER)
+        model = dataplane.model(request.model_name, request.model_version or None, key)
         parsed = codec.decode_request(request, self.settings.max_batch_size)
-        outputs = await dataplane.infer(model, feeds_for(parsed, model.card.inputs))
+        outputs = await dataplane.infer(model, answers.model_feeds(parsed, model))
         named = {
             spec.name: (array, CARD_DATATYPES[spec.dtype])
             for spec, array in zip(model.card.outputs, outputs, strict=True)

@@ -24,6 +24,7 @@ from service.guard.request_id import request_id
 from service.guard.shedding import Admission
 from service.metrics import Metrics
 from service.nnserve import NNServe
+from service.tracing import RequestTrace, Tracer, activate, begin_http, deactivate, finish_http
 
 _CONNECTION_CLOSE = (b"connection", b"close")
 
@@ -40,10 +41,19 @@ class RequestGuard:
     """Gives every request its deadline (NNSERVE_INFERENCE_TIMEOUT_SECONDS, or less if the client's
     X-Request-Timeout asks), sheds what is past the admission budgets, reads the body within its
     limit, answers readiness with 503 while the server drains, and gives every request an id,
-    returned, logged and counted."""
+    returned, logged and counted; with traces on, opens and ends the request's server span."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, metrics: Metrics, admission: Admission) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        metrics: Metrics,
+        admission: Admission,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.app = app
+        self.tracer = tracer  # None: traces are off, and cost one branch
         self.max_body_bytes = settings.max_body_bytes
         self.deadline_seconds = settings.inference_timeout_seconds
         self.retry_after = str(settings.retry_after_seconds)
@@ -57,6 +67,8 @@ class RequestGuard:
             return
         started = time.perf_counter()
         rid = request_id(scope["headers"])
+        trace = None if self.tracer is None else begin_http(self.tracer, scope, rid.decode("latin-1"))
+        trace_token = None if trace is None else activate(trace)
         status = 500
         responding = False
 
@@ -73,7 +85,8 @@ class RequestGuard:
         admitted = self._admit(scope, counted)
         if isinstance(admitted, Response):
             await admitted(scope, receive, send_with_id)
-            self._record(scope, status, started, rid)
+            self._record(scope, status, started, rid, trace)
+            deactivate(trace_token)
             return
         self.metrics.in_flight.inc()
         held = 0  # body bytes this request holds, given back once it is answered
@@ -98,7 +111,8 @@ class RequestGuard:
             if counted:
                 self.admission.leave()
             self.metrics.in_flight.dec()
-            self._record(scope, status, started, rid)
+            self._record(scope, status, started, rid, trace)
+            deactivate(trace_token)
 
     def _admit(self, scope: Scope, counted: bool) -> float | Response:
         """The seconds the request may take, or the answer it gets at once instead: readiness
@@ -115,10 +129,18 @@ class RequestGuard:
             return error_answer(refused)
         return seconds
 
-    def _record(self, scope: Scope, status: int, started: float, rid: bytes) -> None:
+    def _record(
+        self, scope: Scope, status: int, started: float, rid: bytes, trace: RequestTrace | None
+    ) -> None:
         endpoint = getattr(scope.get("route"), "path", "unmatched")
         seconds = time.perf_counter() - started
-        self.recorder.record(endpoint, scope["method"], scope["path"], status, seconds, rid.decode("latin-1"))
+        trace_id = None
+        if trace is not None:
+            finish_http(trace, scope, status)
+            trace_id = trace.trace_id
+        self.recorder.record(
+            endpoint, scope["method"], scope["path"], status, seconds, rid.decode("latin-1"), trace_id
+        )
 
 
 def _header_seconds(scope: Scope, most: float) -> float:

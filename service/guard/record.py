@@ -16,24 +16,32 @@ class RequestRecorder:
         self._children: dict[tuple[str, int | str], tuple[Counter, Histogram]] = {}
 
     def record(
-        self, endpoint: str, method: str, path: str, status: int | str, seconds: float, request_id: str
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        status: int | str,
+        seconds: float,
+        request_id: str,
+        trace_id: str | None = None,
     ) -> None:
         """`endpoint` is a bounded label (a route template or an RPC name), `path` what the
-        client asked for, which goes only to the log; `status` an HTTP status or a gRPC code."""
+        client asked for, which goes only to the log; `status` an HTTP status or a gRPC code;
+        `trace_id` the request's trace (service/tracing.py), when traces are on."""
         count, latency = self._series(endpoint, status)
         count.inc()
         latency.observe(seconds)
-        log_access(
-            f"{method} {path} {status}",
-            {
-                "protocol": self.protocol,
-                "method": method,
-                "path": path,
-                "status": status,
-                "latency_ms": round(seconds * 1000, 3),
-                "request_id": request_id,
-            },
-        )
+        fields: dict[str, object] = {
+            "protocol": self.protocol,
+            "method": method,
+            "path": path,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+            "request_id": request_id,
+        }
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
+        log_access(f"{method} {path} {status}", fields)
 
     def _series(self, endpoint: str, status: int | str) -> tuple[Counter, Histogram]:
         """The metric children for an endpoint and status, looked up once: prometheus-client's

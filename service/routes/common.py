@@ -16,7 +16,7 @@ from starlette.responses import Response
 from service import deadline
 from service.auth import check_api_key
 from service.body import json_body, json_response, parse_json
-from service.card import MnistNormalisation
+from service.card import MnistNormalisation, ModelCard
 from service.config import Settings
 from service.errors import ApiError, InvalidInput, ModelNotReady, PayloadTooLarge
 from service.features import (
@@ -36,6 +36,7 @@ from service.features.spam import EmailText, read_email
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.schemas import DigitItem, ErrorResponse
+from service.traffic import TRAFFIC_KEY_HEADER
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
@@ -71,15 +72,31 @@ async def begin(
     fast: Callable[[bytes], Body | None] | None = None,
 ) -> tuple[Body, ServingModel]:
     """What every prediction does first: check the key, validate the body (`fast` reads its plain
-    forms, see parse_json), find the model version the request asks for (`?version=N`) or the
+    forms, see parse_json), find the model version the request asks for (`?version=N`) or the one
+    the traffic policy picks for the client's X-Traffic-Key (service/traffic.py), by default the
     highest ready one."""
     check_api_key(request)
     body = await parse_json(request, body_model, fast)
-    return body, NNServe.of(request).dataplane.model(name, request.query_params.get("version"))
+    dataplane = NNServe.of(request).dataplane
+    return body, dataplane.model(
+        name, request.query_params.get("version"), request.headers.get(TRAFFIC_KEY_HEADER)
+    )
+
+
+def training_card(model: ServingModel) -> ModelCard:
+    """The model's training card: the domain routes prepare inputs as it says, so a drop-in
+    model (no such card) is served by V2 inference only."""
+    if not isinstance(model.card, ModelCard):
+        raise ModelNotReady(
+            f"{model.name} v{model.version} is a drop-in model without a training card: "
+            f"use /v2/models/{model.name}/infer"
+        )
+    return model.card
 
 
 def model_encoder(model: ServingModel, kind: type[Encoder]) -> Encoder:
     """The model's preprocessing table, if its card declares the kind this route encodes with."""
+    training_card(model)
     if not isinstance(model.encoder, kind):
         raise ModelNotReady(f"model {model.name!r} does not take {kind.__name__}")
     return model.encoder
@@ -153,7 +170,7 @@ def test_pattern(encoder: BagOfWords, text: str) -> str | None:
 def spam_threshold(model: ServingModel, settings: Settings) -> float:
     """The probability at which an email is called spam: NNSERVE_SPAM_THRESHOLD when an operator
     sets it; else the card's, chosen at training time on a validation split; else 0.5."""
-    return model.card.decision_threshold(settings.spam_threshold)
+    return training_card(model).decision_threshold(settings.spam_threshold)
 
 
 def _pixel_grid(item: DigitItem) -> np.ndarray:
@@ -173,7 +190,7 @@ async def digit_rows(
     request's pixel budget and deadline (service/deadline.py). Images are normalised one by one
     as they are decoded; the pixel items are checked one by one (a fault is named by its item)
     and normalised together, in one call for the whole batch."""
-    preprocessing = model.card.preprocessing
+    preprocessing = training_card(model).preprocessing
     if not isinstance(preprocessing, MnistNormalisation):
         raise ModelNotReady(f"model {model.name!r} does not take digit images")
     noise_floor = preprocessing.noise_floor

@@ -65,7 +65,7 @@ async def explain_wine(request: Request) -> Response:
     party = encode_each(body.items(), False, lambda _: "guests", encoder.encode)[0]
     return answer(
         model,
-        [await wine.explain(NNServe.of(request).dataplane.for_explanations(), model, encoder, party)],
+        [await wine.explain(NNServe.of(request).dataplane, model, encoder, party)],
         False,
     )
 
@@ -82,7 +82,7 @@ async def explain_spam(request: Request) -> Response:
     texts = body.items()
     (parsed,) = encode_rows(texts, False, lambda _: "text", email_reader(settings))
     explanation = await spam.explain(
-        NNServe.of(request).dataplane.for_explanations(),
+        NNServe.of(request).dataplane,
         model,
         encoder,
         parsed,
@@ -101,6 +101,4 @@ async def explain_digit(request: Request) -> Response:
     body, model = await begin(request, DigitRequest, "digit", read_pixels)
     _one_item(body.batched, "digit")
     rows = await digit_rows(model, body.items(), False, NNServe.of(request).settings)
-    return answer(
-        model, [await digit.explain(NNServe.of(request).dataplane.for_explanations(), model, rows[0])], False
-    )
+    return answer(model, [await digit.explain(NNServe.of(request).dataplane, model, rows[0])], False)

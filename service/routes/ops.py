@@ -9,11 +9,12 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.body import json_response
-from service.card import BagOfWordsVocabulary, Preprocessing, TokenIdVocabulary
+from service.card import BagOfWordsVocabulary, GraphCard, Preprocessing, TokenIdVocabulary
+from service.dataplane import DataPlane, card_kind
 from service.loading import ModelVersion
 from service.nnserve import NNServe
 from service.repository import ModelEntry
-from service.schemas import ErrorResponse, ModelInfo, ModelVersionInfo, ReadyResponse
+from service.schemas import ErrorResponse, ModelInfo, ModelVersionInfo, ReadyResponse, TrafficInfo
 
 router = APIRouter(tags=["operations"])
 
@@ -32,8 +33,9 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def ready(request: Request) -> Response:
-    """Readiness: 200 only when every model version is loaded and warmed up; otherwise 503
-    naming each one that is not, and why."""
+    """Readiness: 200 only when every model version is loaded and warmed up (with
+    NNSERVE_STRICT_READINESS=false: when at least one is); otherwise 503. Each version that is
+    not ready is named, with why."""
     dataplane = NNServe.of(request).dataplane
     states = {
         f"{v.name}/{v.version}": "ready" if v.ready else v.error or "not loaded" for v in dataplane.versions()
@@ -54,25 +56,34 @@ def _version_info(model: ModelVersion) -> ModelVersionInfo:
     card = model.card
     if card is None:
         return ModelVersionInfo(version=model.version, ready=False, error=model.error)
-    return ModelVersionInfo(
+    described = ModelVersionInfo(
         version=model.version,
         ready=model.ready,
         error=model.error,
-        task=card.task,
         inputs=[spec.model_dump() for spec in card.inputs],
         outputs=[spec.model_dump() for spec in card.outputs],
         labels=card.labels,
-        preprocessing=_preprocessing_summary(card.preprocessing),
-        metrics=card.metrics,
-        baseline=card.baseline,
+        card=card_kind(card),
+    )
+    if isinstance(card, GraphCard):
+        return described.model_copy(update={"description": card.description, "example": card.example})
+    return described.model_copy(
+        update={
+            "task": card.task,
+            "preprocessing": _preprocessing_summary(card.preprocessing),
+            "metrics": card.metrics,
+            "baseline": card.baseline,
+        }
     )
 
 
-def _model_info(entry: ModelEntry) -> ModelInfo:
-    latest = entry.latest_ready()
+def _model_info(dataplane: DataPlane, entry: ModelEntry) -> ModelInfo:
+    default = dataplane.default_version(entry)
+    policy = dataplane.traffic.get(entry.name)
     return ModelInfo(
         name=entry.name,
-        latest_ready_version=latest.version if latest else None,
+        latest_ready_version=default.version if default else None,
+        traffic=TrafficInfo(**policy.describe()) if policy else None,
         versions=[_version_info(v) for _, v in sorted(entry.versions.items())],
     )
 
@@ -80,9 +91,11 @@ def _model_info(entry: ModelEntry) -> ModelInfo:
 @router.get("/models")
 async def list_models(request: Request) -> list[ModelInfo]:
     """Every model and version in the repository, with its card's tensors and metrics."""
-    return [_model_info(entry) for entry in NNServe.of(request).dataplane.repository.models.values()]
+    dataplane = NNServe.of(request).dataplane
+    return [_model_info(dataplane, entry) for entry in dataplane.repository.models.values()]
 
 
 @router.get("/models/{name}", responses={404: {"model": ErrorResponse}})
 async def get_model(name: str, request: Request) -> ModelInfo:
-    return _model_info(NNServe.of(request).dataplane.entry(name))
+    dataplane = NNServe.of(request).dataplane
+    return _model_info(dataplane, dataplane.entry(name))

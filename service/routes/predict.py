@@ -9,7 +9,7 @@ with /explain/* is in service/routes/common.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,24 +55,40 @@ def _check_batch(settings: Settings, items: Sequence[Any]) -> None:
         raise InvalidInput("batch: give at least one item")
 
 
-async def _run(request: Request, model: ServingModel, rows: np.ndarray) -> np.ndarray:
-    """The model's first output (the card's) for these rows."""
-    return await _run_feeds(request, model, {model.card.inputs[0].name: rows})
+Rows = Callable[[ServingModel], Awaitable[np.ndarray]]
+Feeds = Callable[[ServingModel], Awaitable[dict[str, np.ndarray]]]
 
 
-async def _run_feeds(request: Request, model: ServingModel, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    return (await NNServe.of(request).dataplane.infer(model, feeds))[0]
+async def _run(request: Request, model: ServingModel, feeds: Feeds) -> np.ndarray:
+    """The model's first output (the card's) for the request's items as `feeds` prepares them for
+    a version; a shadow version gets them prepared by its own card (its vocabulary, even its
+    input tensors, may differ)."""
+    held = len(await request.body())  # what `feeds` holds (the items) until a shadow has run
+    return (await NNServe.of(request).dataplane.infer(model, await feeds(model), feeds, held))[0]
+
+
+def _first_input(rows: Rows) -> Feeds:
+    """Feeds of one tensor: the model's only input."""
+
+    async def feeds(version: ServingModel) -> dict[str, np.ndarray]:
+        return {version.card.inputs[0].name: await rows(version)}
+
+    return feeds
 
 
 @router.post("/wine", **documented(WineRequest, WineResponse | WineBatchResponse))
 async def predict_wine(request: Request) -> Response:
     """Bottles of wine for a dinner party: the guest list in, bottles out (you included)."""
     body, model = await begin(request, WineRequest, "wine")
-    encoder = model_encoder(model, GuestEncoder)
+    model_encoder(model, GuestEncoder)
     guest_lists = body.items()
     _check_batch(NNServe.of(request).settings, guest_lists)
-    rows = encode_each(guest_lists, body.batched, lambda _: "guests", encoder.encode)
-    bottles = [round(b, 4) for b in (await _run(request, model, rows))[:, 0].tolist()]
+
+    async def rows(version: ServingModel) -> np.ndarray:
+        encode = model_encoder(version, GuestEncoder).encode
+        return encode_each(guest_lists, body.batched, lambda _: "guests", encode)
+
+    bottles = [round(b, 4) for b in (await _run(request, model, _first_input(rows)))[:, 0].tolist()]
     predictions = [{"bottles": b, "buy": math.ceil(b)} for b in bottles]
     return answer(model, predictions, body.batched)
 
@@ -85,8 +101,11 @@ async def predict_spam(request: Request) -> Response:
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
     _check_batch(settings, texts)
-    _, feeds = spam_rows(settings, encoder, texts, body.batched)
-    probabilities = (await _run_feeds(request, model, feeds))[:, 1].tolist()
+
+    async def feeds(version: ServingModel) -> dict[str, np.ndarray]:
+        return spam_rows(settings, model_encoder(version, BagOfWords), texts, body.batched)[1]
+
+    probabilities = (await _run(request, model, feeds))[:, 1].tolist()
     threshold = spam_threshold(model, settings)
     predictions: list[dict[str, Any]] = []
     for text, p in zip(texts, probabilities, strict=True):
@@ -105,7 +124,10 @@ async def predict_digit(request: Request) -> Response:
     settings: Settings = NNServe.of(request).settings
     items = body.items()
     _check_batch(settings, items)
-    rows = await digit_rows(model, items, body.batched, settings)
-    probabilities = await _run(request, model, rows)
+
+    async def rows(version: ServingModel) -> np.ndarray:
+        return await digit_rows(version, items, body.batched, settings)
+
+    probabilities = await _run(request, model, _first_input(rows))
     predictions = [{"digit": int(p.argmax()), "probabilities": p.tolist()} for p in probabilities]
     return answer(model, predictions, body.batched)

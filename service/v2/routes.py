@@ -12,16 +12,17 @@ from starlette.responses import Response
 
 from service.auth import check_api_key, require_admin_key
 from service.body import json_response
-from service.errors import BadRequest
-from service.features import FeatureError, TokenIds
+from service.errors import InvalidInput
 from service.loading import ServingModel
 from service.nnserve import NNServe
+from service.schemas import TrafficRequest
+from service.tracing import timed
+from service.traffic import TRAFFIC_KEY_HEADER, TrafficError, from_request
 from service.v2 import answers
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
     encode_response,
-    feeds_for,
     parse_request,
 )
 from service.v2.openapi import ERRORS, INFER_DOCS, INFER_RESPONSES
@@ -32,8 +33,11 @@ _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type"
 
 
 def _model(request: Request, name: str) -> ServingModel:
-    """The model the path names: `/versions/{version}` pins one, its absence takes the latest."""
-    return NNServe.of(request).dataplane.model(name, request.path_params.get("version"))
+    """The model the path names: `/versions/{version}` pins one; without it the traffic policy
+    picks, for the client's X-Traffic-Key if it sends one (service/traffic.py)."""
+    return NNServe.of(request).dataplane.model(
+        name, request.path_params.get("version"), request.headers.get(TRAFFIC_KEY_HEADER)
+    )
 
 
 def _model_route(suffix: str, endpoint: Callable[..., Any], method: str, **options: Any) -> None:
@@ -71,8 +75,9 @@ async def ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request, name: str) -> dict[str, Any]:
-    """The model's tensors, named and typed as the protocol spells them."""
-    return answers.model_metadata(NNServe.of(request).dataplane, name, request.path_params.get("version"))
+    """The model's tensors, named and typed as the protocol spells them; `parameters.card` says
+    whether a card describes it (`none`: a drop-in model, described by its graph alone)."""
+    return answers.model_metadata(NNServe.of(request).dataplane, _model(request, name))
 
 
 async def model_ready(request: Request, name: str) -> dict[str, Any]:
@@ -85,16 +90,14 @@ async def infer(request: Request, name: str) -> Response:
     """Tensors in, tensors out: JSON, or the binary tensor data extension."""
     check_api_key(request)
     model = _model(request, name)
-    parsed = parse_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), NNServe.of(request).settings.max_batch_size
+    parsed = timed(
+        "parse",
+        parse_request,
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        NNServe.of(request).settings.max_batch_size,
     )
-    feeds = feeds_for(parsed, model.card.inputs)
-    if isinstance(model.encoder, TokenIds):
-        try:
-            model.encoder.check(feeds)
-        except FeatureError as exc:
-            raise BadRequest(str(exc)) from exc
-    outputs = await NNServe.of(request).dataplane.infer(model, feeds)
+    outputs = await NNServe.of(request).dataplane.infer(model, answers.model_feeds(parsed, model))
     named = {
         spec.name: (array, CARD_DATATYPES[spec.dtype])
         for spec, array in zip(model.card.outputs, outputs, strict=True)
@@ -138,6 +141,18 @@ async def load_model(request: Request, name: str) -> dict[str, Any]:
             str(v.version): "READY" if v.ready else f"UNAVAILABLE: {v.error}" for v in entry.versions.values()
         },
     }
+
+
+@repository.post("/models/{name}/traffic", responses=ERRORS)
+async def set_traffic(request: Request, name: str, body: TrafficRequest) -> dict[str, Any]:
+    """Replaces the model's canary weights and shadow version (what the body leaves out is
+    cleared). A policy the repository cannot follow is a 422 and the old one stays."""
+    try:
+        policy = from_request(name, body.weights or {}, body.shadow)
+        NNServe.of(request).dataplane.set_traffic(name, policy)
+    except TrafficError as exc:
+        raise InvalidInput(str(exc)) from None
+    return {"name": name, **policy.describe()}
 
 
 @repository.post("/models/{name}/unload", responses=ERRORS)
