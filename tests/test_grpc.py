@@ -219,6 +219,21 @@ def test_no_malformed_request_ends_in_unknown_or_internal(grpcclient: Any, serve
     assert all(trailer["error-code"] for _, _, trailer in codes.values())
 
 
+def test_the_traffic_key_picks_the_version_as_over_rest(start_server: StartServer, grpcclient: Any) -> None:
+    """Canary weights split by the client's key (x-traffic-key): the same key gets the same
+    version whichever protocol it speaks."""
+    server = start_server(NNSERVE_TRAFFIC="spam=3:50,2:50", NNSERVE_LOG_LEVEL="warning")
+    stub = _stub(grpcclient, server)
+    request = grpcclient.service_pb2.ModelMetadataRequest(name="spam")
+    picked = {}
+    for key in (f"client-{n}" for n in range(12)):
+        rest = httpx.get(f"{server.url}/v2/models/spam", headers={"X-Traffic-Key": key}, timeout=10).json()
+        answer = stub.ModelMetadata(request, metadata=[("x-traffic-key", key)])
+        picked[key] = [(t.name, list(t.shape)) for t in answer.inputs]  # v2 and v3 take other tensors
+        assert picked[key] == [(t["name"], t["shape"]) for t in rest["inputs"]], key
+    assert len({repr(inputs) for inputs in picked.values()}) == 2, "both versions were picked"
+
+
 def test_a_missing_key_is_unauthenticated(grpcclient: Any, keyed: Server) -> None:
     _, tensor = _tensor("wine")
     failure = _failure(
