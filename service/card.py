@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from service.features.spam import TextKind
+
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
 
@@ -107,11 +109,21 @@ class ModelCard(BaseModel):
         "probability, chosen on a validation split (never the test split); None means 0.5",
     )
 
-    def decision_threshold(self, override: float | None = None) -> float:
+    thresholds: dict[TextKind, float] | None = Field(
+        None,
+        description="binary classification (spam v3 on): a decision threshold per kind of text, "
+        "chosen on validation like `threshold`: 'email' for a text that came with a header block, "
+        "'text' for one without (a pasted body, a text message); a kind not named uses `threshold`",
+    )
+
+    def decision_threshold(self, override: float | None = None, kind: TextKind = "text") -> float:
         """The threshold a binary verdict uses: the operator's override if set, else the card's
-        (chosen with the model, on validation), else 0.5."""
+        for this kind of text, else the card's one threshold (both chosen with the model, on
+        validation), else 0.5."""
         if override is not None:
             return override
+        if self.thresholds is not None and kind in self.thresholds:
+            return self.thresholds[kind]
         return 0.5 if self.threshold is None else self.threshold
 
     @classmethod

@@ -71,7 +71,8 @@ class Settings(BaseSettings):
         None,
         ge=0.0,
         le=1.0,
-        description="overrides every spam version's threshold; unset: the card's, else 0.5",
+        description="overrides every spam version's threshold, for every kind of text; unset: the "
+        "card's for the text's kind (an email with headers, or a bare text), else its one, else 0.5",
     )
     explain_max_words: int = Field(
         128,

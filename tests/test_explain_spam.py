@@ -164,15 +164,17 @@ def test_the_verdict_is_the_predictions(client: httpx.Client) -> None:
 def test_a_version_whose_card_has_a_threshold_is_judged_by_it(
     client: httpx.Client, make_client: MakeClient, tmp_path: Path
 ) -> None:
-    """Version 2 of spam carries the threshold chosen at training time; both routes use it. Here a
-    copy of the latest version gets a threshold just above the spam example's probability."""
+    """Spam v2 carries the threshold chosen at training time, v3 one per kind of text; both routes
+    use the one for the text's kind. Here a copy of the latest version gets a threshold for bare
+    texts (the spam example has no headers) just above the spam example's probability."""
     probability = _probability(client, SPAM)
     threshold = (probability + 1.0) / 2
     version = MODELS_DIR / "spam" / str(latest_version("spam"))
     folder = tmp_path / "spam" / version.name
     shutil.copytree(version, folder)
     card = json.loads((folder / "card.json").read_text())
-    (folder / "card.json").write_text(json.dumps(card | {"threshold": threshold}))
+    thresholds = (card.get("thresholds") or {}) | {"text": threshold}
+    (folder / "card.json").write_text(json.dumps(card | {"threshold": threshold, "thresholds": thresholds}))
     strict = make_client(models_dir=tmp_path)
     body = _explain(strict, SPAM)
     assert body["threshold"] == threshold and body["probability"] == probability

@@ -4,7 +4,6 @@ when it exported the model), and a spam verdict follows the version's own thresh
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from samples import samples, versions
 
 from service.card import ModelCard, TokenIdVocabulary
 from service.features import BagOfWords, TokenIds
+from service.loading import spam_encoder
 
 from support.server import MODELS_DIR
 
@@ -37,9 +37,12 @@ def _served(
     return predictions
 
 
-def _card_threshold(version: int) -> float:
-    threshold = json.loads((MODELS_DIR / "spam" / str(version) / "card.json").read_text()).get("threshold")
-    return 0.5 if threshold is None else threshold
+def _card_thresholds(version: int, texts: list[str]) -> np.ndarray:
+    """Each text's threshold as the version's card gives it: its kind's (spam v3 on), else the
+    card's one, else 0.5."""
+    card = ModelCard.read(MODELS_DIR / "spam" / str(version))
+    encoder = spam_encoder(card)
+    return np.array([card.decision_threshold(kind=encoder.kind(encoder.encode(text))) for text in texts])
 
 
 @pytest.mark.parametrize(("name", "version"), EVERY_VERSION, ids=[f"{n}-v{v}" for n, v in EVERY_VERSION])
@@ -54,7 +57,9 @@ def test_served_answers_equal_the_training_pipeline(client: httpx.Client, name: 
     elif name == "spam":
         got = np.array([p["probability"] for p in served])
         np.testing.assert_allclose(got, expected[:, 1], atol=1e-6)
-        assert [p["spam"] for p in served] == (expected[:, 1] >= _card_threshold(version)).tolist()
+        assert [p["spam"] for p in served] == (
+            expected[:, 1] >= _card_thresholds(version, [s.input["text"] for s in held_out])
+        ).tolist()
     else:
         got = np.array([p["probabilities"] for p in served])
         np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -28,13 +28,21 @@ def _load(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], list[dic
     return card, arrays, json.loads((folder / "samples.json").read_text())["items"]
 
 
-def _judged(card: dict[str, Any], outputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _thresholds(card: dict[str, Any], held_out: dict[str, np.ndarray]) -> np.ndarray | float:
+    """Each item's decision threshold: its kind's (spam v3 on), else the card's one, else 0.5."""
+    if "kinds" in held_out:
+        return np.array([card["thresholds"][kind] for kind in held_out["kinds"].tolist()])
+    return float(card.get("threshold") or 0.5)
+
+
+def _judged(card: dict[str, Any], held_out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Whether each answer is right, and how sure of it the model is (a regression: minus its error)."""
+    outputs, labels = held_out["outputs"], held_out["labels"]
     if card["task"] == "regression":
         error = np.abs(outputs[:, 0] - labels)
         return np.ones(len(labels), dtype=bool), -error
     if card["task"] == "binary_classification":
-        threshold = card.get("threshold") or 0.5
+        threshold = _thresholds(card, held_out)
         return (outputs[:, 1] >= threshold) == labels.astype(bool), np.abs(outputs[:, 1] - threshold)
     ranked = np.sort(outputs, axis=1)
     return outputs.argmax(axis=1) == labels, ranked[:, -1] - ranked[:, -2]
@@ -53,11 +61,11 @@ def test_the_card_headline_metric_is_what_the_held_out_outputs_give(folder: Path
     if card["task"] == "regression":
         assert np.abs(outputs[:, 0] - labels).mean() == pytest.approx(metrics["mae"], abs=1e-4)
         return
-    right, _ = _judged(card, outputs, labels)
+    right, _ = _judged(card, held_out)
     assert len(labels) == metrics["held_out_count"]
     assert right.mean() == pytest.approx(metrics["accuracy"], abs=1e-9)
     if card["task"] == "binary_classification":
-        predicted = outputs[:, 1] >= (card.get("threshold") or 0.5)
+        predicted = outputs[:, 1] >= _thresholds(card, held_out)
         assert _f1(predicted, labels.astype(bool)) == pytest.approx(metrics["f1"], abs=1e-9)
 
 
@@ -77,7 +85,7 @@ def test_the_samples_are_held_out_items_with_their_outputs(folder: Path) -> None
 @pytest.mark.parametrize("folder", VERSIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_the_samples_include_what_the_model_gets_wrong_or_is_unsure_of(folder: Path) -> None:
     card, held_out, samples = _load(folder)
-    right, sureness = _judged(card, held_out["outputs"], held_out["labels"])
+    right, sureness = _judged(card, held_out)
     sendable = held_out["sendable"]
     sampled = {s["row"] for s in samples if "row" in s}
     wrong = np.flatnonzero(~right & sendable)

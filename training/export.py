@@ -27,6 +27,7 @@ import torch
 
 from service.card import MODEL_FILE, ModelCard, TensorSpec
 from service.features import BagOfWords
+from service.features.spam import TextKind
 from training.fit import History
 
 PARITY_TOLERANCE = 1e-4
@@ -55,6 +56,7 @@ class Trained:
     confusion: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     threshold: float | None = None
+    thresholds: dict[TextKind, float] | None = None  # per kind of text (spam v3 on)
     # Card sections beyond the held-out metrics, each rendered in the README by its shape:
     # `views` (name -> metrics, one column per view, "confusion" matrices as tables),
     # `known_limits` (plain sentences, a list) and `sections` (title -> a dict of scalars, whose
@@ -174,6 +176,7 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
         training=trained.training | {"seconds": round(trained.history.seconds, 1)},
         libraries=library_versions(),
         threshold=trained.threshold,
+        thresholds=trained.thresholds,
         **({"views": trained.views} if trained.views else {}),
         **({"known_limits": trained.known_limits} if trained.known_limits else {}),
         **trained.sections,
@@ -305,7 +308,12 @@ def _write_readme(folder: Path, card: ModelCard, trained: Trained) -> None:
         if card.threshold is None or not card.labels
         else [
             f"Decision threshold: `{card.labels[-1]}` when its probability is at least "
-            f"{card.threshold:.4f} (card `threshold`).",
+            + (
+                f"{card.threshold:.4f} (card `threshold`)."
+                if card.thresholds is None
+                else ", ".join(f"{value:.4f} for {kind}" for kind, value in card.thresholds.items())
+                + " (card `thresholds`: an email is a text that came with a header block)."
+            ),
             "",
         ]
     )

@@ -1,9 +1,10 @@
 """python -m training.samples {wine,spam,digit,all} [VERSION]: a model version's held-out outputs
 and its samples.json, rebuilt from its held-out data (named by its card) and its model.onnx.
 
-`held_out.npz` beside the model holds every held-out item's ONNX output and label: the items the
-card's headline metric is computed on (wine's test parties, spam's held-out emails whole, digit's
-held-out digits). A test recomputes the metric from it with numpy and holds the card to it.
+`held_out.npz` beside the model holds every held-out item's ONNX output and label (and, for spam
+v3 on, its kind of text, which picks its threshold): the items the card's headline metric is
+computed on (wine's test parties, spam's held-out emails whole, digit's held-out digits). A test
+recomputes the metric from it with numpy and holds the card to it.
 `samples.json` holds SAMPLES items a client can send, with their outputs: the ones the model gets
 wrong, the ones it is least sure of, and a spread of the rest (training.recipes.common.honest),
 plus up to EXTRAS items the recipe had picked from its other views (transformed and printed
@@ -30,6 +31,7 @@ from service.card import (
     ModelCard,
     TokenIdVocabulary,
 )
+from service.features.spam import TextKind
 from service.loading import spam_encoder
 from training import data
 from training.export import SAMPLES_FILE, Feeds, chunked, onnx_outputs
@@ -52,6 +54,7 @@ class HeldOut:
     labels: np.ndarray  # bottles, or the class index
     sent: list[dict[str, Any] | None]  # each item as a client sends it; None if it cannot be sent
     label_shown: Callable[[int], Any]  # a label as samples.json writes it
+    kinds: list[TextKind] | None = None  # spam: each item's kind of text, for per-kind thresholds
 
 
 def _wine(card: ModelCard) -> HeldOut:
@@ -77,11 +80,13 @@ def _spam(card: ModelCard, cache: Path | None) -> HeldOut:
     texts = [_sendable_text(email.raw) for email in emails]
     labels = np.array([int(email.spam) for email in emails])
     names = card.labels or ["ham", "spam"]
+    rows = [encoder.encode(email.raw) for email in emails]
     return HeldOut(
-        chunked(encoder, [encoder.encode(email.raw) for email in emails]),
+        chunked(encoder, rows),
         labels,
         [None if text is None else {"text": text} for text in texts],
         lambda row: names[labels[row]],
+        [encoder.kind(row) for row in rows],
     )
 
 
@@ -115,22 +120,25 @@ def held_out(card: ModelCard, cache: Path | None = None, idx_dir: Path | None = 
     return _digit(card, cache, idx_dir)
 
 
-def threshold(card: ModelCard) -> float:
-    return card.threshold if card.threshold is not None else 0.5
+def threshold(card: ModelCard, held: HeldOut) -> np.ndarray:
+    """Each held-out item's decision threshold: the card's for its kind of text."""
+    kinds: list[TextKind] = held.kinds or ["text"] * len(held.labels)
+    return np.array([card.decision_threshold(kind=kind) for kind in kinds])
 
 
-def headline(card: ModelCard, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def headline(card: ModelCard, outputs: np.ndarray, held: HeldOut) -> dict[str, float]:
     """The card's headline metrics, recomputed from these outputs."""
+    labels = held.labels
     if card.task == "regression":
         return {"mae": float(np.abs(outputs[:, 0] - labels).mean())}
     if card.task == "binary_classification":
-        scored = binary_metrics(outputs[:, 1], labels.astype(bool), threshold(card))
+        scored = binary_metrics(outputs[:, 1], labels.astype(bool), threshold(card, held))
         return {"accuracy": scored["accuracy"], "f1": scored["f1"]}
     return {"accuracy": float((outputs.argmax(axis=1) == labels).mean())}
 
 
-def _check(card: ModelCard, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    recomputed = headline(card, outputs, labels)
+def _check(card: ModelCard, outputs: np.ndarray, held: HeldOut) -> dict[str, float]:
+    recomputed = headline(card, outputs, held)
     for name, value in recomputed.items():
         if abs(value - card.metrics[name]) > TOLERANCE[name]:
             raise SystemExit(
@@ -163,10 +171,10 @@ def write(folder: Path, cache: Path | None = None, idx_dir: Path | None = None) 
     held = held_out(card, cache, idx_dir)
     chunks = held.x if isinstance(held.x, list) else [{card.inputs[0].name: held.x.astype(np.float32)}]
     outputs = onnx_outputs(folder / MODEL_FILE, chunks)
-    recomputed = _check(card, outputs, held.labels)
+    recomputed = _check(card, outputs, held)
     extras = _extras(folder, held)
     candidates = [row for row, sent in enumerate(held.sent) if sent is not None]
-    picked = honest(outputs, held.labels, card.task, candidates, SAMPLES - len(extras), threshold(card))
+    picked = honest(outputs, held.labels, card.task, candidates, SAMPLES - len(extras), threshold(card, held))
     items = [
         {
             "input": held.sent[row],
@@ -177,12 +185,15 @@ def write(folder: Path, cache: Path | None = None, idx_dir: Path | None = None) 
         }
         for row, why in picked.items()
     ]
-    np.savez_compressed(
-        folder / HELD_OUT_FILE,
-        outputs=outputs.astype(np.float32),
-        labels=held.labels,
-        sendable=np.array([sent is not None for sent in held.sent]),
-    )
+    arrays = {
+        "outputs": outputs.astype(np.float32),
+        "labels": held.labels,
+        "sendable": np.array([sent is not None for sent in held.sent]),
+    }
+    if held.kinds is not None:
+        arrays["kinds"] = np.array(held.kinds)
+    # numpy's stub types **kwds as if they could be its allow_pickle flag.
+    np.savez_compressed(folder / HELD_OUT_FILE, **arrays)  # type: ignore[arg-type]
     note = (
         "held-out inputs as sent to the service, with the ONNX outputs of this version's model: "
         "`row` indexes held_out.npz, `why` says why the item was picked (wrong, unsure, spread, "

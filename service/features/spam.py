@@ -12,7 +12,7 @@ import html.parser
 import re
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -68,6 +68,8 @@ _STANDARD_FIELDS = frozenset(
         "references",
     }
 )
+# The kinds of text a spam card may give decision thresholds of their own (BagOfWords.kind).
+TextKind = Literal["email", "text"]
 _HTML_DOCUMENT = re.compile(r"\s*<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE)
 
 
@@ -298,6 +300,13 @@ class BagOfWords:
 
     def present(self, row: np.ndarray) -> list[int]:
         return [int(i) for i in np.flatnonzero(row)]
+
+    def kind(self, row: np.ndarray) -> TextKind:
+        """'email' when the row holds HEADERS_TOKEN (the text came with a header block), else
+        'text': the kinds a card's per-kind thresholds name, told apart the same way in training
+        and in serving. A vocabulary without the token calls every text 'text'."""
+        headers = self._index.get(HEADERS_TOKEN)
+        return "email" if headers is not None and headers in self.present(row) else "text"
 
     def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         return {self.input_name: np.stack(rows)}

@@ -167,10 +167,11 @@ def test_pattern(encoder: BagOfWords, text: str) -> str | None:
     return encoder.test_pattern(text) if isinstance(encoder, TokenIds) else None
 
 
-def spam_threshold(model: ServingModel, settings: Settings) -> float:
-    """The probability at which an email is called spam: NNSERVE_SPAM_THRESHOLD when an operator
-    sets it; else the card's, chosen at training time on a validation split; else 0.5."""
-    return training_card(model).decision_threshold(settings.spam_threshold)
+def spam_threshold(model: ServingModel, settings: Settings, encoder: BagOfWords, row: np.ndarray) -> float:
+    """The probability at which this encoded text is called spam: NNSERVE_SPAM_THRESHOLD when an
+    operator sets it; else the card's for the text's kind (an email with headers, or a bare text),
+    chosen at training time on validation splits; else 0.5."""
+    return training_card(model).decision_threshold(settings.spam_threshold, encoder.kind(row))
 
 
 def _pixel_grid(item: DigitItem) -> np.ndarray:

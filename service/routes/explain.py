@@ -81,14 +81,15 @@ async def explain_spam(request: Request) -> Response:
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
     (parsed,) = encode_rows(texts, False, lambda _: "text", email_reader(settings))
+    row = encoder.encode(parsed)
     explanation = await spam.explain(
         NNServe.of(request).dataplane,
         model,
         encoder,
         parsed,
-        encoder.encode(parsed),
+        row,
         settings.explain_max_words,
-        spam_threshold(model, settings),
+        spam_threshold(model, settings, encoder, row),
         test_pattern(encoder, texts[0]),
     )
     return answer(model, [explanation], False)

@@ -101,17 +101,19 @@ async def predict_spam(request: Request) -> Response:
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
     _check_batch(settings, texts)
+    rows, served_feeds = spam_rows(settings, encoder, texts, body.batched)
 
     async def feeds(version: ServingModel) -> dict[str, np.ndarray]:
+        if version is model:
+            return served_feeds
         return spam_rows(settings, model_encoder(version, BagOfWords), texts, body.batched)[1]
 
     probabilities = (await _run(request, model, feeds))[:, 1].tolist()
-    threshold = spam_threshold(model, settings)
     predictions: list[dict[str, Any]] = []
-    for text, p in zip(texts, probabilities, strict=True):
+    for text, row, p in zip(texts, rows, probabilities, strict=True):
         pattern = test_pattern(encoder, text)
         if pattern is None:
-            predictions.append({"spam": p >= threshold, "probability": p})
+            predictions.append({"spam": p >= spam_threshold(model, settings, encoder, row), "probability": p})
         else:
             predictions.append({"spam": True, "probability": 1.0, "test_pattern": pattern})
     return answer(model, predictions, body.batched)

@@ -25,10 +25,12 @@ def spread(rows: list[int], count: int = SAMPLES) -> list[int]:
     return rows[::step][:count]
 
 
-def answers(outputs: np.ndarray, task: str, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def answers(
+    outputs: np.ndarray, task: str, threshold: float | np.ndarray = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Each item's answer and how sure the model is of it: for a binary classifier, whether the
-    second class's probability reaches `threshold` and its distance from it; for several
-    classes, the likeliest one and its lead over the runner-up."""
+    second class's probability reaches `threshold` (one, or one per item) and its distance from
+    it; for several classes, the likeliest one and its lead over the runner-up."""
     if task == "binary_classification":
         return outputs[:, 1] >= threshold, np.abs(outputs[:, 1] - threshold)
     ranked = np.sort(outputs, axis=1)
@@ -41,7 +43,7 @@ def honest(
     task: str,
     candidates: list[int],
     count: int = SAMPLES,
-    threshold: float = 0.5,
+    threshold: float | np.ndarray = 0.5,
 ) -> dict[int, str]:
     """Rows for samples.json, each with why it was picked: the held-out items the model gets wrong
     (up to WRONG_SAMPLES, the surest mistakes first; a regression's largest errors), then the ones

@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 
 
-def binary_metrics(probability: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """The figures of a binary classifier at one threshold; `confusion` is [[TN, FP], [FN, TP]]
-    (rows true ham, spam; columns predicted ham, spam)."""
+def binary_metrics(
+    probability: np.ndarray, truth: np.ndarray, threshold: float | np.ndarray = 0.5
+) -> dict[str, Any]:
+    """The figures of a binary classifier at one threshold (or one per item); `confusion` is
+    [[TN, FP], [FN, TP]] (rows true ham, spam; columns predicted ham, spam)."""
     predicted = probability >= threshold
     tp = int((predicted & truth).sum())
     fp = int((predicted & ~truth).sum())
