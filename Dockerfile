@@ -34,10 +34,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     NNSERVE_HOST=0.0.0.0 \
     NNSERVE_PORT=8000 \
+    NNSERVE_GRPC_PORT=8081 \
     NNSERVE_WORKERS=1 \
     NNSERVE_MODELS_DIR=/app/models
 USER 10001:10001
-EXPOSE 8000
+# REST, and gRPC (the Open Inference Protocol).
+EXPOSE 8000 8081
 # The slim image has no curl: Python's urllib asks /ready (a non-2xx answer raises, so the check fails).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('NNSERVE_PORT', '8000') + '/ready', timeout=2)"]

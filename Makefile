@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: serve test test-all lint fmt lock train bench clean
+.PHONY: serve test test-all lint fmt lock train bench clean grpc-stubs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ train: $(VENV)/.test
 # Throughput and latency against the bare ceiling and raw onnxruntime (BENCH_SECONDS=10 per run).
 bench: $(VENV)/.test
 	PYTHONPATH=tests $(BIN)/python -m bench.run
+
+# The gRPC stubs, committed, from service/grpc/inference.proto (tests/test_grpc_stubs.py checks
+# they are current); run after changing the .proto.
+GRPC_STUBS := -I. --python_out=. --pyi_out=. --grpc_python_out=. service/grpc/inference.proto
+grpc-stubs: $(VENV)/.test
+	$(BIN)/python -m grpc_tools.protoc $(GRPC_STUBS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

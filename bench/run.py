@@ -14,7 +14,7 @@ and bench/results/ for the record (bench/report.py).
 
 Run it as `make bench` (which puts tests/ on the path, for the tests' server launcher). Short
 trials: BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS=1,32, BENCH_CASES=<parts of names or
-paths, comma-separated>, BENCH_PARTS=<some of main,isolation,hop,workers,worst,shadow>.
+paths, comma-separated>, BENCH_PARTS=<some of main,isolation,hop,workers,worst,shadow,grpc>.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import servers, shadow, worst_case
+from bench import grpc_case, servers, shadow, worst_case
 from bench.cases import REFERENCE, Case, bench_email, http_cases, latest_version
 from bench.isolation import explanation_load
 from bench.load import Run, Wrk, interleaved, warm
@@ -41,7 +41,7 @@ CASE_SOURCES: list[Callable[[], list[Case]]] = [http_cases]
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,32").split(",")]
 # Only the cases whose name or path has one of these (comma-separated), e.g. /explain/,wine
 ONLY = os.environ.get("BENCH_CASES", "").split(",")
-PARTS = set(os.environ.get("BENCH_PARTS", "main,isolation,hop,workers,worst,shadow").split(","))
+PARTS = set(os.environ.get("BENCH_PARTS", "main,isolation,hop,workers,worst,shadow,grpc").split(","))
 
 
 def _find(cases: list[Case], path: str, name: str = "") -> Case | None:
@@ -164,6 +164,7 @@ def main() -> None:
         workers = two_workers(wrk, workdir, cases) if "workers" in PARTS else []
         if "worst" in PARTS:
             worst_case_cpu(workdir)
+        grpc = grpc_case.beside_rest(workdir, cases, CONNECTIONS) if "grpc" in PARTS else []
         shadowing = shadow.measure(wrk, workdir) if "shadow" in PARTS else []
     stages = {
         case.name: split
@@ -191,6 +192,8 @@ def main() -> None:
         ("two_workers", "Two worker processes each (NNSERVE_WORKERS=2, uvicorn --workers 2):", workers),
     ]
     notes = [
+        *grpc,
+        *([""] if grpc else []),
         *stage_rows(runs, stages),
         "",
         "| raw onnxruntime (in-process, 1 thread) | batch | calls/s | rows/s | us/call |",

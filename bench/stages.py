@@ -33,6 +33,7 @@ from service.features import (
     pixels_to_digits,
 )
 from service.guard import RequestGuard
+from service.guard.shedding import Admission
 from service.loading import spam_encoder
 from service.logs import BufferedHandler, JsonFormatter, log_access
 from service.metrics import Metrics
@@ -164,9 +165,9 @@ def bookkeeping_us() -> dict[str, float]:
         handler.setFormatter(JsonFormatter())
         log.handlers[:], log.level, log.propagate = [handler], logging.INFO, False
         try:
-            guard = RequestGuard(_constant, settings=settings, metrics=metrics)
-            requests = metrics.requests.labels("/predict/wine", "200")
-            latency = metrics.request_seconds.labels("/predict/wine")
+            guard = RequestGuard(_constant, settings=settings, metrics=metrics, admission=Admission(settings))
+            requests = metrics.requests.labels("/predict/wine", "200", "rest")
+            latency = metrics.request_seconds.labels("/predict/wine", "rest")
             batch = metrics.observer("wine", 1)
 
             def count() -> None:

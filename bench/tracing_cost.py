@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bench.stages import _asgi_us, _microseconds
 from service.config import Settings
 from service.guard import RequestGuard
+from service.guard.shedding import Admission
 from service.metrics import Metrics
 from service.otel import OtelTracer
 from service.tracing import current_trace, note_model, timed
@@ -58,11 +59,15 @@ def _guarded_us(rounds: int, calls: int) -> dict[str, float]:
     """Median microseconds per request through the guard, the variants interleaved per round."""
     settings = Settings()
     apps: dict[str, ASGIApp] = {
-        "off": RequestGuard(_noting, settings=settings, metrics=Metrics.create()),
+        "off": RequestGuard(
+            _noting, settings=settings, metrics=Metrics.create(), admission=Admission(settings)
+        ),
     }
     for variant, sampler in (("not sampled", ALWAYS_OFF), ("sampled", ALWAYS_ON)):
         tracer = OtelTracer([_Discard()], lambda _: None, sampler)
-        apps[variant] = RequestGuard(_noting, settings=settings, metrics=Metrics.create(), tracer=tracer)
+        apps[variant] = RequestGuard(
+            _noting, settings=settings, metrics=Metrics.create(), admission=Admission(settings), tracer=tracer
+        )
     times: dict[str, list[float]] = {variant: [] for variant in apps}
     for _ in range(rounds):
         for variant, app in apps.items():
@@ -89,7 +94,16 @@ def _export_us_per_request() -> float:
     in this thread's CPU time."""
     exporter = InMemorySpanExporter()
     tracer = OtelTracer([exporter], lambda _: None, ALWAYS_ON)
-    _asgi_us(RequestGuard(_noting, settings=Settings(), metrics=Metrics.create(), tracer=tracer), 1)
+    _asgi_us(
+        RequestGuard(
+            _noting,
+            settings=Settings(),
+            metrics=Metrics.create(),
+            admission=Admission(Settings()),
+            tracer=tracer,
+        ),
+        1,
+    )
     tracer.flush()
     spans = exporter.get_finished_spans()
     times = []

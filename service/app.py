@@ -39,6 +39,8 @@ from service.v2 import routes as v2
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
+    from service.grpc.server import GrpcServer
+
 WEB_DIR = Path(__file__).parent / "web"
 log = logging.getLogger("nnserve")
 
@@ -125,9 +127,12 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
             executor.shutdown(wait=False, cancel_futures=True)
             explaining.shutdown(wait=False, cancel_futures=True)
             raise
+        grpc_server = await _start_grpc(app) if settings.grpc_port else None
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
             await app.dataplane.close()
             executor.shutdown(wait=True, cancel_futures=True)
             explaining.shutdown(wait=True, cancel_futures=True)
@@ -167,7 +172,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
         """The layers every request meets before FastAPI's own stack (its server-error,
         telemetry and body-limit middleware, which the guard and the hot path do without)."""
         app_: ASGIApp = HotPath(inner, routers=[predict.router, explain.router, v2.router], fastapi=app)
-        app_ = RequestGuard(app_, settings=settings, metrics=metrics, tracer=tracer)
+        app_ = RequestGuard(app_, settings=settings, metrics=metrics, admission=app.admission, tracer=tracer)
         if settings.cors_origins:  # outermost, so the guard's own 413 and 503 carry CORS headers too
             app_ = CORSMiddleware(
                 app_,
@@ -186,6 +191,17 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
 
     app.front = front
     return app
+
+
+async def _start_grpc(app: NNServe) -> GrpcServer:
+    """The gRPC server beside the REST app. Imported here, when NNSERVE_GRPC_PORT asks for it:
+    with gRPC off, neither grpc nor the protocol's messages are loaded (service/grpc/__init__.py
+    says why that matters to the tests)."""
+    from service.grpc.server import GrpcServer
+
+    server = GrpcServer(app)
+    await server.start()
+    return server
 
 
 def _model_states(app: NNServe) -> dict[tuple[str, int], bool]:

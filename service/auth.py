@@ -24,8 +24,9 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _SCHEME = "apiKey"
 
 
-def _presented_key(request: Request) -> bytes:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def _presented_key(authorization: str) -> bytes:
+    """The key of an `Authorization` header (or gRPC `authorization` metadata) value."""
+    scheme, _, token = authorization.partition(" ")
     return token.strip().encode() if scheme.lower() == "bearer" else b""
 
 
@@ -39,17 +40,17 @@ def _unauthorized() -> Unauthorized:
     return Unauthorized("a valid API key is required", headers=_CHALLENGE)
 
 
-def check_api_key(request: Request) -> None:
-    keys: list[str] = NNServe.of(request).settings.api_keys
-    if keys and not _matches(_presented_key(request), keys):
+def check_key(authorization: str, settings: Settings) -> None:
+    """A prediction key, if the server has any; the rule of every protocol."""
+    if settings.api_keys and not _matches(_presented_key(authorization), settings.api_keys):
         raise _unauthorized()
 
 
-async def require_admin_key(request: Request) -> None:
-    settings: Settings = NNServe.of(request).settings
+def check_admin_key(authorization: str, settings: Settings) -> None:
+    """An administrative key: 403 without admin keys or with a prediction key, else 401."""
     if not settings.admin_keys:
         raise AdminDisabled("administrative endpoints are disabled: set NNSERVE_ADMIN_KEYS")
-    presented = _presented_key(request)
+    presented = _presented_key(authorization)
     is_admin = _matches(presented, settings.admin_keys)
     is_predictor = _matches(presented, settings.api_keys)  # always compared: timing tells nothing
     if is_admin:
@@ -57,6 +58,14 @@ async def require_admin_key(request: Request) -> None:
     if is_predictor:
         raise Forbidden("this key may ask for predictions, not administer the models")
     raise _unauthorized()
+
+
+def check_api_key(request: Request) -> None:
+    check_key(request.headers.get("authorization", ""), NNServe.of(request).settings)
+
+
+async def require_admin_key(request: Request) -> None:
+    check_admin_key(request.headers.get("authorization", ""), NNServe.of(request).settings)
 
 
 def _checks_key(path: str, settings: Settings) -> bool:

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
         "when a request finds it idle (sparse traffic), else on the inference thread; 0: never",
     )
 
+    # The Open Inference Protocol over gRPC (service/grpc/), served beside the REST app.
+    grpc_port: int = Field(
+        8081, ge=0, le=65535, description="port of the gRPC inference service, on NNSERVE_HOST; 0 = off"
+    )
+
     # Drop-in models and readiness (issue 26)
     max_model_bytes: int = Field(
         512 << 20, ge=1, description="a model.onnx larger than this is not loaded (reported by /ready)"

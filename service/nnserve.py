@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from service.config import Settings
 from service.dataplane import DataPlane
+from service.guard.shedding import Admission
 from service.metrics import Metrics
 from service.tracing import Tracer
 
@@ -31,6 +32,8 @@ class NNServe(FastAPI):
         super().__init__(**fastapi_options)
         self.settings = settings
         self.metrics = metrics
+        # One budget of work in flight for the whole process, whichever protocol brings it.
+        self.admission = Admission(settings)
         self._dataplane: DataPlane | None = None
 
     @staticmethod

@@ -6,6 +6,7 @@ no process), so the inner ring of the suite runs in seconds. Tests of what needs
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +24,11 @@ from support.browser import chromium
 from support.inprocess import MakeClient, in_process_client
 from support.server import MODELS_DIR, Server, StartServer, launch
 from support.slow_model import SlowModels
+
+# Apps built in this process serve no gRPC (real servers get a port of their own from
+# support/server.py): tritonclient.grpc, which tests import, defines the protocol's messages in
+# protobuf's pool, and the service's own definitions would be refused beside them.
+os.environ["NNSERVE_GRPC_PORT"] = "0"
 
 NEEDS = {"server": "process", "start_server": "process", "browser": "browser"}
 """Fixtures that make a test need something more than the process it runs in: the marker each

@@ -2,8 +2,9 @@
 
 An example is a `curl` command in a ```sh block, whose answer is the `# ...` line right after
 it, or a ```python block, whose answer is the trailing comment of its last line (an expression).
-Examples are run as printed with one change: the README's `localhost:8000` becomes the address
-of a server the test suite started, so they never depend on a port being free.
+Examples are run as printed with one change: the README's `localhost:8000` (and gRPC's
+`localhost:8081`) becomes the address of a server the test suite started, so they never depend
+on a port being free.
 
 An answer matches when the text is the same except that every number need only agree to the
 precision printed (`4.3184` matches 4.318370342) and `...` stands for any elided text.
@@ -38,6 +39,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 README_ADDRESS = "localhost:8000"
+README_GRPC_ADDRESS = "localhost:8081"
 ANSWER_PROPERTY = "readme_answer"
 _NUMBER = r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _ELIDED = "..."
@@ -62,9 +64,10 @@ class Example:
         """Administrative examples send `$KEY`: they need a server started with an API key."""
         return "$KEY" in self.code
 
-    def run(self, address: str, key: str) -> str:
-        """What the example prints when run against the server at `address` ("host:port")."""
-        code = self.code.replace(README_ADDRESS, address)
+    def run(self, address: str, key: str, grpc_address: str = README_GRPC_ADDRESS) -> str:
+        """What the example prints when run against the server at `address` ("host:port"), whose
+        gRPC service is at `grpc_address`."""
+        code = self.code.replace(README_ADDRESS, address).replace(README_GRPC_ADDRESS, grpc_address)
         command = ["bash", "-c", code] if self.kind == "sh" else [sys.executable, "-c", _printing(code)]
         done = subprocess.run(
             command, cwd=REPO, env={**os.environ, "KEY": key}, capture_output=True, text=True, timeout=60

@@ -36,7 +36,13 @@ KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
 WINE_PARTY = {"guests": ["Dahlia", "Stiffy"]}
 WINE_BOTTLES = 4.3
 # The variables docker-compose.yml reads; .ci/run exports the first two (deploy/local-images.sh).
-COMPOSE_VARIABLES = ("PYTHON_IMAGE", "NGINX_IMAGE", "NNSERVE_IMAGE", "NNSERVE_HOST_PORT")
+COMPOSE_VARIABLES = (
+    "PYTHON_IMAGE",
+    "NGINX_IMAGE",
+    "NNSERVE_IMAGE",
+    "NNSERVE_HOST_PORT",
+    "NNSERVE_GRPC_HOST_PORT",
+)
 
 
 @dataclass
@@ -126,7 +132,8 @@ def test_the_image_is_slim_non_root_and_runs_the_console_script() -> None:
     assert build.run("--no-deps") == service_alone
     assert re.fullmatch(r"\d+(:\d+)?", runtime.args("USER")[-1]), "a numeric non-root user"
     assert runtime.args("USER")[-1].split(":")[0] != "0"
-    assert runtime.args("EXPOSE") == [runtime.env()["NNSERVE_PORT"]] == ["8000"]
+    ports = [runtime.env()["NNSERVE_PORT"], runtime.env()["NNSERVE_GRPC_PORT"]]
+    assert runtime.args("EXPOSE") == [" ".join(ports)] == ["8000 8081"], "REST and gRPC"
     assert runtime.command("CMD") == ["nnserve"]
     assert "/ready" in runtime.command("HEALTHCHECK")[-1]
     assert f"models {runtime.env()['NNSERVE_MODELS_DIR']}" in runtime.args("COPY")
@@ -195,7 +202,7 @@ def test_compose_runs_two_locked_down_replicas_behind_nginx() -> None:
     assert api["restart"] == "unless-stopped"
     assert api["healthcheck"]["test"] == ["CMD", *dockerfile_stages()[-1].command("HEALTHCHECK")]
     assert nginx["image"] == "nginx:1.28-alpine"
-    assert [(p["published"], p["target"]) for p in nginx["ports"]] == [(8000, 8000)]
+    assert [(p["published"], p["target"]) for p in nginx["ports"]] == [(8000, 8000), (8081, 8081)]
     assert f"{REPO}/deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
     assert nginx["depends_on"]["api"]["condition"] == "service_healthy"
 
@@ -207,11 +214,12 @@ def test_compose_takes_base_images_image_name_and_port_from_the_environment() ->
         NGINX_IMAGE="mirror/nginx:1.28-alpine",
         NNSERVE_IMAGE="mirror/nnserve:1",
         NNSERVE_HOST_PORT="8080",
+        NNSERVE_GRPC_HOST_PORT="9090",
     )["services"]
     assert services["api"]["build"]["args"] == {"PYTHON_IMAGE": "mirror/python:3.11-slim"}
     assert services["api"]["image"] == "mirror/nnserve:1"
     assert services["nginx"]["image"] == "mirror/nginx:1.28-alpine"
-    assert [(p["published"], p["target"]) for p in services["nginx"]["ports"]] == [(8080, 8000)]
+    assert [(p["published"], p["target"]) for p in services["nginx"]["ports"]] == [(8080, 8000), (9090, 8081)]
 
 
 def test_nginx_conf_retries_predictions_on_another_replica() -> None:
@@ -271,6 +279,8 @@ def test_the_deployment_probes_and_locks_down_the_pod() -> None:
     [container] = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    grpc_port = {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"]
+    assert container["startupProbe"]["grpc"]["port"] == grpc_port == 8081, "Kubernetes' gRPC probe"
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
     assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -296,7 +306,7 @@ def test_the_kubernetes_objects_point_at_each_other() -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert k8s("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     port_names = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert [port_names[p["targetPort"]] for p in service["spec"]["ports"]] == [8000]
+    assert [port_names[p["targetPort"]] for p in service["spec"]["ports"]] == [8000, 8081]
     target = k8s("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"

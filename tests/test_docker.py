@@ -220,9 +220,16 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(docker: Docker, image: Image) -> Iterator[Stack]:
-    """The compose project on :8000 as the README says, or on a free port if 8000 is taken."""
+    """The compose project on :8000 as the README says, or on a free port if 8000 is taken (and
+    gRPC on :8081, or a free port)."""
     port = 8000 if _port_is_free(8000) else free_port()
-    env = {**docker.env, "NNSERVE_IMAGE": image.tag, "NNSERVE_HOST_PORT": str(port)}
+    grpc_port = 8081 if _port_is_free(8081) else free_port()
+    env = {
+        **docker.env,
+        "NNSERVE_IMAGE": image.tag,
+        "NNSERVE_HOST_PORT": str(port),
+        "NNSERVE_GRPC_HOST_PORT": str(grpc_port),
+    }
     running = Stack(Docker(docker.cli, docker.compose_cli, env), NAME, port)
     try:
         yield running

@@ -10,9 +10,12 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from support.server import REPO, Server, StartServer, free_port
 from support.tools import require_tool
@@ -25,20 +28,23 @@ WINE_BOTTLES = 4.3
 SERVED = "POST /predict/wine 200"
 
 
-def local_conf(tmp_path: Path, ports: list[int], listen: int) -> Path:
-    """deploy/nginx.conf with only the addresses changed: the `server api:8000` line becomes one
-    line per loopback replica (same parameters), the listen port a free loopback port, and /tmp/
-    a directory of this test. Everything else (retries, timeouts) is what compose runs."""
+def local_conf(tmp_path: Path, replicas: list[Server], listen: int, grpc_listen: int) -> Path:
+    """deploy/nginx.conf with only the addresses changed: each `server api:PORT` upstream line
+    becomes one line per loopback replica (same parameters; 8000 the replica's HTTP port, 8081
+    its gRPC port), the listen ports free loopback ports, and /tmp/ a directory of this test.
+    Everything else (retries, timeouts) is what compose runs."""
     conf = (REPO / "deploy" / "nginx.conf").read_text()
-    server_line = re.search(r"^(\s*)server api:8000( [^;]*)?;$", conf, re.MULTILINE)
-    assert server_line, "deploy/nginx.conf has one `server api:8000 ...;` upstream line"
-    indent, parameters = server_line.group(1), server_line.group(2) or ""
-    replicas = "\n".join(f"{indent}server 127.0.0.1:{port}{parameters};" for port in ports)
-    conf = conf.replace(server_line.group(0), replicas)
-    assert "listen 8000;" in conf
-    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{listen};").replace("/tmp/", f"{tmp_path}/")
+    for compose_port, ports in ((8000, [r.port for r in replicas]), (8081, [r.grpc_port for r in replicas])):
+        server_line = re.search(rf"^(\s*)server api:{compose_port}( [^;]*)?;$", conf, re.MULTILINE)
+        assert server_line, f"deploy/nginx.conf has one `server api:{compose_port} ...;` upstream line"
+        indent, parameters = server_line.group(1), server_line.group(2) or ""
+        lines = "\n".join(f"{indent}server 127.0.0.1:{port}{parameters};" for port in ports)
+        conf = conf.replace(server_line.group(0), lines)
+    assert "listen 8000;" in conf and "listen 8081 http2;" in conf
+    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
+    conf = conf.replace("listen 8081 http2;", f"listen 127.0.0.1:{grpc_listen} http2;")
     path = tmp_path / "nginx.conf"
-    path.write_text(conf)
+    path.write_text(conf.replace("/tmp/", f"{tmp_path}/"))
     return path
 
 
@@ -47,8 +53,8 @@ def test_a_replica_killed_mid_stream_costs_no_request(
 ) -> None:
     nginx = require_tool("nginx", "/usr/sbin/nginx")
     replicas = [start_server(), start_server()]
-    listen = free_port()
-    conf = local_conf(tmp_path, [replica.port for replica in replicas], listen)
+    listen, grpc_listen = free_port(), free_port()
+    conf = local_conf(tmp_path, replicas, listen, grpc_listen)
     nginx_log = tmp_path / "nginx.log"
     with nginx_log.open("wb") as log:
         balancer = subprocess.Popen(
@@ -59,6 +65,9 @@ def test_a_replica_killed_mid_stream_costs_no_request(
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{listen}", timeout=10) as http:
             wait_until_ready(http, balancer, nginx_log)
+            health: Any = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{grpc_listen}"))
+            serving = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            assert serving == health_pb2.HealthCheckResponse.SERVING, "gRPC passes nginx too"
             before_kill = [served(replica) for replica in replicas]
 
             def predict(index: int) -> str | None:

@@ -42,7 +42,7 @@ def test_a_readme_example_answers_as_printed(
     if example.kind == "sh":
         require_tool("curl")
     server: Server = request.getfixturevalue("keyed_server" if example.needs_key else "server")
-    actual = example.run(server.url.removeprefix("http://"), api_key)
+    actual = example.run(server.url.removeprefix("http://"), api_key, server.grpc_address)
     now = reprint(example.answer, actual)
     record_property(ANSWER_PROPERTY, (example.answer_line, now))
     assert matches(example.answer, actual), (

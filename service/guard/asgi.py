@@ -44,14 +44,20 @@ class RequestGuard:
     returned, logged and counted; with traces on, opens and ends the request's server span."""
 
     def __init__(
-        self, app: ASGIApp, *, settings: Settings, metrics: Metrics, tracer: Tracer | None = None
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        metrics: Metrics,
+        admission: Admission,
+        tracer: Tracer | None = None,
     ) -> None:
         self.app = app
         self.tracer = tracer  # None: traces are off, and cost one branch
         self.max_body_bytes = settings.max_body_bytes
         self.deadline_seconds = settings.inference_timeout_seconds
         self.retry_after = str(settings.retry_after_seconds)
-        self.admission = Admission(settings)
+        self.admission = admission  # the app's, shared with gRPC
         self.recorder = RequestRecorder(metrics, "rest")
         self.metrics = metrics
 

@@ -85,7 +85,46 @@ def _bytes_tensor(data: object, name: str) -> np.ndarray:
     return flat
 
 
-def _json_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) -> np.ndarray:
+def tensor_header(
+    name: str, datatype: object, shape: object, max_rows: int
+) -> tuple[np.dtype[Any], list[int], int]:
+    """A tensor's datatype checked to be known and its shape to be sizes within the batch limit:
+    its numpy dtype, shape and number of values. Every protocol describes a tensor so."""
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}")
+    checked = _shape(shape, name)
+    if checked and checked[0] > max_rows:
+        raise BatchTooLarge(f"input {name!r}: {checked[0]} rows is over the limit of {max_rows}")
+    return DATATYPES[datatype], checked, math.prod(checked)
+
+
+def binary_tensor(buffer: bytes, dtype: np.dtype[Any], size: int, name: str, offset: int = 0) -> np.ndarray:
+    """`size` little-endian values read in place from `buffer`, floats checked to be finite."""
+    flat = np.frombuffer(buffer, dtype=dtype, count=size, offset=offset)
+    if dtype.kind == "f" and not np.isfinite(flat).all():
+        raise BadRequest(f"input {name!r}: binary data holds values that are not finite numbers")
+    return flat
+
+
+def add_input(
+    inputs: dict[str, np.ndarray],
+    datatypes: dict[str, str],
+    name: str,
+    datatype: str,
+    flat: np.ndarray,
+    shape: list[int],
+) -> None:
+    """A decoded tensor added to a request's inputs, once, if its values fill its shape."""
+    size = math.prod(shape)
+    if flat.size != size:
+        raise BadRequest(f"input {name!r}: shape {shape} needs {size} values, got {flat.size}")
+    if name in inputs:
+        raise BadRequest(f"input {name!r} is given twice")
+    inputs[name] = flat.reshape(shape)
+    datatypes[name] = datatype
+
+
+def values_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) -> np.ndarray:
     """Row-major data, nested or flat, checked to be numbers of the declared kind (numpy would
     otherwise turn "1.5" or true into a number without complaint) that the datatype can hold
     (numpy would turn 1e300 into an FP32 inf, and 2**63 into a negative INT64)."""
@@ -127,13 +166,7 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
             raise BadRequest("each input needs a `name`")
         name = tensor["name"]
         datatype = tensor.get("datatype")
-        if not isinstance(datatype, str) or datatype not in DATATYPES:
-            raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}")
-        shape = _shape(tensor.get("shape"), name)
-        if shape and shape[0] > max_rows:
-            raise BatchTooLarge(f"input {name!r}: {shape[0]} rows is over the limit of {max_rows}")
-        size = math.prod(shape)
-        dtype = DATATYPES[datatype]
+        dtype, shape, size = tensor_header(name, datatype, tensor.get("shape"), max_rows)
         parameters = _object(tensor.get("parameters"), f"input {name!r}: parameters")
         if "binary_data_size" in parameters:
             length = parameters["binary_data_size"]
@@ -141,20 +174,13 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
                 raise BadRequest(f"input {name!r}: binary_data_size {length} does not fit shape {shape}")
             if offset + length > len(body):
                 raise BadRequest(f"input {name!r}: the body holds fewer binary bytes than declared")
-            flat = np.frombuffer(body, dtype=dtype, count=size, offset=offset)
-            if dtype.kind == "f" and not np.isfinite(flat).all():
-                raise BadRequest(f"input {name!r}: binary data holds values that are not finite numbers")
+            flat = binary_tensor(body, dtype, size, name, offset)
             offset += length
         elif "data" in tensor:
-            flat = _json_tensor(tensor["data"], dtype, name, datatype)
+            flat = values_tensor(tensor["data"], dtype, name, str(datatype))
         else:
             raise BadRequest(f"input {name!r} has neither data nor binary_data_size")
-        if flat.size != size:
-            raise BadRequest(f"input {name!r}: shape {shape} needs {size} values, got {flat.size}")
-        if name in inputs:
-            raise BadRequest(f"input {name!r} is given twice")
-        inputs[name] = flat.reshape(shape)
-        datatypes[name] = datatype
+        add_input(inputs, datatypes, name, str(datatype), flat, shape)
     if offset != len(body):
         raise BadRequest("the body holds more binary bytes than the inputs declare")
     request_id = document.get("id")
@@ -216,6 +242,26 @@ def feeds_for(request: InferRequest, specs: list[TensorSpec]) -> dict[str, np.nd
     return feeds
 
 
+def selected_outputs(
+    request: InferRequest, outputs: dict[str, tuple[np.ndarray, str]]
+) -> list[tuple[str, np.ndarray, str, bool]]:
+    """(name, array, datatype, binary) of each output the request asks for, in its order; all of
+    the model's without a list."""
+    if request.outputs is None:
+        selected = [(name, request.binary_output_default) for name in outputs]
+    else:
+        selected = request.outputs
+    unknown = [name for name, _ in selected if name not in outputs]
+    if unknown:
+        raise BadRequest(f"unknown output {unknown[0]!r}; the model gives {sorted(outputs)}")
+    return [(name, *outputs[name], binary) for name, binary in selected]
+
+
+def little_endian(array: np.ndarray) -> memoryview:
+    """The array's bytes, little-endian, without a copy when they already are."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data.cast("B")
+
+
 def encode_response(
     model_name: str,
     version: int,
@@ -223,19 +269,12 @@ def encode_response(
     outputs: dict[str, tuple[np.ndarray, str]],
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length if any output is binary."""
-    if request.outputs is None:
-        selected = [(name, request.binary_output_default) for name in outputs]
-    else:
-        selected = request.outputs
     described = []
     blobs: list[memoryview] = []
-    for name, binary in selected:
-        if name not in outputs:
-            raise BadRequest(f"unknown output {name!r}; the model gives {sorted(outputs)}")
-        array, datatype = outputs[name]
+    for name, array, datatype, binary in selected_outputs(request, outputs):
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data.cast("B")
+            blob = little_endian(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

@@ -10,21 +10,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from service import __version__
 from service.auth import check_api_key, require_admin_key
 from service.body import json_response
-from service.errors import BadRequest, InvalidInput
-from service.features import FeatureError, TokenIds
+from service.errors import InvalidInput
 from service.loading import ServingModel
 from service.nnserve import NNServe
 from service.schemas import TrafficRequest
 from service.tracing import timed
 from service.traffic import TRAFFIC_KEY_HEADER, TrafficError, from_request
+from service.v2 import answers
 from service.v2.codec import (
     CARD_DATATYPES,
     HEADER_LENGTH,
     encode_response,
-    feeds_for,
     parse_request,
 )
 from service.v2.openapi import ERRORS, INFER_DOCS, INFER_RESPONSES
@@ -62,11 +60,7 @@ def _model_route(suffix: str, endpoint: Callable[..., Any], method: str, **optio
 
 @router.get("")
 async def server_metadata() -> dict[str, Any]:
-    return {
-        "name": "nnserve",
-        "version": __version__,
-        "extensions": ["binary_tensor_data", "model_repository"],
-    }
+    return answers.server_metadata()
 
 
 @router.get("/health/live")
@@ -83,20 +77,7 @@ async def ready(request: Request) -> Response:
 async def model_metadata(request: Request, name: str) -> dict[str, Any]:
     """The model's tensors, named and typed as the protocol spells them; `parameters.card` says
     whether a card describes it (`none`: a drop-in model, described by its graph alone)."""
-    described = NNServe.of(request).dataplane.describe(_model(request, name))
-    return {
-        "name": name,
-        "versions": [str(v) for v in described.versions],
-        "platform": "onnxruntime_onnx",
-        **{
-            kind: [
-                {"name": spec.name, "datatype": CARD_DATATYPES[spec.dtype], "shape": spec.shape}
-                for spec in specs
-            ]
-            for kind, specs in (("inputs", described.inputs), ("outputs", described.outputs))
-        },
-        "parameters": described.parameters(),
-    }
+    return answers.model_metadata(NNServe.of(request).dataplane, _model(request, name))
 
 
 async def model_ready(request: Request, name: str) -> dict[str, Any]:
@@ -116,13 +97,7 @@ async def infer(request: Request, name: str) -> Response:
         request.headers.get(HEADER_LENGTH),
         NNServe.of(request).settings.max_batch_size,
     )
-    feeds = feeds_for(parsed, model.card.inputs)
-    if isinstance(model.encoder, TokenIds):
-        try:
-            model.encoder.check(feeds)
-        except FeatureError as exc:
-            raise BadRequest(str(exc)) from exc
-    outputs = await NNServe.of(request).dataplane.infer(model, feeds)
+    outputs = await NNServe.of(request).dataplane.infer(model, answers.model_feeds(parsed, model))
     named = {
         spec.name: (array, CARD_DATATYPES[spec.dtype])
         for spec, array in zip(model.card.outputs, outputs, strict=True)
@@ -150,17 +125,9 @@ repository = APIRouter(
 
 
 @repository.post("/index", responses=ERRORS)
-async def repository_index(request: Request) -> list[dict[str, Any]]:
+async def repository_index(request: Request) -> list[dict[str, str]]:
     """Every model version and its state; a version that failed to load says why."""
-    return [
-        {
-            "name": v.name,
-            "version": str(v.version),
-            "state": "READY" if v.ready else "UNAVAILABLE",
-            "reason": v.error or "",
-        }
-        for v in NNServe.of(request).dataplane.versions()
-    ]
+    return answers.repository_index(NNServe.of(request).dataplane)
 
 
 @repository.post("/models/{name}/load", responses=ERRORS)

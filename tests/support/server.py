@@ -38,10 +38,15 @@ class Server:
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    grpc_port: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def status_kib(self, field: str = "VmRSS") -> int:
         """A memory figure of the process from /proc/PID/status (VmRSS, VmHWM, ...), in KiB."""
@@ -104,16 +109,17 @@ def launch(
     ready_path: str | None = None,
     **env_overrides: str,
 ) -> Server:
-    """Starts the console script on a free port with NNSERVE_* overrides and waits until it
-    answers 200 on /ready (or /health); its stdout and stderr go to `log_dir/server-PORT.log`.
-    `command` runs another server instead (make bench's reference apps), with `{port}` in it
-    replaced by the port, ready when `ready_path` answers 200."""
+    """Starts the console script on a free port (and gRPC on another) with NNSERVE_* overrides
+    and waits until it answers 200 on /ready (or /health); its stdout and stderr go to
+    `log_dir/server-PORT.log`. `command` runs another server instead (make bench's reference
+    apps), with `{port}` in it replaced by the port, ready when `ready_path` answers 200."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     env = {
         **os.environ,
         "NNSERVE_HOST": "127.0.0.1",
         "NNSERVE_PORT": str(port),
+        "NNSERVE_GRPC_PORT": str(free_port()),  # not 8081: servers run side by side
         "NNSERVE_MODELS_DIR": str(MODELS_DIR),
         "NNSERVE_DRAIN_SECONDS": "0",  # stop() at once; tests/test_shutdown.py drains for real
         **{k: str(v) for k, v in env_overrides.items()},
@@ -126,7 +132,7 @@ def launch(
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = Server(process, port, log_path, env_overrides)
+    server = Server(process, port, log_path, env_overrides, int(env["NNSERVE_GRPC_PORT"]))
     try:
         _wait_until_up(server, ready_path or ("/ready" if wait_ready else "/health"), timeout)
     except RuntimeError:
