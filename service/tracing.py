@@ -252,3 +252,31 @@ def from_environment(
             "pip install 'nnserve[tracing]'"
         ) from exc
     return otel.OtelTracer.from_environment(environ, names, on_dropped, exporter)
+
+
+# The gRPC adapter: what the gRPC guard (service/grpc/guard.py) calls.
+
+GRPC_FAILED = frozenset(
+    {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+)
+"""The status codes that mark a server span failed, by OpenTelemetry's gRPC conventions."""
+
+
+def begin_grpc(tracer: Tracer, method: str, metadata: Mapping[str, str], request_id: str) -> RequestTrace:
+    """The server span of a gRPC call (`method` as grpc names it: /package.Service/Method),
+    continuing the client's W3C trace context from the call's metadata."""
+    service, _, rpc = method.strip("/").partition("/")
+    attributes: Attributes = {
+        "rpc.system": "grpc",
+        "rpc.service": service,
+        "rpc.method": rpc,
+        "nnserve.request_id": request_id,
+    }
+    return tracer.begin(
+        method.strip("/"), attributes, metadata.get("traceparent"), metadata.get("tracestate")
+    )
+
+
+def finish_grpc(trace: RequestTrace, method: str, status: str, code: int) -> None:
+    """Ends the server span with the call's status (`status` its name, `code` its number)."""
+    trace.finish(method.strip("/"), {"rpc.grpc.status_code": code}, status in GRPC_FAILED)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from samples import latest_version, samples
 from v2_inputs import tensors
@@ -354,3 +355,25 @@ def test_the_console_exporter_writes_one_json_line_a_span(start_server: StartSer
     spans = [json.loads(line) for line in lines if '"context"' in line]
     ours = [span for span in spans if span["context"]["trace_id"] == f"0x{TRACE_ID}"]
     assert sorted(span["name"] for span in ours) == sorted(["POST /predict/wine", *STAGES])
+
+
+def test_a_grpc_call_is_a_server_span_continuing_the_clients_trace(start_server: StartServer) -> None:
+    """tritonclient.grpc sends the traceparent as call metadata: ModelInfer is one server span
+    named by the RPC, with the model's stages under it, parented by the client's span."""
+    require_module("opentelemetry.proto")
+    grpcclient = require_module("tritonclient.grpc")
+    with otlp_receiver() as receiver:
+        server = start_server(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="50")
+        client = grpcclient.InferenceServerClient(url=server.grpc_address)
+        guests = grpcclient.InferInput("guests", [1, 10], "FP32")
+        guests.set_data_from_numpy(np.zeros((1, 10), dtype=np.float32))
+        client.infer("wine", [guests], headers={"traceparent": TRACEPARENT})
+        client.close()
+        spans = receiver.wait_for(TRACE_ID, count=1)
+        (root,) = [span for span in spans if span.name == "inference.GRPCInferenceService/ModelInfer"]
+        assert root.parent_span_id == PARENT_ID
+        assert root.attributes["rpc.system"] == "grpc" and root.attributes["rpc.method"] == "ModelInfer"
+        assert root.attributes["rpc.grpc.status_code"] == 0
+        assert root.attributes["nnserve.model.name"] == "wine"
+        assert f'"trace_id":"{TRACE_ID}"' in server.wait_for_log(f'"trace_id":"{TRACE_ID}"')
+        server.stop()

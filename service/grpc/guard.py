@@ -20,7 +20,7 @@ from typing import Any, cast
 import grpc
 from grpc import aio
 
-from service import deadline
+from service import deadline, tracing
 from service.grpc.status import failure
 from service.guard.record import RequestRecorder
 from service.guard.request_id import HEADER, request_id
@@ -40,6 +40,7 @@ class Guard(aio.ServerInterceptor):
         self.metrics = app.metrics
         self.admission = app.admission
         self.recorder = RequestRecorder(app.metrics, "grpc")
+        self.tracer = app.tracer
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
@@ -68,13 +69,15 @@ class Guard(aio.ServerInterceptor):
 
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            rid = _request_id(context)
-            status = "OK"
+            metadata = _metadata(context)
+            rid = request_id((key.encode(), value.encode()) for key, value in metadata.items()).decode()
+            status = grpc.StatusCode.OK
             entered = False
             held = 0
             token = None
-            # The server span of a call (OpenTelemetry, service/tracing.py) opens here and closes
-            # with `status`, around everything below.
+            # The server span of the call (service/tracing.py), around everything below.
+            trace = None if self.tracer is None else tracing.begin_grpc(self.tracer, method, metadata, rid)
+            traced = None if trace is None else tracing.activate(trace)
             try:
                 # In the trailers, which go out with the status anyway: initial metadata of its
                 # own would cost grpc one more operation per call.
@@ -87,11 +90,12 @@ class Guard(aio.ServerInterceptor):
                 token = deadline.start(self._seconds(context))
                 return await behavior(request, context)
             except asyncio.CancelledError:
-                status = "CANCELLED"  # the client went away, or its deadline passed
+                status = grpc.StatusCode.CANCELLED  # the client went away, or its deadline passed
                 raise
             except Exception as exc:
                 answer = failure(exc, self.admission.retry_after, method)
-                status = answer.code.name
+                status = answer.code
+                tracing.note_error(answer.slug)
                 trailers = (*answer.metadata, (HEADER.decode(), rid))
                 await context.abort(answer.code, answer.message, trailing_metadata=trailers)
             finally:
@@ -101,7 +105,13 @@ class Guard(aio.ServerInterceptor):
                 self.admission.release(held)
                 if entered:
                     self.admission.leave()
-                self.recorder.record(method, "POST", method, status, time.perf_counter() - started, rid)
+                trace_id = None
+                if trace is not None:
+                    tracing.finish_grpc(trace, method, status.name, status.value[0])
+                    tracing.deactivate(traced)
+                    trace_id = trace.trace_id
+                seconds = time.perf_counter() - started
+                self.recorder.record(method, "POST", method, status.name, seconds, rid, trace_id)
 
         return guarded
 
@@ -112,7 +122,6 @@ class Guard(aio.ServerInterceptor):
         return most if remaining is None or math.isinf(remaining) else min(most, max(remaining, 0.0))
 
 
-def _request_id(context: aio.ServicerContext[Any, Any]) -> str:
-    metadata = context.invocation_metadata() or ()
-    given = [(key.encode(), value.encode()) for key, value in metadata if isinstance(value, str)]
-    return request_id(given).decode()
+def _metadata(context: aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The call's text metadata (binary `-bin` keys left out)."""
+    return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
