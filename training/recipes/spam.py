@@ -310,7 +310,47 @@ def _short_message_figures(probability: np.ndarray, view: View, threshold: np.nd
     }
 
 
-def _train_spam(
+@dataclass
+class _SpamData:
+    """Both corpora split (fit, validation, test: SpamAssassin by email, the SMS collection by
+    message), the vocabulary and encoder built on the fit split, and every view as rows."""
+
+    emails: list[data.Email]
+    parsed: list[EmailText]
+    fit_idx: list[int]
+    validation_idx: list[int]
+    test_idx: list[int]
+    messages: list[data.Sms]
+    sms_fit: list[int]
+    sms_validation: list[int]
+    sms_test: list[int]
+    vocabulary: list[str]
+    encoder: TokenIds
+    x_train: SparseRows
+    y_train: np.ndarray
+    validation: dict[str, View]
+    test: dict[str, View]
+    short: dict[str, View]
+    written: dict[str, Path]
+
+    @property
+    def x_validation(self) -> SparseRows:
+        return SparseRows([row for view in self.validation.values() for row in view.rows])
+
+    @property
+    def y_validation(self) -> np.ndarray:
+        return np.concatenate([view.truth for view in self.validation.values()])
+
+    @property
+    def test_rows(self) -> list[np.ndarray]:
+        return [row for view in self.test.values() for row in view.rows]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return np.concatenate([view.truth for view in self.test.values()])
+
+
+def _spam_data(
     config: FitConfig,
     vocabulary_size: int,
     cache: Path | None,
@@ -318,7 +358,7 @@ def _train_spam(
     validation_share: float,
     subset: int | None,
     message_sets: tuple[Path, ...],
-) -> Trained:
+) -> _SpamData:
     emails = data.load_spam(cache)
     parsed = [read_email(email.raw) for email in emails]
     train_idx, test_idx = data.split_spam(emails, test_share, config.seed)
@@ -341,11 +381,100 @@ def _train_spam(
     test[SMS_VIEW] = sms_view(messages, sms_test, encoder)
     written = {f"short messages ({'/'.join(path.parts[-3:])})": path for path in message_sets}
     short = {name: short_message_view(path, encoder) for name, path in written.items()}
-    x_validation = SparseRows([row for view in validation.values() for row in view.rows])
-    y_validation = np.concatenate([view.truth for view in validation.values()])
-    test_rows = [row for view in test.values() for row in view.rows]
+    return _SpamData(
+        emails,
+        parsed,
+        fit_idx,
+        validation_idx,
+        test_idx,
+        messages,
+        sms_fit,
+        sms_validation,
+        sms_test,
+        vocabulary,
+        encoder,
+        x_train,
+        y_train,
+        validation,
+        test,
+        short,
+        written,
+    )
+
+
+@dataclass
+class _Calibration:
+    temperature: float
+    logits: np.ndarray  # the validation views' logits before calibration
+    uncalibrated: np.ndarray  # the test views' probabilities before calibration
+    calibrated: np.ndarray  # and after
+    validation_probability: dict[str, np.ndarray]
+    thresholds: dict[TextKind, float]
+
+
+def _calibrate(net: SparseSpamNet, spam: _SpamData) -> _Calibration:
+    """Temperature scaling on the validation views, folded into the net's last layer; then each
+    kind of text's decision threshold, chosen on the validation views too."""
+    x_test = SparseRows(spam.test_rows)
+    logits = predict(net, spam.x_validation)
+    temperature = fit_temperature(logits, spam.y_validation.astype(np.int64))
+    uncalibrated = _spam_probability(net, x_test)
+    _fold_temperature(net, temperature)
+    probability = {name: _spam_probability(net, view.x) for name, view in spam.validation.items()}
+    thresholds = choose_thresholds(spam.validation, probability, spam.encoder)
+    calibrated = _spam_probability(net, x_test)
+    return _Calibration(temperature, logits, uncalibrated, calibrated, probability, thresholds)
+
+
+def _evaluate(
+    net: SparseSpamNet, spam: _SpamData, thresholds: dict[TextKind, float]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every held-out view's figures at the chosen thresholds, and the card's headline metrics."""
+    encoder = spam.encoder
+    views = {
+        name: _scored(_spam_probability(net, view.x), view, view.thresholds(encoder, thresholds))
+        for name, view in spam.test.items()
+    }
+    for name, view in spam.short.items():
+        views[name] = _short_message_figures(
+            _spam_probability(net, view.x), view, view.thresholds(encoder, thresholds)
+        )
+    full = spam.test["full email"]
+    hard = np.array([spam.emails[i].folder == "hard-ham-1" for i in full.positions])
+    full_called = _spam_probability(net, full.x) >= full.thresholds(encoder, thresholds)
+    metrics = {key: value for key, value in views["full email"].items() if key != "items"} | {
+        "thresholds": thresholds,
+        "hard_ham_false_positive_rate": float(full_called[hard].mean()),
+        "hard_ham_count": int(hard.sum()),
+        "held_out_count": len(spam.test_idx),
+        "vocabulary_size": len(spam.vocabulary),
+    }
+    return views, metrics
+
+
+def _train_spam(
+    config: FitConfig,
+    vocabulary_size: int,
+    cache: Path | None,
+    test_share: float,
+    validation_share: float,
+    subset: int | None,
+    message_sets: tuple[Path, ...],
+) -> Trained:
+    """Load and split, fit, calibrate, evaluate, and write it all into the card's fields."""
+    spam = _spam_data(config, vocabulary_size, cache, test_share, validation_share, subset, message_sets)
+    emails, messages, encoder, vocabulary = spam.emails, spam.messages, spam.encoder, spam.vocabulary
+    fit_idx, validation_idx, test_idx = spam.fit_idx, spam.validation_idx, spam.test_idx
+    sms_fit, sms_validation, sms_test = spam.sms_fit, spam.sms_validation, spam.sms_test
+    x_train, y_train, validation, test, short = (
+        spam.x_train,
+        spam.y_train,
+        spam.validation,
+        spam.test,
+        spam.short,
+    )
+    y_validation, test_rows, y_test = spam.y_validation, spam.test_rows, spam.y_test
     x_test = SparseRows(test_rows)
-    y_test = np.concatenate([view.truth for view in test.values()])
 
     def build() -> SparseSpamNet:
         return SparseSpamNet(len(vocabulary), dropout=DROPOUT)
@@ -355,40 +484,20 @@ def _train_spam(
     loss = nn.CrossEntropyLoss()
 
     def auc(model: nn.Module) -> float:
-        return roc_auc(_spam_probability(model, x_validation), y_validation)
+        return roc_auc(_spam_probability(model, spam.x_validation), y_validation)
 
     history = fit(net, x_train, y_train, loss, config, auc, "validation ROC-AUC", label="spam")
-
-    logits = predict(net, x_validation)
-    temperature = fit_temperature(logits, y_validation.astype(np.int64))
-    uncalibrated = _spam_probability(net, x_test)
-    _fold_temperature(net, temperature)
-    validation_probability = {name: _spam_probability(net, view.x) for name, view in validation.items()}
-    thresholds = choose_thresholds(validation, validation_probability, encoder)
-    calibrated = _spam_probability(net, x_test)
-    views = {
-        name: _scored(_spam_probability(net, view.x), view, view.thresholds(encoder, thresholds))
-        for name, view in test.items()
-    }
-    for name, view in short.items():
-        views[name] = _short_message_figures(
-            _spam_probability(net, view.x), view, view.thresholds(encoder, thresholds)
-        )
+    calibration = _calibrate(net, spam)
+    thresholds, temperature, logits = calibration.thresholds, calibration.temperature, calibration.logits
+    validation_probability = calibration.validation_probability
+    uncalibrated, calibrated = calibration.uncalibrated, calibration.calibrated
+    views, metrics = _evaluate(net, spam, thresholds)
     full = test["full email"]
-    hard = np.array([emails[i].folder == "hard-ham-1" for i in full.positions])
-    full_called = _spam_probability(net, full.x) >= full.thresholds(encoder, thresholds)
-    metrics = {key: value for key, value in views["full email"].items() if key != "items"} | {
-        "thresholds": thresholds,
-        "hard_ham_false_positive_rate": float(full_called[hard].mean()),
-        "hard_ham_count": int(hard.sum()),
-        "held_out_count": len(test_idx),
-        "vocabulary_size": len(vocabulary),
-    }
     labels = y_validation.astype(np.int64)
     test_texts = [text for view in test.values() for text in view.texts]
     sendable = [row for row, text in enumerate(test_texts) if _as_sent(text) is not None]
     wordless = [email.path for email in emails if not data.has_text_body(email.raw)]
-    first_short = next(iter(written))
+    first_short = next(iter(spam.written))
     return Trained(
         name="spam",
         net=PaddedWithSoftmax(net),
