@@ -55,13 +55,18 @@ def _config(settings: Settings) -> uvicorn.Config:
     )
 
 
-def _exit_0(signum: int, frame: FrameType | None) -> None:
-    """uvicorn finishes in-flight requests on SIGTERM or SIGINT, then raises every signal it
-    caught again with the original handlers in place: this one makes that a clean exit 0, as
-    orchestrators expect. Signals still arriving are ignored from here on, through the
-    interpreter's own exit too (which would otherwise restore the default, and die of them)."""
+def _ignore_stop_signals() -> None:
+    """From here on a SIGTERM or SIGINT has nothing left to stop: ignored, through the
+    interpreter's own exit too (which would otherwise restore the default handlers, and the
+    process would die of a late signal instead of exiting 0, as orchestrators expect)."""
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, signal.SIG_IGN)
+
+
+def _exit_0(signum: int, frame: FrameType | None) -> None:
+    """A stop signal outside the server's own handling (before it starts serving, or once it
+    has stopped): a clean exit 0."""
+    _ignore_stop_signals()
     sys.exit(0)
 
 
@@ -77,6 +82,7 @@ def main() -> None:
         return
     server = DrainingServer(config, settings.drain_seconds)
     server.run()
+    _ignore_stop_signals()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 

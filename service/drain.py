@@ -42,7 +42,7 @@ draining = Flag()
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a drain between SIGTERM and closing the listening socket. A second
     SIGTERM, or SIGINT (Ctrl+C), ends the drain and stops as uvicorn does, within the grace;
-    signals after that change nothing."""
+    signals after that change nothing (never a forced exit that skips the app's shutdown)."""
 
     def __init__(self, config: uvicorn.Config, drain_seconds: float) -> None:
         super().__init__(config)
@@ -50,18 +50,19 @@ class DrainingServer(uvicorn.Server):
         self._stop_listening_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """A signal handler: it only records (as uvicorn's own does), and the event loop acts on
-        it in on_tick. Nothing here may take a lock (see Flag)."""
+        """A signal handler: it only records, and the event loop acts on it (on_tick, uvicorn's
+        main loop). Nothing here may take a lock (see Flag). It never calls uvicorn's own
+        handler, which turns a SIGINT that finds the stop begun into a forced exit: one that
+        skips the app's shutdown and cancels its lifespan mid-way. A signal handler can land
+        inside another, so a check-then-set there races; here every signal only sets, and the
+        stop stays bounded by the grace. No signal is kept to be raised again at exit: the
+        process ends 0 after a graceful stop (__main__.py)."""
         if sig == signal.SIGTERM and not draining.is_set() and self.drain_seconds > 0:
             draining.set()
             self._stop_listening_at = time.monotonic() + self.drain_seconds
             return
         draining.set()
-        if self.should_exit:
-            # Already stopping, within the grace: uvicorn's own handler would make a second
-            # SIGINT skip the app's shutdown and leave its lifespan to be cancelled mid-way.
-            return
-        super().handle_exit(sig, frame)
+        self.should_exit = True
 
     async def on_tick(self, counter: int) -> bool:
         """uvicorn's loop calls this every 0.1 s: the drain ends on the first tick past it."""

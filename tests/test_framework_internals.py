@@ -16,12 +16,14 @@ import asyncio
 import inspect
 import signal
 
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service import drain
 from service.app import create_app
 from service.config import Settings
 from service.drain import DrainingServer
@@ -103,16 +105,20 @@ def test_nnserve_fastapi_builds_its_middleware_stack_through_the_overridable_met
     assert "self.build_middleware_stack()" in source
 
 
-def test_drain_uvicorn_server_hooks_keep_their_names_and_meaning() -> None:
-    """drain.py: uvicorn.Server calls handle_exit(sig, frame) as its signal handler, calls
-    on_tick(counter) every tick and stops when `should_exit` is set, and at exit raises again
-    the signals recorded in `_captured_signals` (which __main__.py turns into exit 0)."""
+def test_drain_uvicorn_server_hooks_keep_their_names_and_meaning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """drain.py: uvicorn.Server installs handle_exit(sig, frame) as its signal handler, calls
+    on_tick(counter) every tick of its main loop and stops once `should_exit` is set, and skips
+    the app's shutdown only when `force_exit` is set (which DrainingServer never sets)."""
     assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"]
     assert list(inspect.signature(uvicorn.Server.on_tick).parameters) == ["self", "counter"]
+    assert "self.handle_exit" in inspect.getsource(uvicorn.Server.capture_signals)
+    assert "should_exit" in inspect.getsource(uvicorn.Server.on_tick)
+    assert "self.force_exit" in inspect.getsource(uvicorn.Server.shutdown)
     assert issubclass(DrainingServer, uvicorn.Server)
-    server = uvicorn.Server(uvicorn.Config(create_app, factory=True))
+    monkeypatch.setattr(drain, "draining", drain.Flag())  # this process's own flag stays unset
+    server = DrainingServer(uvicorn.Config(create_app, factory=True), drain_seconds=0)
     stopping = [server.should_exit]
-    server.handle_exit(signal.SIGINT, None)
-    stopping.append(server.should_exit)
-    assert stopping == [False, True] and server._captured_signals == [signal.SIGINT]
-    assert "signal.raise_signal(captured_signal)" in inspect.getsource(uvicorn.Server.capture_signals)
+    for _ in range(3):  # a second and third SIGINT would make uvicorn's own handler force the exit
+        server.handle_exit(signal.SIGINT, None)
+        stopping.append(server.should_exit)
+    assert stopping == [False, True, True, True] and server.force_exit is False
