@@ -72,17 +72,7 @@ def image(docker: Docker) -> Iterator[Image]:
     since = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     started = time.monotonic()
     try:
-        docker(
-            "build",
-            "--network",
-            "host",
-            "--build-arg",
-            f"PYTHON_IMAGE={docker.env['PYTHON_IMAGE']}",
-            "--tag",
-            tag,
-            ".",
-            timeout=900,
-        )
+        docker.build_project(tag)
         seconds = time.monotonic() - started
         size = int(docker("image", "inspect", "--format", "{{.Size}}", tag))
         yield Image(tag, seconds, size / 1e6)

@@ -141,17 +141,7 @@ def swarm(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     running = Swarm(docker, env, int(env["SWARM_PORT"]), "", folder / "api-keys")
     running.node_state_before = running.node_state()
     try:
-        docker(
-            "build",
-            "--network",
-            "host",
-            "--build-arg",
-            f"PYTHON_IMAGE={docker.env['PYTHON_IMAGE']}",
-            "--tag",
-            f"{NAME}:1",
-            ".",
-            timeout=900,
-        )
+        docker.build_project(f"{NAME}:1")
         started = time.monotonic()
         done = running.script("up", "1", env={"SWARM_BUILD": "0"})
         running.up_seconds = time.monotonic() - started

@@ -79,6 +79,20 @@ class Docker:
     def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> str:
         return run([self.cli, *args], self.env, timeout, check)
 
+    def build_project(self, tag: str) -> None:
+        """The project's Dockerfile, on the base image that deploy/local-images.sh made."""
+        self(
+            "build",
+            "--network",
+            "host",
+            "--build-arg",
+            f"PYTHON_IMAGE={self.env['PYTHON_IMAGE']}",
+            "--tag",
+            tag,
+            ".",
+            timeout=900,
+        )
+
     def succeeds(self, *args: str) -> bool:
         return (
             subprocess.run(

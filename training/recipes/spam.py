@@ -254,15 +254,9 @@ def train_spam(
     everyday_messages: Path = EVERYDAY_MESSAGES,
 ) -> Trained:
     with _one_thread():
-        return _train_spam(
-            config,
-            vocabulary_size,
-            cache,
-            test_share,
-            validation_share,
-            subset,
-            (short_messages, everyday_messages),
-        )
+        message_sets = (short_messages, everyday_messages)
+        spam = _spam_data(config, vocabulary_size, cache, test_share, validation_share, subset, message_sets)
+        return _train_spam(config, spam)
 
 
 def _training_rows(
@@ -452,17 +446,8 @@ def _evaluate(
     return views, metrics
 
 
-def _train_spam(
-    config: FitConfig,
-    vocabulary_size: int,
-    cache: Path | None,
-    test_share: float,
-    validation_share: float,
-    subset: int | None,
-    message_sets: tuple[Path, ...],
-) -> Trained:
-    """Load and split, fit, calibrate, evaluate, and write it all into the card's fields."""
-    spam = _spam_data(config, vocabulary_size, cache, test_share, validation_share, subset, message_sets)
+def _train_spam(config: FitConfig, spam: _SpamData) -> Trained:
+    """Fit, calibrate and evaluate on the loaded data, and write it all into the card's fields."""
     emails, messages, encoder, vocabulary = spam.emails, spam.messages, spam.encoder, spam.vocabulary
     fit_idx, validation_idx, test_idx = spam.fit_idx, spam.validation_idx, spam.test_idx
     sms_fit, sms_validation, sms_test = spam.sms_fit, spam.sms_validation, spam.sms_test
