@@ -48,6 +48,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.drain_seconds = drain_seconds
         self._stop_listening_at: float | None = None
+        self._listening = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """A signal handler: it only records, and the event loop acts on it (on_tick, uvicorn's
@@ -65,7 +66,16 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
     async def on_tick(self, counter: int) -> bool:
-        """uvicorn's loop calls this every 0.1 s: the drain ends on the first tick past it."""
+        """uvicorn's loop calls this every 0.1 s. The drain ends over two ticks: the first past it
+        stops listening, the next starts uvicorn's shutdown. That shutdown closes at once every
+        connection whose request has not begun, and one accepted just before the listener closed
+        usually has not been read yet: it would be dropped unanswered. A tick later it has begun,
+        and it is served (with `Connection: close`)."""
         if self._stop_listening_at is not None and time.monotonic() >= self._stop_listening_at:
-            self.should_exit = True
+            if self._listening:
+                for listener in self.servers:
+                    listener.close()  # connections already accepted stay open
+                self._listening = False
+            else:
+                self.should_exit = True
         return await super().on_tick(counter)

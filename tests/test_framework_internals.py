@@ -7,7 +7,8 @@ packages from above and requirements.lock pins them; an upgrade starts by runnin
 - service/hotpath.py reads FastAPI's routes (`dependant`, `param_convertors`, `matches`) and the
   app's exception handlers, and calls endpoints itself.
 - service/nnserve.py overrides FastAPI's `build_middleware_stack` to put layers in front.
-- service/drain.py overrides uvicorn.Server's signal handler and its per-tick hook.
+- service/drain.py overrides uvicorn.Server's signal handler and its per-tick hook, and closes
+  its listeners (`servers`) a tick before its shutdown.
 """
 
 from __future__ import annotations
@@ -113,7 +114,11 @@ def test_drain_uvicorn_server_hooks_keep_their_names_and_meaning(monkeypatch: py
     assert list(inspect.signature(uvicorn.Server.on_tick).parameters) == ["self", "counter"]
     assert "self.handle_exit" in inspect.getsource(uvicorn.Server.capture_signals)
     assert "should_exit" in inspect.getsource(uvicorn.Server.on_tick)
-    assert "self.force_exit" in inspect.getsource(uvicorn.Server.shutdown)
+    shutdown = inspect.getsource(uvicorn.Server.shutdown)
+    assert "self.force_exit" in shutdown
+    # The drain stops listening itself a tick before the shutdown: `servers` holds the listeners.
+    assert "self.servers" in inspect.getsource(uvicorn.Server.startup)
+    assert shutdown.index("server.close()") < shutdown.index("connection.shutdown()")
     assert issubclass(DrainingServer, uvicorn.Server)
     monkeypatch.setattr(drain, "draining", drain.Flag())  # this process's own flag stays unset
     server = DrainingServer(uvicorn.Config(create_app, factory=True), drain_seconds=0)

@@ -109,10 +109,13 @@ SLOW_MS = 300
 CLIENTS = 3
 
 
+REFUSED = "refused"
+
+
 @dataclass
 class Outcome:
     sent: float  # seconds after SIGTERM (negative: before it)
-    status: int | None  # None: the connection was refused
+    status: int | str  # the HTTP status; REFUSED; or the name of another transport error
     connection: str = ""
     answered: float = 0.0  # seconds after SIGTERM
 
@@ -132,7 +135,9 @@ class Traffic:
         try:
             response = httpx.request(method, f"{self.server.url}{path}", json=body, timeout=30)
         except httpx.ConnectError:
-            return Outcome(sent, None, answered=time.monotonic() - self.signalled)
+            return Outcome(sent, REFUSED, answered=time.monotonic() - self.signalled)
+        except httpx.TransportError as error:  # a connection cut off mid-request: a failure
+            return Outcome(sent, type(error).__name__, answered=time.monotonic() - self.signalled)
         answered = time.monotonic() - self.signalled
         return Outcome(sent, response.status_code, response.headers.get("connection", ""), answered)
 
@@ -169,14 +174,17 @@ def test_a_load_balancer_sees_the_drain_and_no_request_fails(
         thread.join(30)
 
     during = [o for o in traffic.predictions if 0.1 < o.sent < DRAIN_S - SLOW_MS / 1000]
-    # Sent during the drain and still being served when it ended (when new connections stop).
-    at_close = [o for o in traffic.predictions if 0 < o.sent < DRAIN_S < o.answered]
-    after = [o for o in traffic.predictions if o.sent > DRAIN_S + 0.3]
+    # Accepted during the drain and still being served when it ended (when new connections stop).
+    # One sent just before the end may connect after it (a client takes a while to set up) and
+    # be refused: that is not a request in flight.
+    at_close = [o for o in traffic.predictions if 0 < o.sent < DRAIN_S < o.answered and o.status != REFUSED]
+    # The listener closes on the event loop's first tick past the drain (every 0.1 s).
+    after = [o for o in traffic.predictions if o.sent > DRAIN_S + 0.5]
     first_probe_after = min((o for o in traffic.probes if o.sent > 0), key=lambda o: o.sent)
     print(
         f"\ndrain {DRAIN_S} s, {CLIENTS} clients and a prober: {len(traffic.predictions)} predictions sent, "
         f"{sum(o.status == 200 for o in traffic.predictions)} x 200, "
-        f"{sum(o.status is None for o in traffic.predictions)} refused; "
+        f"{sum(o.status == REFUSED for o in traffic.predictions)} refused; "
         f"{sum(o.status == 200 for o in during)} served during the drain, {len(at_close)} in flight as "
         f"it ended; /ready {first_probe_after.status} "
         f"{first_probe_after.sent * 1000:.0f} ms after SIGTERM; exit {exit_code} after {exited:.2f} s"
@@ -187,13 +195,14 @@ def test_a_load_balancer_sees_the_drain_and_no_request_fails(
     # The balancer sees it at once: readiness is 503 (then refused), never 200 again. A probe sent
     # just before SIGTERM may be handled after it, so "before" means answered before the signal.
     assert all(o.status == 200 for o in traffic.probes if o.answered < 0)
-    assert first_probe_after.status == 503 and first_probe_after.sent < 0.2
-    assert all(o.status in (503, None) for o in traffic.probes if o.sent > 0)
+    # (The first probe after it waits for the one before to be answered: on a busy machine a while.)
+    assert first_probe_after.status == 503 and first_probe_after.sent < 0.5
+    assert not [o for o in traffic.probes if o.sent > 0 and o.status not in (503, REFUSED)]
     # Clients see nothing fail: each request is answered 200 or, once the drain is over, refused.
-    assert all(o.status in (200, None) for o in traffic.predictions), traffic.predictions
+    assert all(o.status in (200, REFUSED) for o in traffic.predictions), traffic.predictions
     assert len(during) >= CLIENTS and all(o.status == 200 and o.connection == "close" for o in during)
     assert at_close and all(o.status == 200 for o in at_close), "requests in flight were cut off"
-    assert after and all(o.status is None for o in after), "connections accepted after the drain"
+    assert after and all(o.status == REFUSED for o in after), "connections accepted after the drain"
 
 
 def _storm(server: Server, second: signal.Signals, gap: float, count: int) -> None:

@@ -275,9 +275,10 @@ def test_an_update_whose_image_turns_unhealthy_rolls_back_by_itself_and_loses_no
     assert swarm.spec_image() == serving and swarm.images() == {serving}
     tried = swarm.docker("ps", "--all", "--quiet", "--filter", f"ancestor={broken}").split()
     assert tried, "the broken image never ran"
-    assert {swarm.docker.inspect(container)["State"]["Health"]["Status"] for container in tried} == {
-        "unhealthy"
-    }
+    # A task Swarm created but stopped before it started (the rollback began) has no health yet.
+    states = [swarm.docker.inspect(container)["State"] for container in tried]
+    health = [state["Health"]["Status"] for state in states if "Health" in state]
+    assert "unhealthy" in health and "healthy" not in health, states
 
 
 def test_scaling_from_two_to_four_replicas_under_load_spreads_requests_over_all_four(
