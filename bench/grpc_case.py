@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 
 from bench import servers
 from bench.cases import Case, http_cases
-from bench.load import ROUNDS, SECONDS, warm
+from bench.load import ROUND_SECONDS, ROUNDS, Run, median, tool_path, warm
 from service.grpc import inference_pb2 as pb
 
 GRPC_CASE = "gRPC digit (raw)"
@@ -43,26 +41,6 @@ class Target:
     http2: bool = False
 
 
-@dataclass(frozen=True)
-class Figure:
-    variant: str
-    connections: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def h2load_path() -> str:
-    found = shutil.which("h2load")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True)
-        return shutil.which("h2load") or sys.exit("h2load did not install")
-    sys.exit("h2load is missing: install Debian's nghttp2-client package")
-
-
 def grpc_message(tensor_bytes: bytes) -> bytes:
     """One ModelInfer call on the wire: the gRPC frame (uncompressed, length) and the message,
     the same digit tensor as the REST binary case, raw in and raw out as tritonclient sends."""
@@ -75,30 +53,33 @@ def grpc_message(tensor_bytes: bytes) -> bytes:
 
 
 def targets(
-    reference_url: str, rest_url: str, grpc_port: int, rest_body: bytes, header_length: int
+    reference_url: str, rest_url: str, grpc_port: int, rest: Case, header_length: int
 ) -> list[Target]:
+    """The reference, the bench's REST V2 binary case as it is, and its tensor over gRPC."""
     return [
         Target("reference", reference_url + "/"),
         Target(
             REST_CASE,
-            rest_url + "/v2/models/digit/infer",
-            rest_body,
-            ("content-type: application/octet-stream", f"inference-header-content-length: {header_length}"),
+            rest_url + rest.path,
+            rest.body,
+            tuple(f"{name}: {value}" for name, value in rest.headers.items()),
         ),
         Target(
             GRPC_CASE,
             f"http://127.0.0.1:{grpc_port}{GRPC_PATH}",
-            grpc_message(rest_body[header_length:]),
+            grpc_message(rest.body[header_length:]),
             ("content-type: application/grpc", "te: trailers"),
             http2=True,
         ),
     ]
 
 
-def run_h2load(h2load: str, workdir: Path, target: Target, connections: int, seconds: int) -> Figure:
+def run_h2load(h2load: str, workdir: Path, target: Target, connections: int) -> Run:
+    """One run of ROUND_SECONDS; its errors are the HTTP statuses of 300 and above."""
     body, log = workdir / "h2load-body.bin", workdir / "h2load.log"
     log.unlink(missing_ok=True)  # h2load adds to an existing log
-    command = [h2load, "-c", str(connections), "-t", str(min(2, connections)), "-m", "1", "-D", str(seconds)]
+    threads = str(min(2, connections))
+    command = [h2load, "-c", str(connections), "-t", threads, "-m", "1", "-D", str(ROUND_SECONDS)]
     if target.body:
         body.write_bytes(target.body)
         command += ["-d", str(body)]
@@ -109,9 +90,10 @@ def run_h2load(h2load: str, workdir: Path, target: Target, connections: int, sec
     rps = float(re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]  # h2load prints it
     rows = np.loadtxt(log, dtype=np.int64, ndmin=2)
     statuses, micros = rows[:, 1], rows[:, 2]
-    return Figure(
+    return Run(
         target.variant,
         connections,
+        target.variant,
         rps,
         float(np.percentile(micros, 50)) / 1000,
         float(np.percentile(micros, 99)) / 1000,
@@ -131,37 +113,23 @@ def grpc_calls_not_ok(rest_url: str) -> int:
     )
 
 
-def measure(
-    h2load: str, workdir: Path, targets: list[Target], connections: list[int], seconds: int, rounds: int
-) -> list[Figure]:
-    """Each target in turn, `rounds` times per connection count; the median of each's rounds."""
+def measure(h2load: str, workdir: Path, targets: list[Target], connections: list[int]) -> list[Run]:
+    """Each target in turn, ROUNDS times per connection count; the median of each's rounds."""
     figures = []
     for count in connections:
-        measured = [
-            [
-                run_h2load(h2load, workdir, target, count, max(1, round(seconds / rounds)))
-                for target in targets
-            ]
-            for _ in range(rounds)
+        measured = [[run_h2load(h2load, workdir, target, count) for target in targets] for _ in range(ROUNDS)]
+        figures += [
+            median(per_target[0].case, list(per_target)) for per_target in zip(*measured, strict=True)
         ]
-        for per_target in zip(*measured, strict=True):
-            figures.append(
-                Figure(
-                    per_target[0].variant,
-                    count,
-                    float(np.median([f.rps for f in per_target])),
-                    float(np.median([f.p50_ms for f in per_target])),
-                    float(np.median([f.p99_ms for f in per_target])),
-                    sum(f.errors for f in per_target),
-                )
-            )
     return figures
 
 
-def table(figures: list[Figure], grpc_errors: int) -> list[str]:
+def table(figures: list[Run], grpc_errors: int) -> list[str]:
     by = {(f.variant, f.connections): f for f in figures}
+    http_errors = sum(f.errors for f in figures)
     lines = [
-        f"gRPC beside REST V2 binary, digit, one nnserve process, h2load ({grpc_errors} gRPC calls not OK):",
+        f"gRPC beside REST V2 binary, digit, one nnserve process, h2load ({http_errors} HTTP errors, "
+        f"{grpc_errors} gRPC calls not OK):",
         "",
         "| endpoint | conns | req/s | p50 ms | p99 ms | vs bare FastAPI | vs REST V2 binary |",
         "|---|---|---|---|---|---|---|",
@@ -188,8 +156,8 @@ def beside_rest(workdir: Path, cases: list[Case], connections: list[int]) -> lis
     served, _ = servers.nnserve(workdir)
     try:
         warm(served.url, [rest])
-        chosen = targets(reference.url, served.url, served.grpc_port, rest.body, rest.header_length)
-        figures = measure(h2load_path(), workdir, chosen, connections, SECONDS, ROUNDS)
+        chosen = targets(reference.url, served.url, served.grpc_port, rest, rest.header_length)
+        figures = measure(tool_path("h2load", "nghttp2-client"), workdir, chosen, connections)
         lines = table(figures, grpc_calls_not_ok(served.url))
     finally:
         served.stop()

@@ -5,7 +5,7 @@ queue, so the second p99 should stay within 1.5x of the first."""
 from __future__ import annotations
 
 from bench.cases import Case
-from bench.load import ROUNDS, SECONDS, Run, Wrk, median, show
+from bench.load import ROUND_SECONDS, ROUNDS, Run, Wrk, median, show
 
 EXPLAIN_CLIENTS = 8
 
@@ -13,14 +13,13 @@ EXPLAIN_CLIENTS = 8
 def explanation_load(wrk: Wrk, url: str, predictions: list[Case], explanation: Case) -> list[Run]:
     """For each prediction case: a `quiet` run and a `explained` run (with the explanation load
     started just before it and stopped just after), ROUNDS times each; medians."""
-    seconds = max(1, round(SECONDS / ROUNDS))
     runs = []
     for case in predictions:
         quiet, loaded = [], []
         for _ in range(ROUNDS):
-            quiet.append(wrk.run(url, case, 32, "quiet", seconds))
-            load = wrk.start(url, explanation, EXPLAIN_CLIENTS, seconds + 1)
-            loaded.append(wrk.run(url, case, 32, "explained", seconds))
+            quiet.append(wrk.run(url, case, 32, "quiet", ROUND_SECONDS))
+            load = wrk.start(url, explanation, EXPLAIN_CLIENTS, ROUND_SECONDS + 1)
+            loaded.append(wrk.run(url, case, 32, "explained", ROUND_SECONDS))
             Wrk.finish(load, explanation, EXPLAIN_CLIENTS, "load")
         for run in (median(case.name, quiet), median(case.name, loaded)):
             show(run)

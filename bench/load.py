@@ -19,6 +19,7 @@ from bench.cases import Case
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # each figure split in rounds; medians reported
+ROUND_SECONDS = max(1, round(SECONDS / ROUNDS))
 LUA = """
 wrk.method = os.getenv("BENCH_METHOD")
 local path = os.getenv("BENCH_BODY")
@@ -50,22 +51,23 @@ class Run:
 Variant = tuple[str, str, Case]  # (variant name, server URL, case)
 
 
-def wrk_path() -> str:
-    found = shutil.which("wrk")
+def tool_path(command: str, package: str) -> str:
+    """A load generator's path, installed from Debian's `package` when missing and run as root."""
+    found = shutil.which(command)
     if found:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-        return shutil.which("wrk") or sys.exit("wrk did not install")
-    sys.exit("wrk is missing: install Debian's wrk package (apt-get install wrk)")
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True)
+        return shutil.which(command) or sys.exit(f"{command} did not install")
+    sys.exit(f"{command} is missing: install Debian's {package} package (apt-get install {package})")
 
 
 class Wrk:
     """wrk and its Lua script (which sends each case's body and prints the figures)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.path = wrk_path()
+        self.path = tool_path("wrk", "wrk")
         self.workdir = workdir
         self.lua = workdir / "bench.lua"
         self.lua.write_text(LUA)
@@ -132,9 +134,8 @@ def show(run: Run) -> None:
 
 def interleaved(wrk: Wrk, name: str, connections: int, variants: list[Variant]) -> list[Run]:
     """Each variant in turn, ROUNDS times; the median of each variant's rounds."""
-    seconds = max(1, round(SECONDS / ROUNDS))
     rounds = [
-        [wrk.run(url, target, connections, variant, seconds) for variant, url, target in variants]
+        [wrk.run(url, target, connections, variant, ROUND_SECONDS) for variant, url, target in variants]
         for _ in range(ROUNDS)
     ]
     runs = [median(name, list(measured)) for measured in zip(*rounds, strict=True)]

@@ -165,7 +165,7 @@ def main() -> None:
         if "worst" in PARTS:
             worst_case_cpu(workdir)
         grpc = grpc_case.beside_rest(workdir, cases, CONNECTIONS) if "grpc" in PARTS else []
-        shadowing = shadow.measure(wrk, workdir) if "shadow" in PARTS else []
+        shadowing = shadow.measure(wrk, workdir, cases) if "shadow" in PARTS else []
     stages = {
         case.name: split
         for case in cases

@@ -8,7 +8,6 @@ Part of `make bench`; alone: `python -m bench.shadow` (BENCH_SECONDS, BENCH_ROUN
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -16,17 +15,18 @@ from pathlib import Path
 import httpx
 
 from bench import servers
-from bench.cases import MODELS, SHORT_SPAM_CASE, http_cases
+from bench.cases import MODELS, SHORT_SPAM_CASE, Case, http_cases
 from bench.load import Wrk, interleaved, warm
+from bench.worst_case import server_cpu_seconds
 
 from support.server import Server
 
 P50_TARGET = 1.10
 
 
-def measure(wrk: Wrk, workdir: Path) -> list[str]:
+def measure(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[str]:
     """The comparison's lines, printed as well; none if the bench's cases leave spam out."""
-    case = next((c for c in http_cases() if c.name == SHORT_SPAM_CASE), None)
+    case = next((c for c in cases if c.name == SHORT_SPAM_CASE), None)
     versions = sorted(int(p.name) for p in (MODELS / "spam").iterdir() if p.name.isdigit())
     if case is None or len(versions) < 2:
         return []
@@ -61,8 +61,7 @@ def measure(wrk: Wrk, workdir: Path) -> list[str]:
 
 def _cpu_and_requests(service: Server) -> tuple[float, float]:
     """The process's CPU seconds (user and system, every thread) and the requests it answered."""
-    fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = server_cpu_seconds(service.process.pid)
     metrics = httpx.get(service.url + "/metrics").text
     answered = sum(
         float(n)
@@ -79,7 +78,7 @@ def _per_request(start: tuple[float, float], end: tuple[float, float]) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
-        measure(Wrk(workdir), workdir)
+        measure(Wrk(workdir), workdir, http_cases())
 
 
 if __name__ == "__main__":

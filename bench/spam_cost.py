@@ -12,31 +12,26 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from service.card import ModelCard
+from bench.stages import Model
 from service.loading import spam_encoder
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "spam"
 
 
 def per_row_microseconds(folder: Path, repeats: int = 20, rounds: int = 5) -> dict[str, float]:
-    card = ModelCard.read(folder)
-    encoder = spam_encoder(card)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    model = Model(folder)
+    encoder = spam_encoder(model.card)
     texts = [item["input"]["text"] for item in json.loads((folder / "samples.json").read_text())["items"]]
     times = []
     for text in texts:
         feeds = encoder.feeds([encoder.encode(text)])
-        session.run(None, feeds)
+        model.run(feeds)
         best = float("inf")
         for _ in range(rounds):
             started = time.perf_counter()
             for _ in range(repeats):
-                session.run(None, feeds)
+                model.run(feeds)
             best = min(best, (time.perf_counter() - started) / repeats * 1e6)
         times.append(best)
     return {

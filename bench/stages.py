@@ -56,7 +56,9 @@ def _microseconds(call: Callable[[], object], seconds: float = 0.3) -> float:
     return float(np.median(samples)) * 1e6
 
 
-class _Model:
+class Model:
+    """A committed version and its onnxruntime session on one thread, as the bench times models."""
+
     def __init__(self, folder: Path) -> None:
         self.card = ModelCard.read(folder)
         options = ort.SessionOptions()
@@ -78,7 +80,7 @@ def _json(answer: Callable[[np.ndarray], dict[str, Any]]) -> Callable[[np.ndarra
 def _split(
     parse: Callable[[], Any],
     preprocess: Callable[[Any], np.ndarray | dict[str, np.ndarray]],
-    model: _Model,
+    model: Model,
     respond: Callable[[np.ndarray], object],
 ) -> dict[str, float]:
     parsed = parse()
@@ -94,7 +96,7 @@ def _split(
 
 def stage_split(path: str, body: bytes, header_length: int | None, folder: Path) -> dict[str, float] | None:
     """Microseconds per stage for one request of this kind; None for routes not split here."""
-    model = _Model(folder)
+    model = Model(folder)
     ref = {"name": model.card.name, "version": model.card.version}
     preprocessing = model.card.preprocessing
     if path == "/predict/wine" and isinstance(preprocessing, GuestRoster):
@@ -218,7 +220,7 @@ def _asgi_us(app: ASGIApp, calls: int = 20_000, clock: Callable[[], float] = tim
     return asyncio.run(drive())
 
 
-def _raw_feeds(model: _Model, batch: int, email: str) -> dict[str, np.ndarray]:
+def _raw_feeds(model: Model, batch: int, email: str) -> dict[str, np.ndarray]:
     """`batch` rows of the model's inputs: zeros, but for a token-id spam model the bench's email
     as the service encodes it (its token ids are as wide as the email's words)."""
     if isinstance(model.card.preprocessing, TokenIdVocabulary):
@@ -237,7 +239,7 @@ def raw_onnxruntime(
     under any server's latency."""
     rows: list[dict[str, float | str | int]] = []
     for name, folder in folders.items():
-        model = _Model(folder)
+        model = Model(folder)
         for batch in sorted({1, max(1, round(batch_sizes.get(name, 1)))}):
             x = _raw_feeds(model, batch, email)
             calls, started = 0, time.perf_counter()
