@@ -171,10 +171,12 @@ def _zero_feeds(card: ModelCard | GraphCard) -> dict[str, np.ndarray]:
 
 def _warm_up_feeds(card: ModelCard | GraphCard) -> dict[str, np.ndarray]:
     """A drop-in's own example request if its small card gives one (a graph whose dynamic
-    dimensions cannot be 1, a CNN's image side say, needs it), else one row of zeros."""
+    dimensions cannot be 1, a CNN's image side say, needs it), else one row of zeros. The
+    example has one row, or as many as a graph with a fixed batch takes."""
     if isinstance(card, GraphCard) and card.example is not None:
         try:
-            request = parse_request(orjson.dumps(card.example), None, max_rows=1)
+            rows = _fixed_batch(card) or 1
+            request = parse_request(orjson.dumps(card.example), None, max_rows=rows)
             return feeds_for(request, card.inputs)
         except ApiError as exc:
             raise ModelLoadError(f"the card's example request is refused: {exc.message}") from None

@@ -201,20 +201,22 @@ def test_a_real_server_serves_a_dropped_in_model(start_server: StartServer, mode
     )
 
 
+@pytest.mark.parametrize("with_example", [False, True], ids=["graph alone", "card with its example"])
 def test_a_graph_with_a_fixed_batch_takes_exactly_that_many_rows(
-    make_client: MakeClient, tmp_path: Path
+    make_client: MakeClient, tmp_path: Path, with_example: bool
 ) -> None:
     """Exported with batch 4 fixed: requests of 4 rows each are served even when they arrive
-    together (never stacked into one call of 8), and any other row count is a 400."""
+    together (never stacked into one call of 8), and any other row count is a 400. A small
+    card's example request of 4 rows is its warm-up."""
     graph = churn_graph()
     for tensor in (*graph.input, *graph.output):
         batch = tensor.type.tensor_type.shape.dim[0]
         batch.ClearField("dim_param")
         batch.dim_value = 4
-    save(graph, tmp_path / "fixed" / "1")
+    four = v2_request("customer", np.ones((4, CHURN_FEATURES), np.float32))
+    save(graph, tmp_path / "fixed" / "1", {"example": four} if with_example else None)
     http = make_client(models_dir=tmp_path)
     assert http.get("/v2/models/fixed").json()["inputs"][0]["shape"] == [4, CHURN_FEATURES]
-    four = v2_request("customer", np.ones((4, CHURN_FEATURES), np.float32))
     with ThreadPoolExecutor(8) as pool:
         statuses = list(
             pool.map(lambda _: http.post("/v2/models/fixed/infer", json=four).status_code, range(64))
