@@ -28,7 +28,7 @@ RUN groupadd --gid 10001 nnserve && useradd --no-create-home --uid 10001 --gid 1
 COPY --from=build /opt/venv /opt/venv
 COPY models /app/models
 WORKDIR /app
-# Every other setting (limits, threads, API keys) is an NNSERVE_* variable too: see service/config.py.
+# Every other setting (limits, threads, API keys) is an NNSERVE_* variable too: see service/config/__init__.py.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.stages import Model
-from service.loading import spam_encoder
+from service.models.loading import spam_encoder
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "spam"
 

@@ -23,6 +23,7 @@ import onnxruntime as ort
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.admission.budgets import Admission
 from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard, TokenIdVocabulary
 from service.config import Settings
 from service.features import (
@@ -32,12 +33,11 @@ from service.features import (
     pixels_to_digit,
     pixels_to_digits,
 )
-from service.guard import RequestGuard
-from service.guard.shedding import Admission
-from service.loading import spam_encoder
-from service.logs import BufferedHandler, JsonFormatter, log_access
-from service.metrics import Metrics
-from service.schemas import DigitRequest, SpamRequest, WineRequest
+from service.http.guard import RequestGuard
+from service.http.schemas import DigitRequest, SpamRequest, WineRequest
+from service.models.loading import spam_encoder
+from service.observability.logs import BufferedHandler, JsonFormatter, log_access
+from service.observability.metrics import Metrics
 from service.v2.codec import CARD_DATATYPES, encode_response, feeds_for, parse_request
 
 STAGES = ("parse", "preprocess", "model", "response")

@@ -26,12 +26,12 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.stages import _asgi_us, _microseconds
+from service.admission.budgets import Admission
 from service.config import Settings
-from service.guard import RequestGuard
-from service.guard.shedding import Admission
-from service.metrics import Metrics
-from service.otel import OtelTracer
-from service.tracing import current_trace, note_model, timed
+from service.http.guard import RequestGuard
+from service.observability.metrics import Metrics
+from service.observability.otel import OtelTracer
+from service.observability.tracing import current_trace, note_model, timed
 
 
 class _Discard(SpanExporter):
@@ -40,8 +40,8 @@ class _Discard(SpanExporter):
 
 
 async def _noting(scope: Scope, receive: Receive, send: Send) -> None:
-    """The constant app, making the notes a prediction makes on its way (service/body.py,
-    service/dataplane.py, service/runner.py)."""
+    """The constant app, making the notes a prediction makes on its way (service/http/body.py,
+    service/dataplane/, service/models/runner.py)."""
     message = await receive()
     timed("parse", len, message["body"])
     note_model("wine", 1)

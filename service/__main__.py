@@ -14,9 +14,9 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from service.admission.drain import DrainingServer
 from service.config import METRICS_DIR_ENV, Settings
-from service.drain import DrainingServer
-from service.wire import OneWriteHttpProtocol
+from service.http.wire import OneWriteHttpProtocol
 
 APP = "service.app:create_app"
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app cannot start
@@ -24,7 +24,7 @@ STARTUP_FAILURE = 3  # uvicorn's exit code when the app cannot start
 
 @contextmanager
 def _metrics_directory() -> Iterator[None]:
-    """A fresh directory for the workers' metric files (service/metrics.py), in the environment
+    """A fresh directory for the workers' metric files (service/observability/metrics.py), in the environment
     the workers inherit, removed with everything in it once they are gone."""
     path = tempfile.mkdtemp(prefix="nnserve-metrics-")
     os.environ[METRICS_DIR_ENV] = path

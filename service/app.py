@@ -18,23 +18,25 @@ from fastapi.staticfiles import StaticFiles
 from onnxruntime import InferenceSession
 from starlette.types import ASGIApp
 
-from service import __version__, tracing, traffic
-from service.auth import document_api_keys
-from service.body import install_body_schemas
+from service import __version__
 from service.config import Settings
+from service.config.traffic import TrafficError
 from service.dataplane import DataPlane
-from service.docs import install_docs
-from service.errors import install_error_handlers
-from service.guard import RequestGuard
-from service.hotpath import HotPath
-from service.loading import MakeRunner
-from service.logs import configure_logging
-from service.metrics import Metrics
+from service.http.auth import document_api_keys
+from service.http.body import install_body_schemas
+from service.http.docs import install_docs
+from service.http.errors import install_error_handlers
+from service.http.guard import RequestGuard
+from service.http.hotpath import HotPath
+from service.http.routes import explain, ops, predict, v2
+from service.models import traffic
+from service.models.loading import MakeRunner
+from service.models.repository import ModelRepository
+from service.models.runner import ModelRunner
 from service.nnserve import NNServe
-from service.repository import ModelRepository
-from service.routes import explain, ops, predict
-from service.runner import ModelRunner
-from service.v2 import routes as v2
+from service.observability import exporters
+from service.observability.logs import configure_logging
+from service.observability.metrics import Metrics
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -55,12 +57,12 @@ def lower_priority(nice: int) -> None:
 
 def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter | None = None) -> NNServe:
     """`span_exporter`: traces go there, whatever the OTEL_* variables say (the tests' in-memory
-    exporter); without it they say whether traces are on (service/tracing.py)."""
+    exporter); without it they say whether traces are on (service/observability/tracing.py)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
 
     metrics = Metrics.create()
-    tracer = tracing.from_environment(metrics.spans_dropped.inc, exporter=span_exporter)
+    tracer = exporters.from_environment(metrics.spans_dropped.inc, exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: NNServe) -> AsyncIterator[None]:
@@ -74,7 +76,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
 
         def runner(executor: Executor, max_queued_rows: int, on_loop: bool) -> MakeRunner:
             """Runners of sessions on `executor`; `on_loop`: small models may run on the event
-            loop instead (service/runner.py), which explanations never do: their dozens of rows
+            loop instead (service/models/runner.py), which explanations never do: their dozens of rows
             would stall every request."""
 
             loop_below = (settings.inline_model_us / 1e6, settings.inline_when_idle_model_us / 1e6)
@@ -122,7 +124,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
                 shadow_queue_bytes=settings.shadow_queue_bytes,
                 shadow_log_per_minute=settings.shadow_log_per_minute,
             )
-        except traffic.TrafficError as exc:
+        except TrafficError as exc:
             log.error("refusing to start: NNSERVE_TRAFFIC / NNSERVE_SHADOW: %s", exc)
             executor.shutdown(wait=False, cancel_futures=True)
             explaining.shutdown(wait=False, cancel_futures=True)
@@ -146,7 +148,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
         version=__version__,
         description="Serves three small neural networks: wine, spam and digit.",
         lifespan=lifespan,
-        docs_url=None,  # service/docs.py serves /docs and /redoc from its own files
+        docs_url=None,  # service/http/docs.py serves /docs and /redoc from its own files
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp
 
+from service.admission.budgets import Admission
 from service.config import Settings
 from service.dataplane import DataPlane
-from service.guard.shedding import Admission
-from service.metrics import Metrics
-from service.tracing import Tracer
+from service.observability.metrics import Metrics
+from service.observability.tracing import Tracer
 
 
 class NNServe(FastAPI):
@@ -26,7 +26,7 @@ class NNServe(FastAPI):
     turns any exception into the app's error answer)."""
 
     front: Callable[[ASGIApp], ASGIApp] | None = None
-    tracer: Tracer | None = None  # None: traces are off (service/tracing.py)
+    tracer: Tracer | None = None  # None: traces are off (service/observability/tracing.py)
 
     def __init__(self, settings: Settings, metrics: Metrics, **fastapi_options: Any) -> None:
         super().__init__(**fastapi_options)

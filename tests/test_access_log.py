@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.logs import BufferedHandler
+from service.observability.logs import BufferedHandler
 
 WRITERS = 8
 LINES_EACH = 5_000

@@ -14,7 +14,8 @@ import onnxruntime as ort
 import pytest
 from samples import latest_version, samples
 
-from service.runner import BatchObserver, DeadlineExceeded, ModelRunner
+from service.models.runner import DeadlineExceeded, ModelRunner
+from service.observability.metrics import BatchObserver
 
 from support import slow_model
 from support.server import MODELS_DIR, Server, StartServer

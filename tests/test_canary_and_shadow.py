@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from samples import samples, versions
 
 from service.config import Settings
-from service.traffic import parse_shadow, parse_traffic
+from service.config.traffic import parse_shadow, parse_traffic
 
 from support.inprocess import MakeClient
 from support.server import Server, StartServer

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from service import schemas
+from service.http import schemas
 
 # The request each response example answers. Every schema with a response example is listed.
 ILLUSTRATED: dict[type[BaseModel], tuple[str, dict[str, Any]]] = {

@@ -18,8 +18,8 @@ from onnx import numpy_helper
 from samples import latest_version
 
 from service.config import Settings
-from service.loading import load_version
-from service.runner import ModelRunner
+from service.models.loading import load_version
+from service.models.runner import ModelRunner
 from training.explain import derive_committed
 from training.export import write_model
 from training.fit import FitConfig

@@ -3,11 +3,11 @@ names one assumption a module makes about uvicorn, Starlette or FastAPI beyond t
 API, and fails when an upgrade breaks it, before a request does. pyproject.toml bounds these
 packages from above and requirements.lock pins them; an upgrade starts by running this module.
 
-- service/wire.py subclasses uvicorn's httptools protocol and swaps the transport it is given.
-- service/hotpath.py reads FastAPI's routes (`dependant`, `param_convertors`, `matches`) and the
+- service/http/wire.py subclasses uvicorn's httptools protocol and swaps the transport it is given.
+- service/http/hotpath.py reads FastAPI's routes (`dependant`, `param_convertors`, `matches`) and the
   app's exception handlers, and calls endpoints itself.
 - service/nnserve.py overrides FastAPI's `build_middleware_stack` to put layers in front.
-- service/drain.py overrides uvicorn.Server's signal handler and its per-tick hook, and closes
+- service/admission/drain.py overrides uvicorn.Server's signal handler and its per-tick hook, and closes
   its listeners (`servers`) a tick before its shutdown.
 """
 
@@ -24,14 +24,13 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service import drain
+from service.admission import drain
+from service.admission.drain import DrainingServer
 from service.app import create_app
 from service.config import Settings
-from service.drain import DrainingServer
+from service.http.routes import predict, v2
+from service.http.wire import CoalescingTransport, OneWriteHttpProtocol
 from service.nnserve import NNServe
-from service.routes import predict
-from service.v2 import routes as v2
-from service.wire import CoalescingTransport, OneWriteHttpProtocol
 
 from support.server import MODELS_DIR
 

@@ -1,4 +1,4 @@
-"""Inference requests are served by the hot path (service/hotpath.py) without reaching FastAPI's
+"""Inference requests are served by the hot path (service/http/hotpath.py) without reaching FastAPI's
 router, with the same answers and errors; everything else goes on to FastAPI."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.app import create_app
 from service.config import Settings
-from service.hotpath import HotPath
+from service.http.hotpath import HotPath
 
 from support.inprocess import in_process_client
 from support.server import MODELS_DIR

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from service.card import ModelCard
-from service.loading import graph_specs
+from service.models.loading import graph_specs
 from training.augment import FOREIGN
 
 from support.server import MODELS_DIR

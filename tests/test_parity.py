@@ -15,7 +15,7 @@ from samples import samples, versions
 
 from service.card import ModelCard, TokenIdVocabulary
 from service.features import BagOfWords, TokenIds
-from service.loading import spam_encoder
+from service.models.loading import spam_encoder
 
 from support.server import MODELS_DIR
 

@@ -8,7 +8,7 @@ from samples import latest_version, samples
 
 from service.card import ModelCard
 from service.features.spam import TextKind
-from service.loading import spam_encoder
+from service.models.loading import spam_encoder
 
 from support.inprocess import MakeClient
 from support.server import MODELS_DIR

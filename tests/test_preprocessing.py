@@ -1,4 +1,4 @@
-"""The shared preprocessing (service/features.py) that both training and serving use."""
+"""The shared preprocessing (service/features/) that both training and serving use."""
 
 from __future__ import annotations
 

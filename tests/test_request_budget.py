@@ -72,7 +72,7 @@ def test_images_over_the_budget_are_413_naming_the_limit(
 
 def test_a_body_of_half_a_million_zeros_is_refused_within_the_bound(served: Server) -> None:
     """pydantic's smart unions keep an error per number for every form they try: a flat list of
-    ints as `pixels` once cost 160 MB and a third of a second (service/schemas.py)."""
+    ints as `pixels` once cost 160 MB and a third of a second (service/http/schemas.py)."""
     count = (SETTINGS.max_body_bytes - 16) // 2
     body = b'{"pixels":[' + b",".join([b"0"] * count) + b"]}"
     status, cpu = request_cpu_seconds(served.url, served.process.pid, ("/predict/digit", body))

@@ -1,5 +1,5 @@
 """A response leaves the server in one write, so that a replica killed between its headers and its
-body cannot leave a proxy holding half an answer it can no longer retry (service/wire.py; the
+body cannot leave a proxy holding half an answer it can no longer retry (service/http/wire.py; the
 end-to-end case is the SIGKILL test in test_docker.py). The writes are counted on a real uvloop
 socket transport, in the server process's own event loop implementation."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import uvloop
 
-from service.wire import CoalescingTransport
+from service.http.wire import CoalescingTransport
 
 from support.server import Server
 

@@ -1,5 +1,5 @@
 """A client sends a digit as pixels: the service reads them straight into float32 arrays
-(service/pixel_body.py) and must read every body exactly as pydantic does, valid or not."""
+(service/http/pixel_body.py) and must read every body exactly as pydantic does, valid or not."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.pixel_body import read_pixels
-from service.schemas import DigitItem, DigitRequest
+from service.http.pixel_body import read_pixels
+from service.http.schemas import DigitItem, DigitRequest
 
 # Numbers a client may send, and the values that must send a body to pydantic.
 NUMBERS = st.one_of(

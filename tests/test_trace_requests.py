@@ -21,7 +21,8 @@ from v2_inputs import tensors
 
 from service.app import create_app
 from service.config import Settings
-from service.tracing import TracingUnavailable, exporter_names
+from service.observability.exporters import exporter_names
+from service.observability.tracing import TracingUnavailable
 
 from support.inprocess import in_process_client
 from support.otlp import otlp_receiver
@@ -199,7 +200,7 @@ import sys
 from service.app import create_app
 from service.config import Settings
 app = create_app(Settings(models_dir={models!r}))
-sdk = ("opentelemetry.sdk", "opentelemetry.exporter", "service.otel")
+sdk = ("opentelemetry.sdk", "opentelemetry.exporter", "service.observability.otel")
 loaded = sorted(m for m in sys.modules if m.startswith(sdk))
 print(app.tracer, loaded)
 """

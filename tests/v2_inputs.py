@@ -11,7 +11,7 @@ from samples import latest_version, samples
 
 from service.card import ModelCard
 from service.features import GuestEncoder, pixels_to_digit
-from service.loading import spam_encoder
+from service.models.loading import spam_encoder
 
 from support.server import MODELS_DIR
 

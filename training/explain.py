@@ -3,7 +3,7 @@
 `hidden.onnx` is cut out of the exported `model.onnx` with onnx's own extractor (so its weights
 are the served ones, never a second export), checked against a reference on every possible party,
 and each unit is named once: the guests whose presence turns it on or off the most, and its weight
-into the output. The service reads both (service/explain/hidden.py) and never imports onnx.
+into the output. The service reads both (service/models/hidden.py) and never imports onnx.
 
 Two ways in: training/export.py calls the writer that `torch_hidden_graph` returns, checking
 against PyTorch; for a version already committed, `python -m training.explain wine 1` derives
@@ -26,7 +26,7 @@ import torch
 from onnx import numpy_helper
 
 from service.card import MODEL_FILE, GuestRoster, ModelCard
-from service.explain.hidden import HIDDEN_FILE, HIDDEN_OUTPUT, SECTION, HiddenUnit, HiddenUnits
+from service.models.hidden import HIDDEN_FILE, HIDDEN_OUTPUT, SECTION, HiddenUnit, HiddenUnits
 from training.export import PARITY_TOLERANCE
 
 Reference = Callable[[np.ndarray], np.ndarray]

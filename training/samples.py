@@ -32,7 +32,7 @@ from service.card import (
     TokenIdVocabulary,
 )
 from service.features.spam import TextKind
-from service.loading import spam_encoder
+from service.models.loading import spam_encoder
 from training import data
 from training.export import SAMPLES_FILE, Feeds, chunked, onnx_outputs
 from training.recipes.common import MAX_SAMPLE_CHARS, SAMPLES, honest, spread

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from service.dataplane import DataPlane
-from service.loading import ServingModel
+from service.models.loading import ServingModel
 
 PATCH = 4
 STRIDE = 4

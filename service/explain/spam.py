@@ -24,7 +24,7 @@ import numpy as np
 from service.dataplane import DataPlane
 from service.features import BagOfWords, email_text, tokenize
 from service.features.spam import EmailText, token_shapes
-from service.loading import ServingModel
+from service.models.loading import ServingModel
 
 TOP_WORDS = 10
 SPAM_COLUMN = 1  # the probabilities' column of "spam", as /predict/spam reads it

@@ -17,7 +17,7 @@ import numpy as np
 
 from service.dataplane import DataPlane
 from service.features import GuestEncoder
-from service.loading import HiddenGraph, ServingModel
+from service.models.loading import HiddenGraph, ServingModel
 
 BOTTLE_DECIMALS = 4  # as /predict/wine answers
 

@@ -1,10 +1,10 @@
 """What every gRPC call meets around the servicer, as a REST request meets the request guard and
-with the same pieces (service/guard/): the request's deadline (the client's gRPC deadline when it
+with the same pieces (service/http/guard/): the request's deadline (the client's gRPC deadline when it
 asks for less than NNSERVE_INFERENCE_TIMEOUT_SECONDS), the app's admission budgets (ModelInfer
 counts against NNSERVE_MAX_IN_FLIGHT together with REST's inference, every message against
 NNSERVE_MAX_BYTES_IN_FLIGHT), a request id (the client's `x-request-id` metadata, or a new one,
 sent back in the trailers), our errors as statuses (service/grpc/status.py), and the metrics and
-access line of service/guard/record.py with the protocol `grpc`.
+access line of service/observability/record.py with the protocol `grpc`.
 
 A grpc.aio server interceptor: the servicer stays the protocol's calls and nothing else.
 """
@@ -20,11 +20,12 @@ from typing import Any, cast
 import grpc
 from grpc import aio
 
-from service import deadline, tracing
+from service import deadline
 from service.grpc.status import failure
-from service.guard.record import RequestRecorder
-from service.guard.request_id import HEADER, request_id
 from service.nnserve import NNServe
+from service.observability import tracing
+from service.observability.record import RequestRecorder
+from service.observability.request_id import HEADER, request_id
 
 SERVICE = "/inference.GRPCInferenceService/"
 SHED = frozenset({SERVICE + "ModelInfer"})
@@ -75,7 +76,7 @@ class Guard(aio.ServerInterceptor):
             entered = False
             held = 0
             token = None
-            # The server span of the call (service/tracing.py), around everything below.
+            # The server span of the call (service/observability/tracing.py), around everything below.
             trace = None if self.tracer is None else tracing.begin_grpc(self.tracer, method, metadata, rid)
             traced = None if trace is None else tracing.activate(trace)
             try:

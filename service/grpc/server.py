@@ -13,7 +13,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.drain import draining
+from service.admission.drain import draining
 from service.grpc import inference_pb2
 from service.grpc.guard import Guard
 from service.grpc.inference_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
@@ -69,7 +69,7 @@ class GrpcServer:
 
     async def _follow_readiness_and_drain(self) -> None:
         """Keeps the health status to readiness: NOT_SERVING while a model is not ready and from
-        the moment SIGTERM starts the drain (service/drain.py), so that probes and balancers turn
+        the moment SIGTERM starts the drain (service/admission/drain.py), so that probes and balancers turn
         away first. As REST's socket does, the port then closes after NNSERVE_DRAIN_SECONDS
         (calls in flight finish within the grace), even while REST requests still hold the app."""
         serving = health_pb2.HealthCheckResponse.SERVING

@@ -8,14 +8,14 @@ from __future__ import annotations
 from google.protobuf import json_format
 from grpc import aio
 
-from service.auth import check_admin_key, check_key
-from service.drain import draining
+from service.admission.drain import draining
+from service.admission.keys import check_admin_key, check_key
+from service.dataplane import documents
 from service.grpc import codec
 from service.grpc import inference_pb2 as pb
 from service.grpc.inference_pb2_grpc import GRPCInferenceServiceServicer
+from service.models.traffic import TRAFFIC_KEY_HEADER
 from service.nnserve import NNServe
-from service.traffic import TRAFFIC_KEY_HEADER
-from service.v2 import answers
 from service.v2.codec import CARD_DATATYPES
 
 Context = aio.ServicerContext[object, object]
@@ -47,14 +47,14 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
-        return json_format.ParseDict(answers.server_metadata(), pb.ServerMetadataResponse())
+        return json_format.ParseDict(documents.server_metadata(), pb.ServerMetadataResponse())
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         dataplane = self.app.dataplane
         model = dataplane.model(request.name, request.version or None, _metadata(context, TRAFFIC_KEY_HEADER))
-        document = answers.model_metadata(dataplane, model)
+        document = documents.model_metadata(dataplane, model)
         # The protocol's message has no `parameters` (REST's card kind): it is left out.
         return json_format.ParseDict(document, pb.ModelMetadataResponse(), ignore_unknown_fields=True)
 
@@ -71,7 +71,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         key = _metadata(context, TRAFFIC_KEY_HEADER)
         model = dataplane.model(request.model_name, request.model_version or None, key)
         parsed = codec.decode_request(request, self.settings.max_batch_size)
-        outputs = await dataplane.infer(model, answers.model_feeds(parsed, model))
+        outputs = await dataplane.infer(model, documents.model_feeds(parsed, model))
         named = {
             spec.name: (array, CARD_DATATYPES[spec.dtype])
             for spec, array in zip(model.card.outputs, outputs, strict=True)
@@ -82,7 +82,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
         check_admin_key(_authorization(context), self.settings)
-        index = answers.repository_index(self.app.dataplane)
+        index = documents.repository_index(self.app.dataplane)
         models = [entry for entry in index if entry["state"] == "READY" or not request.ready]
         return json_format.ParseDict({"models": models}, pb.RepositoryIndexResponse())
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from service.errors import as_api_error
+from service.dataplane import as_api_error
 
 log = logging.getLogger("nnserve")
 
