@@ -68,6 +68,13 @@ class ModelNotFound(_NamedError):
     status, code = 404, "model_not_found"
 
 
+class BodyTimeout(_NamedError):
+    """The body did not arrive within NNSERVE_BODY_TIMEOUT_SECONDS: a client that stalls an
+    upload must not hold the server's byte budget for as long as it likes."""
+
+    status, code = 408, "body_timeout"
+
+
 class PayloadTooLarge(_NamedError):
     status, code = 413, "payload_too_large"
 

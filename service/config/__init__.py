@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     inference_threads: int = Field(1, ge=1, description="threads running sessions off the event loop")
     batching: bool = Field(True, description="stack requests that arrive together into one call")
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    body_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="a request's body must have arrived this long after its head; past it: 408. "
+        "A stalled upload holds its part of the byte budget no longer",
+    )
     max_email_chars: int = Field(100_000, ge=1)
     max_image_bytes: int = Field(512 << 10, ge=1)
     max_image_side: int = Field(

@@ -11,15 +11,17 @@ import time
 
 import orjson
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import deadline
 from service.admission.budgets import Admission
 from service.admission.drain import READINESS_PATHS, draining
+from service.admission.keys import check_admin_key, check_key
 from service.config import Settings
 from service.errors import ApiError, BadRequest, ShuttingDown
 from service.http.errors import error_answer
-from service.http.guard.body import read_body, replay
+from service.http.guard.body import declares_body, read_body, replay
 from service.nnserve import NNServe
 from service.observability.metrics import Metrics
 from service.observability.record import RequestRecorder
@@ -28,6 +30,7 @@ from service.observability.request_id import request_id
 from service.observability.tracing import RequestTrace, Tracer, activate, begin_http, deactivate, finish_http
 
 _CONNECTION_CLOSE = (b"connection", b"close")
+_ADMIN_PREFIX = "/v2/repository/"
 
 
 def is_inference(path: str) -> bool:
@@ -41,8 +44,12 @@ def is_inference(path: str) -> bool:
 class RequestGuard:
     """Gives every request its deadline (NNSERVE_INFERENCE_TIMEOUT_SECONDS, or less if the client's
     X-Request-Timeout asks), sheds what is past the admission budgets, reads the body within its
-    limit, answers readiness with 503 while the server drains, and gives every request an id,
-    returned, logged and counted; with traces on, opens and ends the request's server span."""
+    limits, answers readiness with 503 while the server drains, and gives every request an id,
+    returned, logged and counted; with traces on, opens and ends the request's server span.
+
+    A body is read only for a request that may use it: one without the key its path needs, or
+    for a path no route serves, is answered before a byte of its body is read, so clients
+    without a key cannot hold any of the byte budget that keyed requests need (issue 30)."""
 
     def __init__(
         self,
@@ -56,6 +63,8 @@ class RequestGuard:
         self.app = app
         self.tracer = tracer  # None: traces are off, and cost one branch
         self.max_body_bytes = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout_seconds
+        self.settings = settings
         self.deadline_seconds = settings.inference_timeout_seconds
         self.retry_after = str(settings.retry_after_seconds)
         self.admission = admission  # the app's, shared with gRPC
@@ -93,9 +102,11 @@ class RequestGuard:
         held = 0  # body bytes this request holds, given back once it is answered
         deadline_token = deadline.start(admitted)
         try:
-            body, held = await read_body(scope, receive, self.max_body_bytes, self.admission)
+            body = b""
+            if declares_body(scope, self.max_body_bytes) and self._wants_body(scope):
+                body, held = await read_body(receive, self.max_body_bytes, self.admission, self.body_timeout)
             await self.app(scope, replay(body, receive), send_with_id)
-        except ApiError as refused:  # the body's size or the byte budget
+        except ApiError as refused:  # the key, the body's size, its deadline or the byte budget
             await error_answer(refused)(scope, receive, send_with_id)
         except asyncio.CancelledError:
             # uvicorn cancels what still runs when the shutdown grace period ends: the client
@@ -130,6 +141,20 @@ class RequestGuard:
             return error_answer(refused)
         return seconds
 
+    def _wants_body(self, scope: Scope) -> bool:
+        """Whether the request's body is to be read: refused (raised) without the key its path
+        needs; False for a path no route serves with this method, which the app answers (404,
+        405) without its body. Inference paths are the hot path's, which finds its own routes."""
+        path: str = scope["path"]
+        authorization = _header(scope, b"authorization").decode("latin-1")
+        if is_inference(path):
+            check_key(authorization, self.settings)
+            return True
+        if path.startswith(_ADMIN_PREFIX):
+            check_admin_key(authorization, self.settings)
+        routes = scope["app"].router.routes
+        return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
     def _record(
         self, scope: Scope, status: int, started: float, rid: bytes, trace: RequestTrace | None
     ) -> None:
@@ -142,6 +167,13 @@ class RequestGuard:
         self.recorder.record(
             endpoint, scope["method"], scope["path"], status, seconds, rid.decode("latin-1"), trace_id
         )
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return b""
 
 
 def _header_seconds(scope: Scope, most: float) -> float:
