@@ -184,6 +184,10 @@ def admin(make_client: MakeClient) -> httpx.Client:
         ({"weights": {"2": 100}, "shadow": 2}, 422, "spam v2 cannot be the shadow and take traffic too"),
         ({"shadow": 9}, 422, "spam: no version 9"),
         ({"weight": {"2": 100}}, 422, "weight"),
+        ({"weights": {"2": True, "1": 99}}, 422, "weights.2: Input should be a valid integer"),
+        ({"weights": {"2": "50", "1": 50}}, 422, "weights.2: Input should be a valid integer"),
+        ({"weights": {"2": 50.0, "1": 50}}, 422, "weights.2: Input should be a valid integer"),
+        ({"shadow": True}, 422, "shadow: Input should be a valid integer"),
     ],
 )
 def test_a_policy_the_repository_cannot_follow_is_refused(

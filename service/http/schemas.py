@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 GuestName = Annotated[str, Field(min_length=1, max_length=64)]
 MAX_GUESTS = 64
@@ -226,10 +226,12 @@ class TrafficRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"weights": {"2": 90, "1": 10}, "shadow": None}]}
     )
-    weights: dict[str, int] | None = Field(
+    # Strict: JSON's `true` and `"50"` are not numbers, and a policy that routes live traffic is
+    # taken as written or refused, never guessed at (issue 30).
+    weights: dict[str, StrictInt] | None = Field(
         None, description="version -> whole percentage of the requests that name no version; adding up to 100"
     )
-    shadow: int | None = Field(None, description="a version run beside every request, off its path")
+    shadow: StrictInt | None = Field(None, description="a version run beside every request, off its path")
 
 
 class TrafficInfo(BaseModel):
