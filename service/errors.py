@@ -111,6 +111,19 @@ class TimedOut(_NamedError):
     status, code = 504, "deadline_exceeded"
 
 
+# What an error message quotes of a name or version the client sent: a 60 KB model name is not
+# echoed whole (issue 30); the first characters say which one it was.
+MAX_QUOTED_CHARS = 64
+
+
+def quoted(value: object) -> str:
+    """`value` as an error message quotes it (its repr), cut to MAX_QUOTED_CHARS characters."""
+    shown = repr(value)
+    if len(shown) <= MAX_QUOTED_CHARS:
+        return shown
+    return f"{shown[:MAX_QUOTED_CHARS]}... ({len(shown)} characters)"
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) or "body"

@@ -16,6 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from support.inprocess import MakeClient
 from support.server import MODELS_DIR, StartServer
 
 HUGE = "9" * 5000  # Python refuses to parse integers over 4,300 digits
@@ -118,6 +119,47 @@ def test_numbers_too_long_or_too_large_for_python_get_a_clear_answer(
 def test_a_content_length_with_thousands_of_digits_is_413(client: httpx.Client) -> None:
     response = client.post("/predict/wine", content=b"{}", headers={"Content-Length": HUGE})
     assert response.status_code == 413, response.text
+
+
+LONG = "m" * 60_000
+ADMIN = {"Authorization": "Bearer adm-names-4e1b"}
+
+
+def _tensor(**changes: object) -> dict[str, object]:
+    wine = {"name": "guests", "shape": [1, 10], "datatype": "FP32", "data": WINE_ROW}
+    return {"inputs": [wine | changes]}
+
+
+@pytest.fixture(scope="module")
+def admin(make_client: MakeClient) -> httpx.Client:
+    return make_client(admin_keys=[ADMIN["Authorization"].split()[1]])
+
+
+LONG_NAMES: list[tuple[str, str, object, int]] = [
+    ("GET", f"/models/{LONG}", None, 404),
+    ("GET", f"/v2/models/{LONG}", None, 404),
+    ("GET", f"/v2/models/{LONG}/ready", None, 404),
+    ("POST", f"/v2/models/{LONG}/infer", _tensor(), 404),
+    ("POST", f"/v2/models/wine/versions/{LONG}/infer", _tensor(), 404),
+    ("POST", f"/v2/repository/models/{LONG}/load", None, 404),
+    ("POST", f"/v2/repository/models/{LONG}/unload", None, 404),
+    ("POST", f"/v2/repository/models/{LONG}/traffic", {}, 404),
+    ("POST", "/v2/models/wine/infer", _tensor(name=LONG), 400),
+    ("POST", "/v2/models/wine/infer", _tensor(datatype=LONG), 400),
+    ("POST", "/v2/models/wine/infer", {**_tensor(), "outputs": [{"name": LONG}]}, 400),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"), LONG_NAMES, ids=[f"{m[0]} {m[1][:40]}" for m in LONG_NAMES]
+)
+def test_a_60_kb_name_is_cut_in_the_error_that_quotes_it(
+    admin: httpx.Client, method: str, path: str, body: object, status: int
+) -> None:
+    response = admin.request(method, path, json=body, headers=ADMIN)
+    shown = response.text[:300]
+    assert response.status_code == status, shown
+    assert "mmmm" in response.json()["error"] and len(response.text) < 1000, shown
 
 
 def _truncate(folder: Path) -> None:

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 
 from service.card import GraphCard, ModelCard, TensorSpec
 from service.deadline import DeadlineExceeded
-from service.errors import ApiError, ModelNotFound, ModelNotReady, Overloaded, TimedOut
+from service.errors import ApiError, ModelNotFound, ModelNotReady, Overloaded, TimedOut, quoted
 from service.features.spam import TextKind
 from service.models.loading import ModelVersion, ServingModel
 from service.models.repository import ModelEntry, ModelRepository
@@ -89,7 +89,7 @@ class DataPlane:
     def entry(self, name: str) -> ModelEntry:
         entry = self.repository.models.get(name)
         if entry is None:
-            raise ModelNotFound(f"no model named {name!r}")
+            raise ModelNotFound(f"no model named {quoted(name)}")
         return entry
 
     def model(self, name: str, version: str | None = None, key: str | None = None) -> ServingModel:
@@ -106,7 +106,7 @@ class DataPlane:
         if version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS:
             found = entry.versions.get(int(version))
         if found is None:
-            raise ModelNotFound(f"model {name!r} has no version {version[:20]!r}")
+            raise ModelNotFound(f"model {quoted(name)} has no version {version[:20]!r}")
         if found.serving is None:
             raise ModelNotReady(f"{name} v{found.version} is not ready: {found.error}")
         note_model(name, found.version)
@@ -171,13 +171,13 @@ class DataPlane:
         traffic (its requests go to the default version) until the policy is changed."""
         entry = await self.repository.load(name)
         if entry is None:
-            raise ModelNotFound(f"no model folder with versions for {name!r}")
+            raise ModelNotFound(f"no model folder with versions for {quoted(name)}")
         return entry
 
     async def unload(self, name: str) -> None:
         """Stops serving a model: it is unknown (404) until it is loaded again."""
         if not await self.repository.unload(name):
-            raise ModelNotFound(f"no model named {name!r}")
+            raise ModelNotFound(f"no model named {quoted(name)}")
 
     def set_traffic(self, name: str, policy: ModelTraffic) -> None:
         """Replaces a model's traffic policy, once checked against what it serves now

@@ -39,7 +39,9 @@ from service.v2.codec import feeds_for, parse_request
 
 log = logging.getLogger("nnserve")
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A model's folder name: at most 255 characters, the longest file name Linux takes (a longer
+# name asked for by a load would be an OSError, not a missing folder).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 _ORT_DTYPES = {
     f"tensor({ort_name})": dtype
     for ort_name, dtype in [

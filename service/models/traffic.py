@@ -27,6 +27,7 @@ from service.config.traffic import (
     parse_traffic,
     version_number,
 )
+from service.errors import quoted
 
 if TYPE_CHECKING:
     from service.models.repository import ModelEntry
@@ -85,7 +86,7 @@ def check(name: str, traffic: ModelTraffic, entry: ModelEntry | None) -> None:
     other inputs than the versions it shadows: /predict/* prepare them with its own card, and V2
     tensors it cannot take are counted as incomparable (service/models/shadow.py)."""
     if entry is None:
-        raise TrafficError(f"{name}: no such model")
+        raise TrafficError(f"{quoted(name)}: no such model")
     named = [version for version, _ in traffic.weights]
     if traffic.shadow is not None:
         named.append(traffic.shadow)

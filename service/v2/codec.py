@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from service.card import TensorSpec
-from service.errors import BadRequest, BatchTooLarge
+from service.errors import BadRequest, BatchTooLarge, quoted
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -74,14 +74,14 @@ def _shape(value: object, name: str) -> list[int]:
     if not isinstance(value, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
-        raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
+        raise BadRequest(f"input {quoted(name)}: shape must be a list of non-negative integers")
     return value
 
 
 def _bytes_tensor(data: object, name: str) -> np.ndarray:
     flat = np.asarray(data, dtype=object).ravel()
     if not all(isinstance(item, str | bytes) for item in flat):
-        raise BadRequest(f"input {name!r}: BYTES data must be strings")
+        raise BadRequest(f"input {quoted(name)}: BYTES data must be strings")
     return flat
 
 
@@ -91,10 +91,10 @@ def tensor_header(
     """A tensor's datatype checked to be known and its shape to be sizes within the batch limit:
     its numpy dtype, shape and number of values. Every protocol describes a tensor so."""
     if not isinstance(datatype, str) or datatype not in DATATYPES:
-        raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}")
+        raise BadRequest(f"input {quoted(name)}: unknown datatype {quoted(datatype)}")
     checked = _shape(shape, name)
     if checked and checked[0] > max_rows:
-        raise BatchTooLarge(f"input {name!r}: {checked[0]} rows is over the limit of {max_rows}")
+        raise BatchTooLarge(f"input {quoted(name)}: {checked[0]} rows is over the limit of {max_rows}")
     return DATATYPES[datatype], checked, math.prod(checked)
 
 
@@ -102,7 +102,7 @@ def binary_tensor(buffer: bytes, dtype: np.dtype[Any], size: int, name: str, off
     """`size` little-endian values read in place from `buffer`, floats checked to be finite."""
     flat = np.frombuffer(buffer, dtype=dtype, count=size, offset=offset)
     if dtype.kind == "f" and not np.isfinite(flat).all():
-        raise BadRequest(f"input {name!r}: binary data holds values that are not finite numbers")
+        raise BadRequest(f"input {quoted(name)}: binary data holds values that are not finite numbers")
     return flat
 
 
@@ -117,9 +117,9 @@ def add_input(
     """A decoded tensor added to a request's inputs, once, if its values fill its shape."""
     size = math.prod(shape)
     if flat.size != size:
-        raise BadRequest(f"input {name!r}: shape {shape} needs {size} values, got {flat.size}")
+        raise BadRequest(f"input {quoted(name)}: shape {shape} needs {size} values, got {flat.size}")
     if name in inputs:
-        raise BadRequest(f"input {name!r} is given twice")
+        raise BadRequest(f"input {quoted(name)} is given twice")
     inputs[name] = flat.reshape(shape)
     datatypes[name] = datatype
 
@@ -133,15 +133,15 @@ def values_tensor(data: object, dtype: np.dtype[Any], name: str, datatype: str) 
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as exc:
-        raise BadRequest(f"input {name!r}: data is not a regular array of numbers") from exc
+        raise BadRequest(f"input {quoted(name)}: data is not a regular array of numbers") from exc
     kind_ok = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}[dtype.kind]
     if array.size and array.dtype.kind not in kind_ok:
-        raise BadRequest(f"input {name!r}: data does not hold {datatype} values")
+        raise BadRequest(f"input {quoted(name)}: data does not hold {datatype} values")
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is what `fits` looks for
         converted = array.astype(dtype)
     fits = np.isfinite(converted).all() if dtype.kind == "f" else (converted == array).all()
     if not fits:
-        raise BadRequest(f"input {name!r}: data holds values out of the {datatype} range")
+        raise BadRequest(f"input {quoted(name)}: data holds values out of the {datatype} range")
     return converted.ravel()
 
 
@@ -167,19 +167,21 @@ def parse_request(body: bytes, header_length: str | None, max_rows: int) -> Infe
         name = tensor["name"]
         datatype = tensor.get("datatype")
         dtype, shape, size = tensor_header(name, datatype, tensor.get("shape"), max_rows)
-        parameters = _object(tensor.get("parameters"), f"input {name!r}: parameters")
+        parameters = _object(tensor.get("parameters"), f"input {quoted(name)}: parameters")
         if "binary_data_size" in parameters:
             length = parameters["binary_data_size"]
             if datatype == "BYTES" or not isinstance(length, int) or length != size * dtype.itemsize:
-                raise BadRequest(f"input {name!r}: binary_data_size {length} does not fit shape {shape}")
+                raise BadRequest(
+                    f"input {quoted(name)}: binary_data_size {length} does not fit shape {shape}"
+                )
             if offset + length > len(body):
-                raise BadRequest(f"input {name!r}: the body holds fewer binary bytes than declared")
+                raise BadRequest(f"input {quoted(name)}: the body holds fewer binary bytes than declared")
             flat = binary_tensor(body, dtype, size, name, offset)
             offset += length
         elif "data" in tensor:
             flat = values_tensor(tensor["data"], dtype, name, str(datatype))
         else:
-            raise BadRequest(f"input {name!r} has neither data nor binary_data_size")
+            raise BadRequest(f"input {quoted(name)} has neither data nor binary_data_size")
         add_input(inputs, datatypes, name, str(datatype), flat, shape)
     if offset != len(body):
         raise BadRequest("the body holds more binary bytes than the inputs declare")
@@ -209,7 +211,7 @@ def _requested_outputs(outputs: object, binary_default: bool) -> list[tuple[str,
         (
             o["name"],
             bool(
-                _object(o.get("parameters"), f"output {o['name']!r}: parameters").get(
+                _object(o.get("parameters"), f"output {quoted(o['name'])}: parameters").get(
                     "binary_data", binary_default
                 )
             ),
@@ -223,21 +225,24 @@ def feeds_for(request: InferRequest, specs: list[TensorSpec]) -> dict[str, np.nd
     expected = {spec.name: spec for spec in specs}
     unknown = set(request.inputs) - set(expected)
     if unknown:
-        raise BadRequest(f"unknown input(s) {sorted(unknown)}; the model takes {sorted(expected)}")
+        shown = ", ".join(quoted(name) for name in sorted(unknown)[:3])
+        raise BadRequest(f"unknown input(s) [{shown}]; the model takes {sorted(expected)}")
     feeds = {}
     for name, spec in expected.items():
         if name not in request.inputs:
-            raise BadRequest(f"missing input {name!r}")
+            raise BadRequest(f"missing input {quoted(name)}")
         want = CARD_DATATYPES[spec.dtype]
         if request.datatypes[name] != want:
-            raise BadRequest(f"input {name!r} must be {want}, not {request.datatypes[name]}")
+            raise BadRequest(f"input {quoted(name)} must be {want}, not {request.datatypes[name]}")
         tensor = request.inputs[name]
         if len(tensor.shape) != len(spec.shape) or any(
             d != s for d, s in zip(tensor.shape, spec.shape, strict=True) if s != -1
         ):
-            raise BadRequest(f"input {name!r} has shape {list(tensor.shape)}; the model takes {spec.shape}")
+            raise BadRequest(
+                f"input {quoted(name)} has shape {list(tensor.shape)}; the model takes {spec.shape}"
+            )
         if tensor.shape[0] == 0:
-            raise BadRequest(f"input {name!r} has no rows")
+            raise BadRequest(f"input {quoted(name)} has no rows")
         feeds[name] = np.ascontiguousarray(tensor)
     return feeds
 
@@ -253,7 +258,7 @@ def selected_outputs(
         selected = request.outputs
     unknown = [name for name, _ in selected if name not in outputs]
     if unknown:
-        raise BadRequest(f"unknown output {unknown[0]!r}; the model gives {sorted(outputs)}")
+        raise BadRequest(f"unknown output {quoted(unknown[0])}; the model gives {sorted(outputs)}")
     return [(name, *outputs[name], binary) for name, binary in selected]
 
 
