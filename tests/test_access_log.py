@@ -1,6 +1,7 @@
 """An operator reads the access log: every request's line arrives, whole and once, however many
 requests write at the same moment as the batch is flushed, and closing the log (at exit, or when
-logging is configured again) leaves no thread behind and no error in one."""
+logging is configured again) leaves no thread behind and no error in one. In either format, what
+a client sends cannot forge a line."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from service.observability.logs import BufferedHandler
+
+from support.server import StartServer
 
 WRITERS = 8
 LINES_EACH = 5_000
@@ -71,3 +74,18 @@ def test_close_stops_the_flush_thread_without_an_error(thread_errors: list[threa
     assert not any(thread.is_alive() for thread in flushers)
     assert stream.getvalue().splitlines() == [f"line {n}" for n in range(50)]
     assert not thread_errors
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO nnserve.access POST /v2/repository/models/spam/unload 200"
+
+
+def test_a_path_cannot_forge_a_text_log_line(start_server: StartServer) -> None:
+    """With NNSERVE_LOG_FORMAT=text, a path holding %0A (and %0D, and Unicode's line separator)
+    is logged within its request's line (JSON escapes them by its own rules)."""
+    server = start_server(NNSERVE_LOG_FORMAT="text")
+    path = "/nope%0D%0A" + FORGED.replace(" ", "%20") + "%E2%80%A8" + FORGED.replace(" ", "%20")
+    with server.client() as http:
+        assert http.get(path).status_code == 404
+    log = server.wait_for_log("GET /nope")
+    lines = [line for line in log.splitlines() if "unload" in line]
+    assert len(lines) == 1 and "nnserve.access GET /nope" in lines[0], lines

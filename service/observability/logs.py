@@ -15,6 +15,29 @@ import orjson
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
+# Control characters as escapes: a client's text (a path with %0A in it, say) can never end a
+# text line early and forge the next one. C1 controls and Unicode's line separators count too,
+# since some viewers break lines at them.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """NNSERVE_LOG_FORMAT=text: one line per event, as the JSON format's, whatever the message
+    holds; a traceback is one line too, its line breaks written as \\n."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(_ESCAPES)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
@@ -106,11 +129,7 @@ def log_access(message: str, fields: dict[str, Any]) -> None:
 
 
 def configure_logging(level: str, fmt: str) -> None:
-    formatter = (
-        JsonFormatter()
-        if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     for name in ("nnserve", "uvicorn", "uvicorn.error"):
