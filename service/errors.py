@@ -7,6 +7,7 @@ anything unexpected is logged with its traceback and answered without one.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -91,6 +92,14 @@ class InvalidInput(_NamedError):
     status, code = 422, "invalid_input"
 
 
+class InputFailedModel(_NamedError):
+    """The input passed every check, yet the model could not run on it (a shape a Reshape in
+    the graph cannot take, a size it overflows): the client's input, not the server, is at
+    fault."""
+
+    status, code = 422, "model_failed_on_input"
+
+
 class ModelNotReady(_NamedError):
     status, code = 503, "model_not_ready"
 
@@ -103,6 +112,12 @@ class Overloaded(_NamedError):
 
 class ShuttingDown(_NamedError):
     status, code = 503, "shutting_down"
+
+
+class InsufficientMemory(_NamedError):
+    """The model asked for more memory than the server has to run this input."""
+
+    status, code = 507, "insufficient_memory"
 
 
 class TimedOut(_NamedError):
@@ -122,6 +137,16 @@ def quoted(value: object) -> str:
     if len(shown) <= MAX_QUOTED_CHARS:
         return shown
     return f"{shown[:MAX_QUOTED_CHARS]}... ({len(shown)} characters)"
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s'\"]+")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path in it replaced by `<path>`: what a library's message
+    quotes of the server's disk (a model file, its external data, the library's own sources)
+    never reaches a client."""
+    return _ABSOLUTE_PATH.sub("<path>", text)
 
 
 def _location(loc: tuple[Any, ...]) -> str:

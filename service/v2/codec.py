@@ -19,6 +19,10 @@ from service.card import TensorSpec
 from service.errors import BadRequest, BatchTooLarge, quoted
 
 HEADER_LENGTH = "inference-header-content-length"
+# What numpy can hold, checked before numpy is asked (it raises on more, which would be a 500): an
+# ndarray has at most 64 axes, and its bytes, counting a zero-sized axis as one, fit an int64.
+MAX_DIMENSIONS = 64
+_MAX_ARRAY_BYTES = 2**63 - 1
 
 # V2 datatype name -> little-endian numpy dtype. BYTES is parsed but no model here takes it.
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -93,6 +97,12 @@ def tensor_header(
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise BadRequest(f"input {quoted(name)}: unknown datatype {quoted(datatype)}")
     checked = _shape(shape, name)
+    if len(checked) > MAX_DIMENSIONS:
+        raise BadRequest(
+            f"input {quoted(name)}: {len(checked)} dimensions; a tensor has at most {MAX_DIMENSIONS}"
+        )
+    if math.prod(max(d, 1) for d in checked) * DATATYPES[datatype].itemsize > _MAX_ARRAY_BYTES:
+        raise BadRequest(f"input {quoted(name)}: shape {checked} is larger than any tensor can be")
     if checked and checked[0] > max_rows:
         raise BatchTooLarge(f"input {quoted(name)}: {checked[0]} rows is over the limit of {max_rows}")
     return DATATYPES[datatype], checked, math.prod(checked)

@@ -25,7 +25,7 @@ def declares_body(scope: Scope, limit: int) -> bool:
         if name == b"content-length":
             if value.isdigit() and (len(value) > 18 or int(value) > limit):
                 raise _too_large(limit)
-            return value != b"0"
+            return bool(value != b"0")
         if name == b"transfer-encoding":
             return True
     return False
