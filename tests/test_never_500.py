@@ -269,16 +269,25 @@ def _card_is_a_folder(folder: Path) -> None:
     (folder / "card.json").mkdir()
 
 
-def _missing_external_weights(folder: Path) -> None:
-    """onnxruntime's message for this quotes the weights file's full path."""
+def _external_weights(folder: Path, location: str) -> None:
     graph = onnx.load(folder / "model.onnx")
     weights = graph.graph.initializer[0]
     weights.data_location = TensorProto.EXTERNAL
     weights.ClearField("raw_data")
     weights.ClearField("float_data")
     entry = weights.external_data.add()
-    entry.key, entry.value = "location", "weights.bin"
+    entry.key, entry.value = "location", location
     onnx.save(graph, folder / "model.onnx")
+
+
+def _missing_external_weights(folder: Path) -> None:
+    """onnxruntime's message for this quotes the weights file's full path."""
+    _external_weights(folder, "weights.bin")
+
+
+def _external_weights_outside(folder: Path) -> None:
+    """onnxruntime's message for this quotes where the location resolves to, outside the folder."""
+    _external_weights(folder, "../../../outside-2b7e/weights.bin")
 
 
 BREAKAGES: dict[str, Callable[[Path], None]] = {
@@ -286,6 +295,7 @@ BREAKAGES: dict[str, Callable[[Path], None]] = {
     "garbage": _garbage,
     "folder-card": _card_is_a_folder,
     "external": _missing_external_weights,
+    "external-outside": _external_weights_outside,
 }
 
 

@@ -31,7 +31,7 @@ from service.card import (
     TokenIdVocabulary,
     read_card,
 )
-from service.errors import ApiError
+from service.errors import ApiError, without_paths
 from service.features import BagOfWords, GuestEncoder, TokenIds
 from service.models.hidden import HIDDEN_FILE, HIDDEN_OUTPUT, SECTION, HiddenUnits, hidden_units
 from service.models.runner import ModelRunner
@@ -244,10 +244,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def _without_paths(error: str, path: Path, name: str, version: int) -> str:
-    """onnxruntime's messages quote the file's full path; a client sees the model's folder."""
+    """onnxruntime's messages quote the file's full path; a client sees the model's folder. Any
+    other absolute path (external data resolved outside the folder, say) is cut out."""
     for where in {str(path.resolve()), str(path)}:
         error = error.replace(where, f"{name}/{version}")
-    return error
+    return without_paths(error)
 
 
 def _session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
