@@ -19,11 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from samples import samples, versions
 
+from service.app import create_app
 from service.config import Settings
 from service.config.traffic import parse_shadow, parse_traffic
 
-from support.inprocess import MakeClient
-from support.server import Server, StartServer
+from support.inprocess import MakeClient, in_process_client
+from support.server import MODELS_DIR, Server, StartServer
 
 KEY = "traffic-admin-key-5d2"
 ADMIN = {"Authorization": f"Bearer {KEY}"}
@@ -307,3 +308,39 @@ def test_a_shadow_with_other_input_tensors_is_compared_on_predictions(make_clien
     while compared() < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert compared() == 5
+
+
+# Which of spam v3 and v2 the keys user-0 .. user-39 met at 50/50 before traffic keys were bytes:
+# users must not move.
+ASCII_PICKS = "2223223333332322323322322333333333323232"
+NON_ASCII_KEYS = [
+    "café",
+    "naïve",
+    "Ünïcödé",
+    "日本",
+    "ключ",
+    "ελληνικά",
+    "emoji-🙂",
+    "ß-7",
+    "ø",
+    "à-la",
+    "Ω",
+    "ñ",
+]
+
+
+def test_a_traffic_key_picks_by_its_bytes_over_rest_as_over_grpc() -> None:
+    """The same X-Traffic-Key bytes meet the same version whichever protocol carries them: REST
+    hands the data plane the header's bytes; gRPC hands it the metadata value as grpc decoded it
+    (UTF-8), as service/grpc/servicer.py does. Plain ASCII keys meet what they always met."""
+    app = create_app(Settings(models_dir=MODELS_DIR, traffic="spam=3:50,2:50", log_level="warning"))
+    with in_process_client(app) as http:
+
+        def over_rest(key: bytes) -> int:
+            answer = http.post("/predict/spam", json=SHORT, headers=[(b"X-Traffic-Key", key)])
+            return int(answer.json()["model"]["version"])
+
+        over_grpc = {key: app.dataplane.model("spam", None, key).version for key in NON_ASCII_KEYS}
+        assert {key: over_rest(key.encode()) for key in NON_ASCII_KEYS} == over_grpc
+        assert set(over_grpc.values()) == {2, 3}, "both versions were picked"
+        assert "".join(str(over_rest(f"user-{n}".encode())) for n in range(40)) == ASCII_PICKS

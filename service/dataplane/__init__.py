@@ -32,7 +32,7 @@ from service.models.loading import ModelVersion, ServingModel
 from service.models.repository import ModelEntry, ModelRepository
 from service.models.runner import ModelRunError, QueueFull
 from service.models.shadow import Shadow, Shadowed, ShadowFeeds
-from service.models.traffic import ModelTraffic, check
+from service.models.traffic import ModelTraffic, TrafficKey, check
 from service.observability.metrics import TrafficMetrics
 from service.observability.tracing import note_model
 
@@ -101,7 +101,7 @@ class DataPlane:
             raise ModelNotFound(f"no model named {quoted(name)}")
         return entry
 
-    def model(self, name: str, version: str | None = None, key: str | None = None) -> ServingModel:
+    def model(self, name: str, version: str | None = None, key: TrafficKey | None = None) -> ServingModel:
         """The version asked for (a string, as every protocol receives it) or, without one, the
         version the traffic policy picks for this client key (see service/models/traffic.py), else the
         highest ready version that is not a shadow. 404 for an unknown model or version, 503
@@ -121,7 +121,7 @@ class DataPlane:
         note_model(name, found.version)
         return found.serving
 
-    def _routed(self, entry: ModelEntry, key: str | None) -> ServingModel:
+    def _routed(self, entry: ModelEntry, key: TrafficKey | None) -> ServingModel:
         policy = self.traffic.get(entry.name)
         if policy is not None:
             picked = policy.pick(key)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from service.models.repository import ModelEntry
 
 TRAFFIC_KEY_HEADER = "x-traffic-key"
+TrafficKey = bytes | str
+"""A client's traffic key: its bytes as sent (REST), or text as gRPC decoded them (UTF-8)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ModelTraffic:
     weights: tuple[tuple[int, int], ...] = ()
     shadow: int | None = None
 
-    def pick(self, key: str | None) -> int | None:
+    def pick(self, key: TrafficKey | None) -> int | None:
         """The version for a request with this key (or none: a random draw); None without weights."""
         if not self.weights:
             return None
@@ -61,10 +63,14 @@ class ModelTraffic:
         }
 
 
-def _bucket(key: str) -> int:
+def _bucket(key: TrafficKey) -> int:
     """A stable bucket for a client key: the same in every process (unlike hash()), so a user
-    stays on one version across replicas and restarts."""
-    digest = hashlib.blake2b(key.encode(errors="replace"), digest_size=8).digest()
+    stays on one version across replicas and restarts. The key's bytes as the client sent them
+    pick it, whatever the protocol (issue 30): REST hands them over as they came, and gRPC's
+    metadata arrives decoded as UTF-8, which encoding gives back. A plain ASCII key buckets as it
+    always did."""
+    raw = key.encode(errors="replace") if isinstance(key, str) else key
+    digest = hashlib.blake2b(raw, digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS
 
 

@@ -41,6 +41,7 @@ from service.nnserve import NNServe
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)
 }
+_TRAFFIC_KEY = TRAFFIC_KEY_HEADER.encode()
 Item = TypeVar("Item")
 Body = TypeVar("Body", bound=BaseModel)
 Encoder = TypeVar("Encoder", GuestEncoder, BagOfWords)
@@ -78,9 +79,16 @@ async def begin(
     check_api_key(request)
     body = await parse_json(request, body_model, fast)
     dataplane = NNServe.of(request).dataplane
-    return body, dataplane.model(
-        name, request.query_params.get("version"), request.headers.get(TRAFFIC_KEY_HEADER)
-    )
+    return body, dataplane.model(name, request.query_params.get("version"), traffic_key(request))
+
+
+def traffic_key(request: Request) -> bytes | None:
+    """The client's X-Traffic-Key as it was sent: its bytes pick the version, on every protocol
+    (Starlette's `headers` would hand them over decoded as latin-1)."""
+    for header, value in request.scope["headers"]:
+        if header == _TRAFFIC_KEY:
+            return bytes(value)
+    return None
 
 
 def training_card(model: ServingModel) -> ModelCard:

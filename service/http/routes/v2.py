@@ -15,10 +15,11 @@ from service.dataplane import documents
 from service.errors import InvalidInput
 from service.http.auth import check_api_key, require_admin_key
 from service.http.body import json_response
+from service.http.routes.common import traffic_key
 from service.http.schemas import TrafficRequest
 from service.http.v2_openapi import ERRORS, INFER_DOCS, INFER_RESPONSES
 from service.models.loading import ServingModel
-from service.models.traffic import TRAFFIC_KEY_HEADER, from_request
+from service.models.traffic import from_request
 from service.nnserve import NNServe
 from service.observability.tracing import timed
 from service.v2.codec import (
@@ -36,9 +37,7 @@ _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type"
 def _model(request: Request, name: str) -> ServingModel:
     """The model the path names: `/versions/{version}` pins one; without it the traffic policy
     picks, for the client's X-Traffic-Key if it sends one (service/models/traffic.py)."""
-    return NNServe.of(request).dataplane.model(
-        name, request.path_params.get("version"), request.headers.get(TRAFFIC_KEY_HEADER)
-    )
+    return NNServe.of(request).dataplane.model(name, request.path_params.get("version"), traffic_key(request))
 
 
 def _model_route(suffix: str, endpoint: Callable[..., Any], method: str, **options: Any) -> None:
