@@ -146,12 +146,12 @@ class RequestGuard:
         needs; False for a path no route serves with this method, which the app answers (404,
         405) without its body. Inference paths are the hot path's, which finds its own routes."""
         path: str = scope["path"]
-        authorization = _header(scope, b"authorization").decode("latin-1")
         if is_inference(path):
-            check_key(authorization, self.settings)
+            if self.settings.api_keys:  # open inference: no header to look for on the hot path
+                check_key(_authorization(scope), self.settings)
             return True
         if path.startswith(_ADMIN_PREFIX):
-            check_admin_key(authorization, self.settings)
+            check_admin_key(_authorization(scope), self.settings)
         routes = scope["app"].router.routes
         return any(route.matches(scope)[0] is Match.FULL for route in routes)
 
@@ -169,11 +169,12 @@ class RequestGuard:
         )
 
 
-def _header(scope: Scope, wanted: bytes) -> bytes:
+def _authorization(scope: Scope) -> str:
+    """The Authorization header, decoded as Starlette's `request.headers` decodes it."""
     for name, value in scope["headers"]:
-        if name == wanted:
-            return bytes(value)
-    return b""
+        if name == b"authorization":
+            return bytes(value).decode("latin-1")
+    return ""
 
 
 def _header_seconds(scope: Scope, most: float) -> float:
