@@ -92,14 +92,6 @@ class InvalidInput(_NamedError):
     status, code = 422, "invalid_input"
 
 
-class InputFailedModel(_NamedError):
-    """The input passed every check, yet the model could not run on it (a shape a Reshape in
-    the graph cannot take, a size it overflows): the client's input, not the server, is at
-    fault."""
-
-    status, code = 422, "model_failed_on_input"
-
-
 class ModelNotReady(_NamedError):
     status, code = 503, "model_not_ready"
 
@@ -112,12 +104,6 @@ class Overloaded(_NamedError):
 
 class ShuttingDown(_NamedError):
     status, code = 503, "shutting_down"
-
-
-class InsufficientMemory(_NamedError):
-    """The model asked for more memory than the server has to run this input."""
-
-    status, code = 507, "insufficient_memory"
 
 
 class TimedOut(_NamedError):
@@ -144,8 +130,7 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s'\"]+")
 
 def without_paths(text: str) -> str:
     """`text` with every absolute path in it replaced by `<path>`: what a library's message
-    quotes of the server's disk (a model file, its external data, the library's own sources)
-    never reaches a client."""
+    quotes of the server's disk (a model file, its external data) never reaches a client."""
     return _ABSOLUTE_PATH.sub("<path>", text)
 
 

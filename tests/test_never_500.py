@@ -14,8 +14,7 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-from dropin_models import churn_graph, save, v2_request
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from support.inprocess import MakeClient
 from support.server import MODELS_DIR, StartServer
@@ -200,59 +199,6 @@ def test_a_shape_numpy_cannot_hold_is_400_as_json_and_binary(
     )
     assert as_binary.status_code == 400, as_binary.text
     assert "input 'guests'" in as_binary.json()["error"]
-
-
-def _filled_graph() -> onnx.GraphProto:
-    """A drop-in whose output is as large as its input says: [a, b] -> zeros of (a + 1) x (b + 1)."""
-    return helper.make_graph(
-        [
-            helper.make_node("ReduceMax", ["size"], ["largest"], keepdims=0, axes=[0]),
-            helper.make_node("Cast", ["largest"], ["whole"], to=TensorProto.INT64),
-            helper.make_node("Add", ["whole", "one"], ["shape"]),
-            helper.make_node("ConstantOfShape", ["shape"], ["filled"]),
-        ],
-        "filled",
-        [helper.make_tensor_value_info("size", TensorProto.FLOAT, ["batch", 2])],
-        [helper.make_tensor_value_info("filled", TensorProto.FLOAT, ["rows", "columns"])],
-        initializer=[numpy_helper.from_array(np.asarray([1], np.int64), "one")],
-    )
-
-
-@pytest.fixture(scope="module")
-def failing(make_client: MakeClient, tmp_path_factory: pytest.TempPathFactory) -> httpx.Client:
-    """Drop-ins that onnxruntime cannot run on some inputs that fit their declared tensors."""
-    models = tmp_path_factory.mktemp("failing") / "models"
-    save(_filled_graph(), models / "filled" / "1")
-    save(churn_graph(fail_above=10.0), models / "churn" / "1")
-    return make_client(models_dir=models)
-
-
-@pytest.mark.parametrize(
-    ("model", "tensor", "status", "code"),
-    [
-        ("filled", v2_request("size", np.array([[2, 3]], np.float32)), 200, None),
-        # 256 TB: more than the 128 TB a process can address, whatever the kernel's overcommit
-        ("filled", v2_request("size", np.array([[2**23, 2**23]], np.float32)), 507, "insufficient_memory"),
-        ("filled", v2_request("size", np.array([[2**62, 2**62]], np.float32)), 422, "model_failed_on_input"),
-        ("churn", v2_request("customer", np.full((1, 11), 20, np.float32)), 422, "model_failed_on_input"),
-    ],
-    ids=["fits", "256 TB output", "overflowing size", "reshape fails"],
-)
-def test_an_input_the_model_cannot_run_on_is_a_4xx_or_507(
-    failing: httpx.Client, model: str, tensor: dict[str, object], status: int, code: str | None
-) -> None:
-    """onnxruntime fails on the input (it cannot allocate what it asks for, or a node cannot take
-    it): the client hears why, never a 500, nor a path of the server's or onnxruntime's disk."""
-    answer = failing.post(f"/v2/models/{model}/infer", json=tensor)
-    assert answer.status_code == status, answer.text
-    if code is not None:
-        assert answer.json()["code"] == code and "/onnxruntime_src" not in answer.text
-    assert (
-        failing.post(
-            "/v2/models/filled/infer", json=v2_request("size", np.ones((1, 2), np.float32))
-        ).status_code
-        == 200
-    )
 
 
 def _truncate(folder: Path) -> None:

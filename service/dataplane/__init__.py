@@ -17,20 +17,11 @@ from prometheus_client import Counter
 
 from service.card import GraphCard, ModelCard, TensorSpec
 from service.deadline import DeadlineExceeded
-from service.errors import (
-    ApiError,
-    InputFailedModel,
-    InsufficientMemory,
-    ModelNotFound,
-    ModelNotReady,
-    Overloaded,
-    TimedOut,
-    quoted,
-)
+from service.errors import ApiError, ModelNotFound, ModelNotReady, Overloaded, TimedOut, quoted
 from service.features.spam import TextKind
 from service.models.loading import ModelVersion, ServingModel
 from service.models.repository import ModelEntry, ModelRepository
-from service.models.runner import ModelRunError, QueueFull
+from service.models.runner import QueueFull
 from service.models.shadow import Shadow, Shadowed, ShadowFeeds
 from service.models.traffic import ModelTraffic, TrafficKey, check
 from service.observability.metrics import TrafficMetrics
@@ -252,6 +243,4 @@ def as_api_error(exc: Exception, retry_after: str) -> ApiError | None:
         return TimedOut(str(exc))
     if isinstance(exc, QueueFull):
         return Overloaded(f"{exc}; retry", headers={"Retry-After": retry_after})
-    if isinstance(exc, ModelRunError):
-        return InsufficientMemory(str(exc)) if exc.out_of_memory else InputFailedModel(str(exc))
     return None

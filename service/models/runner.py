@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from service import deadline
 from service.deadline import Deadline, DeadlineExceeded
-from service.errors import without_paths
 from service.observability.metrics import BatchObserver
 from service.observability.tracing import Attributes, RequestTrace, current_trace
 
-__all__ = ["DeadlineExceeded", "ModelRunError", "ModelRunner", "QueueFull"]
+__all__ = ["DeadlineExceeded", "ModelRunner", "QueueFull"]
 
 Feeds = dict[str, np.ndarray]
 Outputs = list[np.ndarray]
@@ -39,29 +37,6 @@ Outputs = list[np.ndarray]
 class QueueFull(Exception):
     """The model already has its limit of rows waiting or running: the caller is refused at once
     (503 + Retry-After), which bounds the memory that queued tensors take."""
-
-
-# What onnxruntime raises when a run fails; a failed allocation may also come as MemoryError
-# (std::bad_alloc, through pybind11).
-_RUN_FAILURES = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail)
-_OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "bad allocation")
-
-
-class ModelRunError(Exception):
-    """onnxruntime could not run the model on the inputs it was given. The inputs passed every
-    check of the model's declared tensors, so they are what the model failed on (a client's
-    fault: 4xx), unless the server ran out of memory for them (507)."""
-
-    def __init__(self, message: str, out_of_memory: bool) -> None:
-        super().__init__(message)
-        self.out_of_memory = out_of_memory
-
-    @classmethod
-    def of(cls, exc: Exception) -> ModelRunError:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        detail = without_paths(text.split("Status Message: ", 1)[-1])
-        out_of_memory = isinstance(exc, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY)
-        return cls(f"the model could not run on this input: {detail[:300]}", out_of_memory)
 
 
 @dataclass(eq=False)  # compared by identity: the queue removes one caller's entry
@@ -147,10 +122,7 @@ class ModelRunner:
 
     def run_sync(self, feeds: Feeds) -> Outputs:
         started = time.perf_counter()
-        try:
-            outputs: Outputs = self.session.run(self.output_names, feeds)
-        except (*_RUN_FAILURES, MemoryError) as exc:
-            raise ModelRunError.of(exc) from exc
+        outputs: Outputs = self.session.run(self.output_names, feeds)
         rows = next(iter(feeds.values())).shape[0]
         self._observer.on_batch(rows, time.perf_counter() - started)
         return outputs
