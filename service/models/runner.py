@@ -76,22 +76,28 @@ class OutputTooLarge(InferenceRefused):
 
 
 _NODE = re.compile(r"running (\w+) node")
+_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_SOURCE = re.compile(r"onnxruntime_src|\.(cc|h|cpp):\d+")
 _STOPPED = "terminate flag"
 _NO_MEMORY = ("Failed to allocate memory", "bad_alloc", "bad allocation")
+_MOST_CHARS = 300
 
 
 def _refusal(exc: Exception) -> Exception:
-    """onnxruntime's error for a call, as what the caller hears: its own messages quote source
-    files and C++ signatures, so only the failed operator is named (the log keeps the rest)."""
-    text = str(exc)
+    """onnxruntime's error for a call, as what the caller hears: its own words when they are
+    about the inputs (a dimension that does not fit), only the failed operator's name when they
+    quote its source files and C++ signatures (the log keeps them)."""
+    text = " ".join(str(exc).split())
     if _STOPPED in text:
         return DeadlineExceeded("the request's deadline passed while its model ran; the run was stopped")
+    log.warning("inference refused: %s", text[:1000] or type(exc).__name__)
     found = _NODE.search(text)
     node = f"its {found.group(1)} node" if found else "it"
-    log.warning("inference refused: %s", text.splitlines()[0] if text else type(exc).__name__)
     if any(sign in text for sign in _NO_MEMORY):
         return OutOfMemory(f"the model ran out of memory on these inputs ({node} could not allocate)")
-    return ModelFailed(f"the model cannot run on these inputs: {node} failed")
+    if found or _SOURCE.search(text) or not text:
+        return ModelFailed(f"the model cannot run on these inputs: {node} failed")
+    return ModelFailed(f"the model cannot run on these inputs: {_PREFIX.sub('', text)[:_MOST_CHARS]}")
 
 
 @dataclass(eq=False)  # compared by identity: the queue removes one caller's entry
