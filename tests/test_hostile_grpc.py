@@ -8,11 +8,13 @@ import asyncio
 import json
 import time
 from collections import Counter
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from support.server import Server, StartServer
 from support.tools import require_module
@@ -33,12 +35,23 @@ def test_400_unfinished_one_mb_calls_hold_bounded_memory(start_server: StartServ
     with UnfinishedCalls(("127.0.0.1", server.grpc_port), MODEL_INFER, 400, 1_000_000) as attack:
         attack.send()
         growth_mb = (server.status_kib() - before) / 1024
+        with grpc.insecure_channel(server.grpc_address) as channel:  # probes have places of their own
+            probe: Any = health_pb2_grpc.HealthStub(channel)  # typed without its calls
+            health = probe.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
     print(f"\n400 unfinished calls: RSS +{growth_mb:.0f} MB, {attack.sent / 1e6:.0f} MB sent")
     assert growth_mb <= GROWTH_BOUND_MB
     lines = [json.loads(line) for line in server.log().splitlines() if MODEL_INFER in line]
     refused = [line for line in lines if line.get("status") == "UNAVAILABLE"]
     # every call the server took beyond those receiving was refused, and logged
     assert len(refused) >= 400 - RECEIVING - attack.refused_streams
+
+
+def test_a_connection_without_calls_is_closed_at_the_idle_limit(start_server: StartServer) -> None:
+    """A client that connects and sends nothing does not hold its connection for ever."""
+    server = start_server(NNSERVE_GRPC_IDLE_SECONDS="0.5")
+    with UnfinishedCalls(("127.0.0.1", server.grpc_port), MODEL_INFER, 0, 0) as idle:
+        assert idle.wait_for_goaway(10)
 
 
 async def _burst(address: str, calls: int) -> Counter[grpc.StatusCode]:

@@ -141,9 +141,9 @@ class Settings(BaseSettings):
     grpc_max_receiving_calls: int = Field(
         64,
         ge=1,
-        description="gRPC calls whose request message is still arriving, over all connections; "
-        "past it: UNAVAILABLE (overloaded). Their partial messages take at most this x "
-        "NNSERVE_MAX_BODY_BYTES",
+        description="gRPC inference calls whose request message is still arriving, over all "
+        "connections, and as many other calls (probes, metadata); past it: UNAVAILABLE "
+        "(overloaded). Partial messages take at most twice this x NNSERVE_MAX_BODY_BYTES",
     )
     grpc_max_streams: int = Field(
         100,

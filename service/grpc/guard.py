@@ -10,8 +10,9 @@ A grpc.aio server interceptor: the servicer stays the protocol's calls and nothi
 each unary method as a client stream of raw bytes (the same frames on the wire), which lets it see a
 call before its message arrives and read and parse that message itself: a call is refused
 (UNAVAILABLE, logged) before any of its bytes are read when NNSERVE_GRPC_MAX_RECEIVING_CALLS calls
-are already receiving theirs (grpc.aio shows no partial message, so that count times the message
-limit is what partial messages can hold), the message's arrival is bounded by the call's
+of its kind (inference, or the others: probes, metadata, the repository) are already receiving
+theirs (grpc.aio shows no partial message, so twice that count times the message limit is what
+partial messages can hold), the message's arrival is bounded by the call's
 deadline, and a malformed or oversize message is answered, logged and counted like any other
 failure instead of ending inside grpc unseen.
 """
@@ -52,7 +53,9 @@ class Guard(aio.ServerInterceptor):
         self.admission = app.admission
         self.recorder = RequestRecorder(app.metrics, "grpc")
         self.tracer = app.tracer
-        self.receiving = 0  # calls whose request message has not all arrived
+        # Calls whose request message has not all arrived, inference's (True) apart from the
+        # others': a flood of inference uploads never refuses a health probe.
+        self.receiving = {True: 0, False: 0}
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
@@ -77,6 +80,9 @@ class Guard(aio.ServerInterceptor):
 
     def _guard(self, method: str, behavior: Behavior, parse: Deserializer) -> Behavior:
         counted = method in SHED
+        # The message type's name (inference.ModelInferRequest), from its parser: FromString.
+        descriptor = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+        message_type = getattr(descriptor, "full_name", "request")
 
         async def guarded(messages: AsyncIterator[bytes], context: aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -94,15 +100,15 @@ class Guard(aio.ServerInterceptor):
                 # In the trailers, which go out with the status anyway: initial metadata of its
                 # own would cost grpc one more operation per call.
                 context.set_trailing_metadata(((HEADER.decode(), rid),))
-                if self.receiving >= self.settings.grpc_max_receiving_calls:
+                if self.receiving[counted] >= self.settings.grpc_max_receiving_calls:
                     limit = self.settings.grpc_max_receiving_calls
                     raise self.admission.overloaded(f"{limit} gRPC calls receiving their message")
-                self.receiving += 1
+                self.receiving[counted] += 1
                 receiving = True
                 self.metrics.in_flight.inc()
                 token = deadline.start(self._seconds(context))  # the message's arrival included
                 raw = await _message(messages)
-                self.receiving -= 1
+                self.receiving[counted] -= 1
                 receiving = False
                 if raw is None:
                     status = grpc.StatusCode.INVALID_ARGUMENT  # _no_message's answer, unless grpc's
@@ -111,8 +117,7 @@ class Guard(aio.ServerInterceptor):
                 try:
                     request = parse(raw)
                 except DecodeError:
-                    name = method.rsplit("/", 1)[-1]
-                    raise BadRequest(f"the request is not a valid {name} message") from None
+                    raise BadRequest(f"the request is not a valid {message_type} message") from None
                 if counted:
                     self.admission.enter()
                     entered = True
@@ -129,7 +134,7 @@ class Guard(aio.ServerInterceptor):
                 await self._abort(context, answer, rid)
             finally:
                 if receiving:
-                    self.receiving -= 1
+                    self.receiving[counted] -= 1
                 if token is not None:
                     deadline.reset(token)
                     self.metrics.in_flight.dec()

@@ -128,6 +128,11 @@ class UnfinishedCalls:
                 with self._lock:
                     self._lock.wait(0.05)
 
+    def wait_for_goaway(self, seconds: float) -> bool:
+        """Whether the server closes the connection (GOAWAY, or the socket) within `seconds`."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._goaway, seconds)
+
     def _read(self) -> None:
         assert self._sock is not None
         buffer = b""
