@@ -211,8 +211,10 @@ class ModelRunner:
         The deadline is the request's (service/deadline.py), or `timeout` from now outside a
         request. Past it the caller gets DeadlineExceeded and its future is cancelled: if it was
         still queued it is dropped and never runs; a call already inside onnxruntime finishes for
-        the others batched with it. Work whose deadline passed before it got here is never
-        queued, and work that would take the model past `max_queued_rows` is refused (QueueFull).
+        the others batched with it, and is stopped once none of them waits (an inline model's
+        call, microseconds, always finishes). Work whose deadline passed before it got here is
+        never queued, and work that would take the model past `max_queued_rows` is refused
+        (QueueFull). Outputs over `max_output_bytes` for this caller's rows: OutputTooLarge.
         """
         limit = deadline.current()
         if limit is None and self._timeout is not None:
