@@ -71,7 +71,8 @@ def test_a_drop_in_made_slow_by_its_input_leaves_health_answering(hostile: Serve
     """Warmed up on zeros it takes microseconds; this input makes it take seconds. It runs off
     the event loop, so /health answers while it runs."""
     answers: list[httpx.Response] = []
-    slow = threading.Thread(target=lambda: answers.append(_rest(hostile, "spin", SPIN_SLOW, timeout=2)))
+    # a wide deadline, so that /health has time to answer on a busy machine
+    slow = threading.Thread(target=lambda: answers.append(_rest(hostile, "spin", SPIN_SLOW, timeout=4)))
     slow.start()
     try:
         assert httpx.get(f"{hostile.url}/health", timeout=10).status_code == 200
