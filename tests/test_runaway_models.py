@@ -21,7 +21,7 @@ from support.inprocess import MakeClient
 from support.server import Server, StartServer
 from support.tools import require_module
 
-SPIN_SLOW = 1e6  # loop turns: seconds of onnxruntime on any machine this runs on
+SPIN_SLOW = 5e6  # loop turns: 10 s and more of onnxruntime, unless stopped
 SERVICE = "inference.GRPCInferenceService"
 
 
