@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
                     max_queued_rows=max_queued_rows,
                     batching=settings.batching,
                     timeout=settings.inference_timeout_seconds,
+                    max_output_bytes=settings.max_output_bytes,
                     observer=metrics.observer(name, version),
                     inline_below_seconds=settings.inline_model_us / 1e6 if on_loop else 0.0,
                     inline_when_idle_below_seconds=settings.inline_when_idle_model_us / 1e6
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, span_exporter: SpanExporter 
             make_runner=make_runner,
             make_explainer=make_explainer,
             max_model_bytes=settings.max_model_bytes,
+            max_warm_up_bytes=settings.max_warm_up_bytes,
         )
         repository.load_all()
         # Everything loaded so far (cards, vocabularies, sessions) lives as long as the process:

@@ -92,6 +92,23 @@ class InvalidInput(_NamedError):
     status, code = 422, "invalid_input"
 
 
+class InferenceFailed(_NamedError):
+    """The model cannot run on the request's inputs, or would answer more than the server sends."""
+
+    status, code = 422, "inference_failed"
+
+
+class OutputTooLarge(_NamedError):
+    status, code = 422, "output_too_large"
+
+
+class InsufficientMemory(_NamedError):
+    """The inputs asked the model for more memory than the server has: the same request fails
+    again here, a smaller one may not."""
+
+    status, code = 507, "insufficient_memory"
+
+
 class ModelNotReady(_NamedError):
     status, code = 503, "model_not_ready"
 

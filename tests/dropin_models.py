@@ -124,6 +124,81 @@ def text_graph() -> onnx.GraphProto:
     )
 
 
+def spin_graph() -> onnx.GraphProto:
+    """[batch, 1] -> the same: the first value is also how many times a loop of small matrix
+    products runs, so zeros (the warm-up) take microseconds and 1e6 takes seconds; a drop-in
+    whose run time its input sets."""
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["carried", "w"], ["product"]),
+            helper.make_node("Tanh", ["product"], ["carried_out"]),
+            helper.make_node("Identity", ["go_in"], ["go_out"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("go_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carried", TensorProto.FLOAT, [1, 64]),
+        ],
+        [
+            helper.make_tensor_value_info("go_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carried_out", TensorProto.FLOAT, [1, 64]),
+        ],
+    )
+    return helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["x"], ["most"], keepdims=0),
+            helper.make_node("Cast", ["most"], ["trips"], to=TensorProto.INT64),
+            helper.make_node("Loop", ["trips", "true", "start"], ["end"], body=body),
+            helper.make_node("ReduceSum", ["end"], ["total"], keepdims=1),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["x", "nothing"], ["y"]),
+        ],
+        "spin_by_input",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(np.full((64, 64), 1 / 64, np.float32), "w"),
+            numpy_helper.from_array(np.array(True), "true"),
+            numpy_helper.from_array(np.ones((1, 64), np.float32), "start"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ],
+    )
+
+
+def filler_graph() -> onnx.GraphProto:
+    """[1, 1] -> [1, n] of ones, n the input's value (ConstantOfShape): a drop-in whose output size,
+    memory and run time its input sets; zeros (the warm-up) make an empty output."""
+    return helper.make_graph(
+        [
+            helper.make_node("Cast", ["n"], ["count"], to=TensorProto.INT64),
+            helper.make_node("Reshape", ["count", "flat"], ["width"]),
+            helper.make_node("Concat", ["flat", "width"], ["shape"], axis=0),
+            helper.make_node(
+                "ConstantOfShape",
+                ["shape"],
+                ["ones"],
+                value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+            ),
+        ],
+        "filler",
+        [helper.make_tensor_value_info("n", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("ones", TensorProto.FLOAT, [1, "n"])],
+        initializer=[numpy_helper.from_array(np.array([1], np.int64), "flat")],
+    )
+
+
+def wide_input_graph(width: int = 2**27) -> onnx.GraphProto:
+    """A fixed [1, width] float input passed through: a file of a hundred bytes whose warm-up on
+    zeros would take 4 x width bytes for the input and as many for the output."""
+    return helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+    )
+
+
 def save(graph: onnx.GraphProto, folder: Path, card: dict[str, Any] | None = None) -> Path:
     """`folder/model.onnx`, and `folder/card.json` if a card is given."""
     path = _save(graph, folder)

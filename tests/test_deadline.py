@@ -1,5 +1,6 @@
-"""A request whose inference cannot finish in time gets 504 quickly, and the work queued behind
-it is dropped: it never reaches onnxruntime, with or without micro-batching."""
+"""A request whose inference cannot finish in time gets 504 quickly, the work queued behind it is
+dropped (it never reaches onnxruntime) and the run already inside onnxruntime is stopped once no
+caller waits for it, with or without micro-batching."""
 
 from __future__ import annotations
 
@@ -44,12 +45,8 @@ def _burst(server: Server, headers: dict[str, str]) -> tuple[list[tuple[int, flo
 
         with ThreadPoolExecutor(CALLERS) as pool:
             results = list(pool.map(call, range(CALLERS)))
-        # The one call already inside onnxruntime finishes (later on a busy machine); a queued
-        # call that ran after it would be counted within another DELAY_MS.
-        give_up = time.monotonic() + 15 * DELAY_MS / 1000
-        while _wine_batches_run(http) == before and time.monotonic() < give_up:
-            time.sleep(0.1)
-        time.sleep(1.5 * DELAY_MS / 1000)
+        # A call left to run would be counted by now (each takes DELAY_MS, more on a busy machine).
+        time.sleep(3 * DELAY_MS / 1000)
         assert http.get("/ready").status_code == 200
         return results, _wine_batches_run(http) - before
 
@@ -75,4 +72,4 @@ def test_past_the_deadline_the_client_gets_504_and_queued_work_never_runs(
     )
     assert all(status == 504 and code == "deadline_exceeded" for status, _, code in results)
     assert slowest < DELAY_MS / 1000, "the 504 waited for the inference"
-    assert ran == 1, "requests queued past their deadline still ran"
+    assert ran == 0, "a run nobody waited for went on, or requests queued past their deadline ran"

@@ -266,5 +266,6 @@ def test_a_newly_trained_wine_version_ships_its_hidden_layer(tmp_path: Path) -> 
             intra_op_threads=1,
             make_runner=lambda session, _, __: ModelRunner(session, executor, max_batch_rows=8),
             max_model_bytes=Settings().max_model_bytes,
+            max_warm_up_bytes=Settings().max_warm_up_bytes,
         )
         assert loaded.serving is not None and loaded.serving.hidden is not None, loaded.error

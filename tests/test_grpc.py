@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import httpx
@@ -191,6 +191,7 @@ def _malformed(grpcclient: Any) -> dict[str, Any]:
     return {
         "negative dimension": wine(lambda r: r.inputs[0].shape.__setitem__(1, -10)),
         "huge dimension": wine(lambda r: r.inputs[0].shape.__setitem__(1, 2**62)),
+        "72 dimensions": wine(lambda r: r.inputs[0].shape.extend([1] * 70)),
         "unknown datatype": wine(datatype="FP128"),
         "FP16 typed": wine(datatype="FP16", raw=False),
         "BYTES raw": wine(datatype="BYTES"),
@@ -217,6 +218,45 @@ def test_no_malformed_request_ends_in_unknown_or_internal(grpcclient: Any, serve
     wrong = {name: (code, details) for name, (code, details, _) in codes.items() if code not in client_errors}
     assert not wrong
     assert all(trailer["error-code"] for _, _, trailer in codes.values())
+
+
+def _access_line(server: Server, request_id: str) -> dict[str, Any]:
+    log = server.wait_for_log(request_id)
+    [line] = [json.loads(line) for line in log.splitlines() if request_id in line]
+    return cast(dict[str, Any], line)
+
+
+def _requests_counted(server: Server, status: str) -> float:
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    series = f'nnserve_requests_total{{endpoint="/{SERVICE}/ModelInfer",protocol="grpc",status="{status}"}}'
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(series))
+
+
+def test_bytes_that_are_not_a_message_are_invalid_argument_logged_and_counted(server: Server) -> None:
+    """Bytes no protobuf parser reads, sent as the request: our answer, with neither grpc's
+    UNKNOWN nor a Python exception's name, and an access line and a count as for any call."""
+    counted = _requests_counted(server, "INVALID_ARGUMENT")
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        infer: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{SERVICE}/ModelInfer")
+        code, details, trailer = _failure(
+            lambda: infer(b"\x0a\xff\xff\xff\xff\x0f", metadata=(("x-request-id", "not-protobuf"),))
+        )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and trailer["error-code"] == "bad_request"
+    assert "ModelInferRequest" in details and "Error" not in details
+    assert _access_line(server, "not-protobuf")["status"] == "INVALID_ARGUMENT"
+    assert _requests_counted(server, "INVALID_ARGUMENT") == counted + 1
+
+
+def test_a_model_name_of_20000_characters_is_not_found_with_the_name_cut(
+    grpcclient: Any, server: Server
+) -> None:
+    """The status message travels in trailers, which a client takes up to 8 KiB of: a message
+    quoting the whole name would end in the client's RESOURCE_EXHAUSTED."""
+    request = _request(grpcclient, "wine", np.zeros((1, 10), np.float32), raw=True)
+    request.model_name = "w" * 20_000
+    code, details, trailer = _failure(lambda: _stub(grpcclient, server).ModelInfer(request))
+    assert code == grpc.StatusCode.NOT_FOUND and trailer["error-code"] == "model_not_found"
+    assert len(details) <= 1000 and "www" in details
 
 
 def test_the_traffic_key_picks_the_version_as_over_rest(start_server: StartServer, grpcclient: Any) -> None:
@@ -286,13 +326,16 @@ def test_the_repository_calls_with_an_admin_key(grpcclient: Any, keyed: Server) 
 @pytest.mark.parametrize("over", ["batch", "message"])
 def test_a_request_over_a_limit_is_resource_exhausted(grpcclient: Any, server: Server, over: str) -> None:
     """Rows over NNSERVE_MAX_BATCH_SIZE (our slug), or a message over NNSERVE_MAX_BODY_BYTES
-    (refused by grpc before it is read, so grpc's own words)."""
+    (refused by grpc before it is read, so grpc's own words); logged either way."""
     rows = 257 if over == "batch" else 30_000  # 30,000 x 10 floats: 1.2 MB over the 1 MiB limit
     tensor = np.zeros((rows, 10), dtype=np.float32)
+    request = _request(grpcclient, "wine", tensor, raw=True)
+    rid = f"over-the-{over}-limit"
     failure = _failure(
-        lambda: _stub(grpcclient, server).ModelInfer(_request(grpcclient, "wine", tensor, raw=True))
+        lambda: _stub(grpcclient, server).ModelInfer(request, metadata=[("x-request-id", rid)])
     )
     assert failure[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _access_line(server, rid)["status"] == "RESOURCE_EXHAUSTED"
     if over == "batch":
         _same_as_rest(failure, _rest_v2(server, "wine", tensor))
 

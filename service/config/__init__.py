@@ -142,10 +142,52 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8081, ge=0, le=65535, description="port of the gRPC inference service, on NNSERVE_HOST; 0 = off"
     )
+    # What a hostile gRPC client can hold (issue 30): grpc.aio shows no partial message, so their
+    # memory is bounded by how many calls may be receiving one, times NNSERVE_MAX_BODY_BYTES.
+    grpc_max_receiving_calls: int = Field(
+        64,
+        ge=1,
+        description="gRPC inference calls whose request message is still arriving, over all "
+        "connections, and as many other calls (probes, metadata); past it: UNAVAILABLE "
+        "(overloaded). Partial messages take at most twice this x NNSERVE_MAX_BODY_BYTES",
+    )
+    grpc_max_streams: int = Field(
+        100,
+        ge=1,
+        description="gRPC calls open at once on one connection (HTTP/2 MAX_CONCURRENT_STREAMS); "
+        "a client queues the others",
+    )
+    grpc_window_bytes: int = Field(
+        64 << 10,
+        ge=1024,
+        description="bytes a client may send on a gRPC call before the server reads them (HTTP/2 "
+        "flow-control window, not grown by bandwidth probing): what an unread call holds",
+    )
+    grpc_idle_seconds: float = Field(
+        300.0, gt=0, description="a gRPC connection without a call for this long is closed"
+    )
+    grpc_connection_age_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="a gRPC connection is closed after this long (its calls get "
+        "NNSERVE_INFERENCE_TIMEOUT_SECONDS to finish), so clients reconnect and spread",
+    )
 
     # Drop-in models and readiness (issue 26)
     max_model_bytes: int = Field(
         512 << 20, ge=1, description="a model.onnx larger than this is not loaded (reported by /ready)"
+    )
+    max_warm_up_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        description="bytes a model's declared inputs and fixed outputs take for the warm-up's one "
+        "row; a model over it is not ready (checked before anything is allocated)",
+    )
+    max_output_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="bytes of the outputs one request gets from a model; past it: 422 "
+        "output_too_large (a drop-in whose output size its input sets)",
     )
     strict_readiness: bool = Field(
         True,

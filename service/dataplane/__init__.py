@@ -17,8 +17,19 @@ from prometheus_client import Counter
 
 from service.card import GraphCard, ModelCard, TensorSpec
 from service.deadline import DeadlineExceeded
-from service.errors import ApiError, ModelNotFound, ModelNotReady, Overloaded, TimedOut, quoted
+from service.errors import (
+    ApiError,
+    InferenceFailed,
+    InsufficientMemory,
+    ModelNotFound,
+    ModelNotReady,
+    OutputTooLarge,
+    Overloaded,
+    TimedOut,
+    quoted,
+)
 from service.features.spam import TextKind
+from service.models import runner
 from service.models.loading import ModelVersion, ServingModel
 from service.models.repository import ModelEntry, ModelRepository
 from service.models.runner import QueueFull
@@ -243,4 +254,10 @@ def as_api_error(exc: Exception, retry_after: str) -> ApiError | None:
         return TimedOut(str(exc))
     if isinstance(exc, QueueFull):
         return Overloaded(f"{exc}; retry", headers={"Retry-After": retry_after})
+    if isinstance(exc, runner.OutOfMemory):
+        return InsufficientMemory(str(exc))
+    if isinstance(exc, runner.OutputTooLarge):
+        return OutputTooLarge(str(exc))
+    if isinstance(exc, runner.ModelFailed):
+        return InferenceFailed(str(exc))
     return None

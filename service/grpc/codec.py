@@ -43,19 +43,10 @@ def decode_request(message: pb.ModelInferRequest, max_rows: int) -> InferRequest
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
     for index, tensor in enumerate(message.inputs):
-        name, datatype = tensor.name, tensor.datatype
-        dtype, shape, size = tensor_header(name, datatype, list(tensor.shape), max_rows)
-        if raw:
-            blob = raw[index]
-            if datatype == "BYTES" or len(blob) != size * dtype.itemsize:
-                raise BadRequest(f"input {name!r}: {len(blob)} raw bytes do not fit {datatype} {shape}")
-            flat = binary_tensor(blob, dtype, size, name)
-        else:
-            field = CONTENTS.get(datatype)
-            if field is None:
-                raise BadRequest(f"input {name!r}: {datatype} data is sent in raw_input_contents")
-            flat = values_tensor(list(getattr(tensor.contents, field)), dtype, name, datatype)
-        add_input(inputs, datatypes, name, datatype, flat, shape)
+        try:
+            _add_tensor(inputs, datatypes, tensor, raw[index] if raw else None, max_rows)
+        except ValueError as exc:  # numpy's refusal of what the message describes (72 dimensions)
+            raise BadRequest(f"input {tensor.name[:100]!r}: {exc}") from None
     return InferRequest(
         id=message.id or None,
         inputs=inputs,
@@ -63,6 +54,27 @@ def decode_request(message: pb.ModelInferRequest, max_rows: int) -> InferRequest
         outputs=[(output.name, bool(raw)) for output in message.outputs] or None,
         binary_output_default=bool(raw),
     )
+
+
+def _add_tensor(
+    inputs: dict[str, np.ndarray],
+    datatypes: dict[str, str],
+    tensor: pb.ModelInferRequest.InferInputTensor,
+    blob: bytes | None,
+    max_rows: int,
+) -> None:
+    name, datatype = tensor.name, tensor.datatype
+    dtype, shape, size = tensor_header(name, datatype, list(tensor.shape), max_rows)
+    if blob is not None:
+        if datatype == "BYTES" or len(blob) != size * dtype.itemsize:
+            raise BadRequest(f"input {name!r}: {len(blob)} raw bytes do not fit {datatype} {shape}")
+        flat = binary_tensor(blob, dtype, size, name)
+    else:
+        field = CONTENTS.get(datatype)
+        if field is None:
+            raise BadRequest(f"input {name!r}: {datatype} data is sent in raw_input_contents")
+        flat = values_tensor(list(getattr(tensor.contents, field)), dtype, name, datatype)
+    add_input(inputs, datatypes, name, datatype, flat, shape)
 
 
 def encode_response(

@@ -37,6 +37,18 @@ class GrpcServer:
                 # The limit of a REST body is the limit of a message: beyond it grpc refuses the
                 # call with RESOURCE_EXHAUSTED before reading it.
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
+                # What one connection can make the server hold (issue 30): its calls open at once,
+                # and the bytes each may send before the guard reads them. Bandwidth probing would
+                # grow that window to hundreds of MB per call. The limit is plain HTTP/2's, which
+                # a client honours by queueing its calls: grpc's "overload protection" resets a
+                # burst's streams instead (UNAVAILABLE that nnserve never sees).
+                ("grpc.max_concurrent_streams", settings.grpc_max_streams),
+                ("grpc.http.overload_protection", 0),
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", settings.grpc_window_bytes),
+                ("grpc.max_connection_idle_ms", int(settings.grpc_idle_seconds * 1000)),
+                ("grpc.max_connection_age_ms", int(settings.grpc_connection_age_seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(settings.inference_timeout_seconds * 1000)),
                 # Several workers share the port, as they share the REST socket; one process
                 # alone fails to start when the port is taken rather than share it unseen.
                 ("grpc.so_reuseport", int(settings.workers > 1)),

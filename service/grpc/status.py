@@ -12,6 +12,11 @@ the server ends in INTERNAL.
 | 413 (body or batch over a limit)  | RESOURCE_EXHAUSTED |
 | 503 (not ready, overloaded)       | UNAVAILABLE        |
 | 504 (the request's deadline)      | DEADLINE_EXCEEDED  |
+| 507 (the model ran out of memory) | RESOURCE_EXHAUSTED |
+
+A message goes out cut to MAX_MESSAGE_CHARS: it travels in the trailers, whose size clients limit
+(8 KiB by default), and one quoting a 16,000-character model name would end the call in the
+client's RESOURCE_EXHAUSTED instead of the status we meant.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ BY_HTTP_STATUS = {
     422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    507: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+MAX_MESSAGE_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -60,4 +67,10 @@ def failure(exc: Exception, retry_after: str, method: str) -> Failure:
     if code is None:  # an ApiError status this table has not heard of: still the client's doing
         code = grpc.StatusCode.INVALID_ARGUMENT if error.status < 500 else grpc.StatusCode.INTERNAL
     headers = tuple((name.lower(), value) for name, value in error.headers.items())
-    return Failure(code, error.code, error.message, ((CODE_KEY, error.code), *headers))
+    return Failure(code, error.code, _cut(error.message), ((CODE_KEY, error.code), *headers))
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[: MAX_MESSAGE_CHARS - 40]}... ({len(message):,} characters, cut)"

@@ -17,7 +17,7 @@ from service.config import Settings
 from service.dataplane import as_api_error
 from service.deadline import DeadlineExceeded
 from service.errors import ApiError, validation_error
-from service.models.runner import QueueFull
+from service.models.runner import InferenceRefused, QueueFull
 from service.observability.tracing import note_error
 
 log = logging.getLogger("nnserve")
@@ -66,6 +66,7 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(DeadlineExceeded)
     @app.exception_handler(QueueFull)
+    @app.exception_handler(InferenceRefused)
     async def _runner(_: Request, exc: Exception) -> Response:
         error = as_api_error(exc, retry_after)
         assert error is not None  # registered for exactly these

@@ -9,6 +9,7 @@ fails is returned with its reason (never raised), so one bad model never stops t
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,10 +186,29 @@ def _warm_up_feeds(card: ModelCard | GraphCard) -> dict[str, np.ndarray]:
     return _zero_feeds(card)
 
 
-def _warm_up(runner: ModelRunner, card: ModelCard | GraphCard) -> None:
+def _check_warm_up_bytes(card: ModelCard | GraphCard, limit: int) -> None:
+    """Refuses, before anything is allocated, a model whose declared tensors for one row (an
+    input's dynamic dimensions counted as 1, an output's only when all are fixed) take more than
+    `limit` bytes: a graph file of a hundred bytes can declare an input of gigabytes, and its
+    warm-up would allocate them."""
+    for kind, specs in (("input", card.inputs), ("output", card.outputs)):
+        for spec in specs:
+            if kind == "output" and -1 in spec.shape[1:]:
+                continue  # sized by the inputs: bounded per request by NNSERVE_MAX_OUTPUT_BYTES
+            size = math.prod(max(d, 1) for d in spec.shape) * np.dtype(spec.dtype).itemsize
+            if size > limit:
+                raise ModelLoadError(
+                    f"{kind} {spec.name!r} of {size:,} bytes exceeds the limit of {limit:,} "
+                    "(NNSERVE_MAX_WARM_UP_BYTES)"
+                )
+
+
+def _warm_up(runner: ModelRunner, card: ModelCard | GraphCard, max_bytes: int) -> None:
     """One real inference, so the first client does not pay for lazy initialisation, and a graph
     whose outputs are not what the card promises is caught before it serves; then the runner
-    times the model to decide whether its calls run on the event loop."""
+    times the model to decide whether its calls run on the event loop. Only within `max_bytes`
+    of declared tensors (_check_warm_up_bytes)."""
+    _check_warm_up_bytes(card, max_bytes)
     feeds = _warm_up_feeds(card)
     try:
         outputs = runner.run_sync(feeds)
@@ -311,6 +331,7 @@ def load_version(
     intra_op_threads: int,
     make_runner: MakeRunner,
     max_model_bytes: int,
+    max_warm_up_bytes: int,
     make_explainer: MakeRunner | None = None,
 ) -> ModelVersion:
     """The version serving, or not serving with a reason that names no path of the server's disk.
@@ -332,7 +353,7 @@ def load_version(
             _check_matches("outputs", written.outputs, graph_specs(session.get_outputs()))
             encoder = _encoder_for(written)
             runner = make_runner(session, name, version)
-            _warm_up(runner, written)
+            _warm_up(runner, written, max_warm_up_bytes)
             explainer = None if make_explainer is None else make_explainer(session, name, version)
             hidden, hidden_error = _load_hidden(
                 path, written, intra_op_threads, make_explainer or make_runner
@@ -341,9 +362,10 @@ def load_version(
         else:
             card = _graph_card(written, session)
             runner = make_runner(session, name, version)
+            runner.never_inline()  # its run time may be its inputs' to set
             if (rows := _fixed_batch(card)) is not None:
                 runner.fix_batch_rows(rows)
-            _warm_up(runner, card)
+            _warm_up(runner, card, max_warm_up_bytes)
             serving = ServingModel(name, version, card, runner, None)
     except FileNotFoundError as exc:
         error = f"missing file: {Path(exc.filename or '').name or exc}"

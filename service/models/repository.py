@@ -33,11 +33,13 @@ class ModelRepository:
         intra_op_threads: int,
         make_runner: MakeRunner,
         max_model_bytes: int,
+        max_warm_up_bytes: int,
         make_explainer: MakeRunner | None = None,
     ) -> None:
         self.root = root
         self._intra_op_threads = intra_op_threads
         self._max_model_bytes = max_model_bytes
+        self._max_warm_up_bytes = max_warm_up_bytes
         self._make_runner = make_runner
         self._make_explainer = make_explainer
         self.models: dict[str, ModelEntry] = {}
@@ -73,6 +75,7 @@ class ModelRepository:
                 make_runner=self._make_runner,
                 make_explainer=self._make_explainer,
                 max_model_bytes=self._max_model_bytes,
+                max_warm_up_bytes=self._max_warm_up_bytes,
             )
         return entry
 

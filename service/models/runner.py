@@ -9,12 +9,21 @@ Where a call runs follows the same signal. A model faster than the hop to a thre
 on the event loop always. A slower one (the digit CNN, ~70 us) runs on the event loop when a
 request finds it idle and it has been idle for longer than one call (sparse traffic: the hop
 would be most of the latency), and on the inference thread otherwise (dense traffic: the loop
-goes on reading requests meanwhile, and what it reads forms the next batch).
+goes on reading requests meanwhile, and what it reads forms the next batch). A model whose run time
+its inputs can set (a drop-in: an output sized by a value, a loop counted by one) never runs on
+the event loop, where nothing could stop it: on the inference thread its run is stopped
+(onnxruntime's RunOptions.terminate) once no caller waits for it any more.
+
+What onnxruntime refuses to do with a caller's inputs is the caller's answer, never a server
+error: a failed node (ModelFailed), memory it could not get (OutOfMemory); and outputs larger
+than `max_output_bytes` are refused (OutputTooLarge).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -28,7 +37,17 @@ from service.deadline import Deadline, DeadlineExceeded
 from service.observability.metrics import BatchObserver
 from service.observability.tracing import Attributes, RequestTrace, current_trace
 
-__all__ = ["DeadlineExceeded", "ModelRunner", "QueueFull"]
+__all__ = [
+    "DeadlineExceeded",
+    "InferenceRefused",
+    "ModelFailed",
+    "ModelRunner",
+    "OutOfMemory",
+    "OutputTooLarge",
+    "QueueFull",
+]
+
+log = logging.getLogger("nnserve")
 
 Feeds = dict[str, np.ndarray]
 Outputs = list[np.ndarray]
@@ -37,6 +56,48 @@ Outputs = list[np.ndarray]
 class QueueFull(Exception):
     """The model already has its limit of rows waiting or running: the caller is refused at once
     (503 + Retry-After), which bounds the memory that queued tensors take."""
+
+
+class InferenceRefused(Exception):
+    """onnxruntime cannot answer these inputs: the client's doing, never a server error."""
+
+
+class ModelFailed(InferenceRefused):
+    """A node of the graph failed on the inputs (a reshape they do not fit, a size they make
+    negative): 422."""
+
+
+class OutOfMemory(InferenceRefused):
+    """The inputs asked onnxruntime for more memory than the server could give: 507."""
+
+
+class OutputTooLarge(InferenceRefused):
+    """The outputs for one caller's rows are over NNSERVE_MAX_OUTPUT_BYTES: 422."""
+
+
+_NODE = re.compile(r"running (\w+) node")
+_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_SOURCE = re.compile(r"onnxruntime_src|\.(cc|h|cpp):\d+")
+_STOPPED = "terminate flag"
+_NO_MEMORY = ("Failed to allocate memory", "bad_alloc", "bad allocation")
+_MOST_CHARS = 300
+
+
+def _refusal(exc: Exception) -> Exception:
+    """onnxruntime's error for a call, as what the caller hears: its own words when they are
+    about the inputs (a dimension that does not fit), only the failed operator's name when they
+    quote its source files and C++ signatures (the log keeps them)."""
+    text = " ".join(str(exc).split())
+    if _STOPPED in text:
+        return DeadlineExceeded("the request's deadline passed while its model ran; the run was stopped")
+    log.warning("inference refused: %s", text[:1000] or type(exc).__name__)
+    found = _NODE.search(text)
+    node = f"its {found.group(1)} node" if found else "it"
+    if any(sign in text for sign in _NO_MEMORY):
+        return OutOfMemory(f"the model ran out of memory on these inputs ({node} could not allocate)")
+    if found or _SOURCE.search(text) or not text:
+        return ModelFailed(f"the model cannot run on these inputs: {node} failed")
+    return ModelFailed(f"the model cannot run on these inputs: {_PREFIX.sub('', text)[:_MOST_CHARS]}")
 
 
 @dataclass(eq=False)  # compared by identity: the queue removes one caller's entry
@@ -64,6 +125,7 @@ class ModelRunner:
         observer: BatchObserver | None = None,
         inline_below_seconds: float = 0.0,
         inline_when_idle_below_seconds: float = 0.0,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.session = session
         self.output_names = [o.name for o in session.get_outputs()]
@@ -82,6 +144,15 @@ class ModelRunner:
         self.inline_when_idle = False  # set by calibrate(): on the event loop when traffic is sparse
         self._call_seconds = 0.0
         self._idle_since = time.perf_counter()
+        self._max_output_bytes = max_output_bytes
+        # The batch onnxruntime runs on the executor, and the options that can stop it.
+        self._running: tuple[list[_Pending], ort.RunOptions] | None = None
+
+    def never_inline(self) -> None:
+        """Keeps the model off the event loop whatever its warm-up takes: a drop-in timed on
+        zeros says nothing of the time its next inputs take, and on the loop no deadline could
+        stop it (nor would /health answer meanwhile)."""
+        self._inline_below = self._inline_when_idle_below = 0.0
 
     def fix_batch_rows(self, rows: int) -> None:
         """A graph whose batch dimension is a fixed number takes exactly that many rows a call:
@@ -120,12 +191,19 @@ class ModelRunner:
             and time.perf_counter() - self._idle_since > self._call_seconds
         )
 
-    def run_sync(self, feeds: Feeds) -> Outputs:
+    def run_sync(self, feeds: Feeds, options: ort.RunOptions | None = None) -> Outputs:
         started = time.perf_counter()
-        outputs: Outputs = self.session.run(self.output_names, feeds)
+        outputs: Outputs = self.session.run(self.output_names, feeds, options)
         rows = next(iter(feeds.values())).shape[0]
         self._observer.on_batch(rows, time.perf_counter() - started)
         return outputs
+
+    def _serve(self, feeds: Feeds, options: ort.RunOptions | None = None) -> Outputs:
+        """run_sync for callers: onnxruntime's failures become what the caller hears."""
+        try:
+            return self.run_sync(feeds, options)
+        except Exception as exc:  # onnxruntime's own types (Fail, InvalidArgument, ...)
+            raise _refusal(exc) from None
 
     async def run(self, feeds: Feeds) -> Outputs:
         """All outputs for these rows, in the session's output order.
@@ -133,8 +211,10 @@ class ModelRunner:
         The deadline is the request's (service/deadline.py), or `timeout` from now outside a
         request. Past it the caller gets DeadlineExceeded and its future is cancelled: if it was
         still queued it is dropped and never runs; a call already inside onnxruntime finishes for
-        the others batched with it. Work whose deadline passed before it got here is never
-        queued, and work that would take the model past `max_queued_rows` is refused (QueueFull).
+        the others batched with it, and is stopped once none of them waits (an inline model's
+        call, microseconds, always finishes). Work whose deadline passed before it got here is
+        never queued, and work that would take the model past `max_queued_rows` is refused
+        (QueueFull). Outputs over `max_output_bytes` for this caller's rows: OutputTooLarge.
         """
         limit = deadline.current()
         if limit is None and self._timeout is not None:
@@ -151,17 +231,25 @@ class ModelRunner:
             trace.since_last_stage("preprocess", time.perf_counter())
         self._rows += rows
         try:
-            return await self._answer(feeds, rows, limit, trace)
+            outputs = await self._answer(feeds, rows, limit, trace)
         finally:
             self._rows -= rows
             if not self._rows:
                 self._idle_since = time.perf_counter()
+        most = self._max_output_bytes
+        if most is not None and (size := sum(out.nbytes for out in outputs)) > most:
+            raise OutputTooLarge(
+                f"the model's outputs for these inputs take {size:,} bytes, over the limit of "
+                f"{most:,} (NNSERVE_MAX_OUTPUT_BYTES)"
+            )
+        return outputs
 
     async def _answer(
         self, feeds: Feeds, rows: int, limit: Deadline | None, trace: RequestTrace | None
     ) -> Outputs:
         loop = asyncio.get_running_loop()
         pending: _Pending | None = None
+        alone: ort.RunOptions | None = None  # stops this caller's own run, unbatched
         if self._batching:
             future: asyncio.Future[Outputs] = loop.create_future()
             pending = _Pending(feeds, rows, future, trace)
@@ -174,13 +262,18 @@ class ModelRunner:
                     loop.create_task(self._serve_on_executor())
         elif self.inline or self._sparse(rows):
             future = loop.create_future()
-            future.set_result(self._run_alone(feeds, trace))
+            future.set_result(self._run_alone(feeds, trace, None))
         else:
-            future = loop.run_in_executor(self._executor, self._run_alone, feeds, trace)
+            alone = ort.RunOptions()
+            future = loop.run_in_executor(self._executor, self._run_alone, feeds, trace, alone)
         if limit is None or self.inline:
             # An inline model's batch runs in the loop's next turn, before any timer set now
             # could fire: a timer would never change the answer.
-            return await future
+            try:
+                return await future
+            except asyncio.CancelledError:
+                self._abandon(alone)
+                raise
         # A timer that cancels the future: cheaper per request than asyncio.wait_for.
         expired = False
 
@@ -195,18 +288,29 @@ class ModelRunner:
         try:
             return await future
         except asyncio.CancelledError:
+            self._abandon(alone)
             if not expired:
                 raise  # the caller itself was cancelled (the client went away)
             raise limit.exceeded("before its inference finished") from None
         finally:
             timer.cancel()
 
-    def _run_alone(self, feeds: Feeds, trace: RequestTrace | None) -> Outputs:
+    def _abandon(self, alone: ort.RunOptions | None) -> None:
+        """A caller stopped waiting (its deadline passed, or it went away): its own run, or the
+        batch running on the executor once none of its callers waits, is stopped at onnxruntime's
+        next node instead of running on for nobody."""
+        if alone is not None:
+            alone.terminate = True
+        running = self._running
+        if running is not None and all(item.future.done() for item in running[0]):
+            running[1].terminate = True
+
+    def _run_alone(self, feeds: Feeds, trace: RequestTrace | None, options: ort.RunOptions | None) -> Outputs:
         """One caller's rows without batching: its inference is its own call."""
         if trace is None:
-            return self.run_sync(feeds)
+            return self._serve(feeds, options)
         started = time.perf_counter()
-        outputs = self.run_sync(feeds)
+        outputs = self._serve(feeds, options)
         rows = next(iter(feeds.values())).shape[0]
         trace.stage("inference", started, time.perf_counter(), {"nnserve.batch.size": rows})
         return outputs
@@ -218,7 +322,7 @@ class ModelRunner:
             while batch := self._take_batch():
                 outcome: Outputs | Exception
                 try:
-                    outcome = self.run_sync(self._feeds(batch))
+                    outcome = self._serve(self._feeds(batch))
                 except Exception as exc:  # the batch failed: every caller in it hears why
                     outcome = exc
                 self._settle(batch, outcome)
@@ -230,10 +334,15 @@ class ModelRunner:
         try:
             while batch := self._take_batch():
                 outcome: Outputs | Exception
+                options = ort.RunOptions()
+                self._running = (batch, options)
                 try:
-                    outcome = await loop.run_in_executor(self._executor, self.run_sync, self._feeds(batch))
+                    feeds = self._feeds(batch)
+                    outcome = await loop.run_in_executor(self._executor, self._serve, feeds, options)
                 except Exception as exc:
                     outcome = exc
+                finally:
+                    self._running = None
                 self._settle(batch, outcome)
         finally:
             self._serving = False
