@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import httpx
 import pytest
-from samples import latest_version, samples
+from samples import Sample, latest_version, samples
 
 from service.card import ModelCard
-from service.features.spam import TextKind
+from service.features import BagOfWords
+from service.features.spam import TextKind, read_email
 from service.loading import spam_encoder
 
 from support.inprocess import MakeClient
@@ -62,6 +67,12 @@ def test_a_batch_answers_in_order(client: httpx.Client) -> None:
     assert [p["spam"] for p in response.json()["predictions"]] == [True, False, True]
 
 
+def _sample_kind(sample: Sample, encoder: BagOfWords) -> str:
+    """The kind of text training recorded for the sample (spam v4 on), so that a service that
+    misjudged the kind would be caught; older versions' samples do not record it."""
+    return sample.kind or encoder.kind(encoder.encode(sample.input["text"]))
+
+
 @pytest.mark.parametrize("kind", ["email", "text"])
 def test_each_kind_of_text_is_judged_by_its_own_threshold_unless_an_operator_sets_one(
     make_client: MakeClient, kind: TextKind
@@ -77,12 +88,45 @@ def test_each_kind_of_text_is_judged_by_its_own_threshold_unless_an_operator_set
     between = [
         s.input["text"]
         for s in samples("spam")
-        if low <= s.output[1] < high and encoder.kind(encoder.encode(s.input["text"])) == kind
+        if low <= s.output[1] < high and _sample_kind(s, encoder) == kind
     ]
     assert between, f"no {kind} sample with a probability in [{low}, {high})"
     default, overridden = make_client(), make_client(spam_threshold=other)
     assert default.post("/predict/spam", json={"text": between[0]}).json()["spam"] is (own < other)
     assert overridden.post("/predict/spam", json={"text": between[0]}).json()["spam"] is (other < own)
+
+
+@pytest.mark.parametrize(
+    "emails_lower", [True, False], ids=["email-threshold-lower", "email-threshold-higher"]
+)
+def test_an_email_with_headers_scored_between_the_thresholds_is_judged_by_the_emails_one(
+    make_client: MakeClient, tmp_path: Path, emails_lower: bool
+) -> None:
+    """A held-out email that training judged with its headers, in a copy of the latest version
+    whose thresholds put its probability between the two: the verdict is the email threshold's,
+    whichever side of the text threshold it is on, and its body alone (no headers) gets the
+    text threshold's."""
+    version = MODELS_DIR / "spam" / str(latest_version("spam"))
+    encoder = spam_encoder(ModelCard.read(version))
+    email = next(
+        s for s in samples("spam") if _sample_kind(s, encoder) == "email" and 0.05 < s.output[1] < 0.95
+    )
+    probability = email.output[1]
+    below, above = probability / 2, (probability + 1) / 2
+    thresholds = {"email": below, "text": above} if emails_lower else {"email": above, "text": below}
+    folder = tmp_path / "spam" / version.name
+    shutil.copytree(version, folder)
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(
+        json.dumps(card | {"threshold": thresholds["text"], "thresholds": thresholds})
+    )
+    client = make_client(models_dir=tmp_path)
+    answer = client.post("/predict/spam", json={"text": email.input["text"]}).json()
+    assert answer["probability"] == pytest.approx(probability, abs=1e-5)
+    assert answer["spam"] is emails_lower
+    body = read_email(email.input["text"]).body
+    text_answer = client.post("/predict/spam", json={"text": body}).json()
+    assert text_answer["spam"] is (text_answer["probability"] >= thresholds["text"])
 
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -103,3 +147,30 @@ def test_the_gtube_test_string_anywhere_is_spam_with_probability_one(client: htt
 def test_a_version_whose_card_names_no_test_pattern_reads_gtube_as_words(client: httpx.Client) -> None:
     answer = client.post("/predict/spam", params={"version": 2}, json={"text": f"{LUNCH} {GTUBE}"}).json()
     assert "test_pattern" not in answer and answer["probability"] < 1.0
+
+
+@pytest.mark.parametrize("path", ["tests/data/short_messages.json", "tests/data/everyday_messages.json"])
+def test_the_committed_short_messages_get_the_verdicts_the_card_counts(
+    client: httpx.Client, path: str
+) -> None:
+    """The card's short-message views were measured in training; the service, sent the same
+    messages, must call the same ham spam and miss the same spam (so a skew between training's
+    features and the service's, or a wrong threshold, shows here)."""
+    card = ModelCard.read(MODELS_DIR / "spam" / str(latest_version("spam")))
+    view = (card.model_extra or {})["views"][f"short messages ({path})"]
+    items = json.loads((MODELS_DIR.parent / path).read_text())["items"]
+    response = client.post("/predict/spam", json={"batch": [{"text": item["text"]} for item in items]})
+    assert response.status_code == 200, response.text
+    called = [p["spam"] for p in response.json()["predictions"]]
+    wrong = [
+        item["text"] for item, spam in zip(items, called, strict=True) if spam != (item["label"] == "spam")
+    ]
+    assert (
+        sum(spam and item["label"] == "ham" for item, spam in zip(items, called, strict=True))
+        == view["ham_called_spam"]
+    )
+    assert (
+        sum(not spam and item["label"] == "spam" for item, spam in zip(items, called, strict=True))
+        == view["spam_missed"]
+    )
+    assert wrong == [error["text"] for error in view["errors"]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from training_fixtures import write_mnist, write_sms, write_spam
+from training_fixtures import write_mnist, write_modern_sets, write_shorteners, write_sms, write_spam
 
 from service.card import ModelCard
 from training.__main__ import main
@@ -27,7 +27,16 @@ def _wine(cache: Path) -> Trained:
 def _spam(cache: Path) -> Trained:
     write_spam(cache)
     write_sms(cache)
-    return train_spam(ONE_EPOCH, vocabulary_size=50, cache=cache, test_share=0.2)
+    write_shorteners(cache)
+    training, evaluation = write_modern_sets(cache)
+    return train_spam(
+        ONE_EPOCH,
+        vocabulary_size=50,
+        cache=cache,
+        test_share=0.2,
+        training_set=training,
+        evaluation_sets=evaluation,
+    )
 
 
 def _digit(cache: Path) -> Trained:
@@ -76,8 +85,12 @@ def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_pat
         "body only",
         "first 30 words of the body",
         "SMS held-out (SMS Spam Collection)",
+        "SMS held-out (Mendeley SMS phishing)",
         "short messages (tests/data/short_messages.json)",
         "short messages (tests/data/everyday_messages.json)",
+        "SmishTank (evaluation only)",
+        "phishing_pot (evaluation only)",
+        "Super SMS 2018-23 (evaluation only)",
     ]
     assert extra["views"]["short messages (tests/data/short_messages.json)"]["items"] == 64
     assert extra["views"]["short messages (tests/data/everyday_messages.json)"]["items"] == 60
@@ -89,6 +102,15 @@ def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_pat
     sms_validation, sms_held_out = set(sms["validation"]["lines"]), set(sms["held_out"]["lines"])
     assert sms_validation and sms_held_out and not sms_validation & sms_held_out
     assert "Almeida" in sms["credit"] and "CC BY 4.0" in sms["credit"]
+    mendeley = card.data["mendeley"]
+    assert "Mishra" in mendeley["credit"] and "CC BY 4.0" in mendeley["credit"]
+    assert set(mendeley["held_out"]["lines"]).isdisjoint(mendeley["validation"]["lines"])
+    for name, spec in card.data["evaluation_only"].items():
+        view = extra["views"][name]
+        assert view["licence"] == spec["licence"] and view["era"] and view["source"]
+        assert view["items"] == spec["messages"] == 8 and spec["use"].startswith("evaluation only")
+    links = card.preprocessing.links
+    assert links is not None and links.shorteners == ["bit.ly", "is.gd"] and "irs" in links.brands
     assert card.preprocessing.kind == "token_ids" and "GTUBE" in card.preprocessing.test_patterns
     readme = (tmp_path / "models" / "spam" / "README.md").read_text()
     for heading in ("## Views", "## Known limits", "## Calibration", "## Decision threshold"):
