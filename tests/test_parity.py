@@ -15,7 +15,7 @@ import pytest
 from samples import Sample, samples, versions
 
 from service.card import ModelCard, TokenIdVocabulary
-from service.features import BagOfWords, TokenIds
+from service.features import TokenIds
 from service.features.spam import TextKind
 from service.loading import spam_encoder
 
@@ -109,14 +109,18 @@ def test_the_sparse_graph_equals_the_dense_formulation_on_the_same_weights(versi
     folder = MODELS_DIR / "spam" / str(version)
     card = ModelCard.read(folder)
     assert isinstance(card.preprocessing, TokenIdVocabulary)
-    sparse_encoder = TokenIds(card.preprocessing.vocabulary, (card.inputs[0].name, card.inputs[1].name))
-    dense_encoder = BagOfWords(card.preprocessing.vocabulary)
+    sparse_encoder = spam_encoder(card)
+    assert isinstance(sparse_encoder, TokenIds)
     texts = [s.input["text"] for s in samples("spam", version)[:PARITY_ITEMS]]
     sparse = ort.InferenceSession(str(folder / "model.onnx"))
     twin = _dense_twin(onnx.load(str(folder / "model.onnx")))
     assert "Gather" not in {n.op_type for n in twin.graph.node}
     dense = ort.InferenceSession(twin.SerializeToString())
     for text in texts:
-        by_ids = sparse.run(None, sparse_encoder.feeds([sparse_encoder.encode(text)]))[0]
-        by_bag = dense.run(None, dense_encoder.feeds([dense_encoder.encode(text)]))[0]
+        ids = sparse_encoder.encode(text)
+        by_ids = sparse.run(None, sparse_encoder.feeds([ids]))[0]
+        # The dense bag: each id's weight at its place (1 for a word; spam v4's pieces less).
+        bag = np.zeros((1, sparse_encoder.size), dtype=np.float32)
+        bag[0, ids] = sparse_encoder.weights(ids)
+        by_bag = dense.run(None, {"bag_of_words": bag})[0]
         np.testing.assert_allclose(by_ids, by_bag, atol=1e-6)

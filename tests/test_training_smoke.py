@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from training_fixtures import write_mnist, write_modern_sets, write_shorteners, write_sms, write_spam
 
-from service.card import ModelCard
+from service.card import ModelCard, TokenIdVocabulary
 from training.__main__ import main
 from training.export import Trained, write_model
 from training.fit import FitConfig
@@ -109,6 +109,7 @@ def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_pat
         view = extra["views"][name]
         assert view["licence"] == spec["licence"] and view["era"] and view["source"]
         assert view["items"] == spec["messages"] == 8 and spec["use"].startswith("evaluation only")
+    assert isinstance(card.preprocessing, TokenIdVocabulary)
     links = card.preprocessing.links
     assert links is not None and links.shorteners == ["bit.ly", "is.gd"] and "irs" in links.brands
     assert card.preprocessing.kind == "token_ids" and "GTUBE" in card.preprocessing.test_patterns

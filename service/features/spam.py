@@ -292,22 +292,34 @@ class Subwords(NamedTuple):
     Only a word the vocabulary lacks gets them: a known word has a row of its own, learnt from many
     texts, while a misspelling, an obfuscation or an unseen brand ("verifcation", "acc0unt") would
     otherwise count for nothing; pieces for every word would also cost a long email ten times the
-    rows. Numbers get none (their shape tokens speak for them), nor words over MAX_PIECE_WORD
-    characters (encoded junk)."""
+    rows. Only a word gets them: letters with at most two digits, no full stop (a host's parts
+    are read as a link), at most MAX_PIECE_WORD characters; not a number, a code or encoded junk,
+    which would only add noise. Each piece weighs `weight` in the bag (a word's dozen pieces
+    together about one word's weight, as fastText averages them), so a long email's hundreds of
+    unknown names do not drown its words."""
 
     buckets: int
     shortest: int
     longest: int
+    weight: float = 1.0
 
 
-MAX_PIECE_WORD = 24
-_NO_PIECES = re.compile(r"[0-9.']*")
+MAX_PIECE_WORD = 20
+_PIECE_WORD = re.compile(r"[a-z0-9']*[a-z][a-z0-9']*")
+
+
+def has_pieces(token: str) -> bool:
+    return (
+        len(token) <= MAX_PIECE_WORD
+        and bool(_PIECE_WORD.fullmatch(token))
+        and sum(c.isdigit() for c in token) <= 2
+    )
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def subword_buckets(token: str, pieces: Subwords) -> tuple[int, ...]:
-    """The distinct buckets of the token's pieces (see Subwords), ascending; none for a number."""
-    if len(token) > MAX_PIECE_WORD or _NO_PIECES.fullmatch(token):
+    """The distinct buckets of the token's pieces (see Subwords), ascending; none but for a word."""
+    if not has_pieces(token):
         return ()
     marked = f"<{token}>"
     found = {
@@ -577,13 +589,19 @@ class TokenIds(BagOfWords):
         """The name of the first test pattern found anywhere in `text`, if any."""
         return next((name for name, pattern in self.test_patterns.items() if pattern in text), None)
 
+    def weights(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's weight in the bag: 1 for a vocabulary entry, the pieces' weight for a piece."""
+        if self.subwords is None:
+            return np.ones(len(ids), dtype=np.float32)
+        return np.where(ids < len(self.vocabulary), 1.0, self.subwords.weight).astype(np.float32)
+
     def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         width = padded_width(max(len(row) for row in rows))
         ids = np.zeros((len(rows), width), dtype=np.int64)
         weights = np.zeros((len(rows), width), dtype=np.float32)
         for n, row in enumerate(rows):
             ids[n, : len(row)] = row
-            weights[n, : len(row)] = 1.0
+            weights[n, : len(row)] = self.weights(row)
         return {self.input_name: ids, self.weights_name: weights}
 
     def _repeated(self, row: np.ndarray, count: int) -> dict[str, np.ndarray]:
