@@ -364,8 +364,17 @@ _MONEY = (
 )
 _PHONE = r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3,4}\)[ .-]?|\d{3,5}[ .-]?)\d{3,4}[ .-]?\d{3,4}(?!\w)"
 _UNITS = {"url": _URL, "money": _MONEY, "phone": _PHONE}
+# What every link, amount and number starts with (a scheme or "www.", a host's first label and its
+# full stop, a currency sign, a digit, "+" or "(", a currency's name): checked first, so that at an
+# ordinary word the regex goes straight to the word, which made reading a text 2-3 times faster.
+# It only rules out what the alternatives could not match, so it changes no unit.
+_UNIT_START = r"(?=https?://|www\.|[a-z0-9][a-z0-9-]*\.|[$\u00a3\u20ac+(0-9]|rs|inr|usd)"
 _UNIT = re.compile(
-    "|".join(f"(?P<{name}>{pattern})" for name, pattern in _UNITS.items()) + "|" + _TOKEN.pattern
+    _UNIT_START
+    + "(?:"
+    + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _UNITS.items())
+    + ")|"
+    + _TOKEN.pattern
 )
 _IP_HOST = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _HOST = re.compile(r"^(?:https?://)?([^/?#:\s]+)")
@@ -494,8 +503,11 @@ class BagOfWords:
 
 
 # A batch's token tensors are padded to the next of these widths (or a multiple of the last), so
-# requests of similar length share a shape and the model's runner can batch them together.
-_WIDTHS = (8, 16, 32, 64, 128, 256, 512)
+# requests of similar length share a shape and the model's runner can batch them together. The
+# steps are at most half again the width below (not doubling): onnxruntime's time grows with the
+# width, padding included (spam v4 at one thread: 21 us a row at 160 ids, 28 us at 256), and a
+# 2 KB email's 140-odd ids (v4's words and pieces) would otherwise pay for 256.
+_WIDTHS = (8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)
 
 
 def padded_width(tokens: int) -> int:
