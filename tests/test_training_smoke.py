@@ -12,6 +12,7 @@ import pytest
 from training_fixtures import write_mnist, write_modern_sets, write_shorteners, write_sms, write_spam
 
 from service.card import ModelCard, TokenIdVocabulary
+from training import data
 from training.__main__ import main
 from training.export import Trained, write_model
 from training.fit import FitConfig
@@ -117,3 +118,20 @@ def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_pat
     for heading in ("## Views", "## Known limits", "## Calibration", "## Decision threshold"):
         assert heading in readme
     assert "Confusion matrix, body only" in readme
+
+
+def test_training_spam_without_a_modern_set_stops_and_says_what_is_missing_and_where_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    write_spam(cache)
+    write_sms(cache)
+    write_shorteners(cache)
+    monkeypatch.setattr(data, "SHARED_SPAM_DIR", tmp_path / "shared")
+    with pytest.raises(SystemExit) as stopped:
+        main(["spam", "--cache", str(cache), "--models-dir", str(tmp_path / "models"), "--epochs", "1"])
+    message = str(stopped.value)
+    assert message.startswith("python -m training spam: ") and "is missing" in message
+    assert data.SMISHTANK.file in message or data.MENDELEY.file in message
+    assert str(tmp_path / "shared") in message and "Get it from" in message
+    assert not (tmp_path / "models" / "spam").exists()
