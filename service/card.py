@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from service.features.spam import TextKind
+from service.features.spam import Links, Subwords, TextKind
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
@@ -53,9 +53,36 @@ class BagOfWordsVocabulary(BaseModel):
     vocabulary: list[str]
 
 
+class SubwordPieces(BaseModel):
+    """Spam v4 on: the spelling pieces of the words the vocabulary lacks (service.features.spam.Subwords)."""
+
+    hash: Literal["crc32"] = "crc32"
+    buckets: int = Field(gt=0, description="ids from len(vocabulary) to len(vocabulary) + buckets - 1")
+    shortest: int = Field(gt=0, description="the shortest character n-gram of '<word>'")
+    longest: int = Field(gt=0, description="the longest")
+    weight: float = Field(1.0, gt=0.0, description="each piece's weight in the bag (a word's is 1)")
+
+    def spec(self) -> Subwords:
+        return Subwords(self.buckets, self.shortest, self.longest, self.weight)
+
+
+class LinkLists(BaseModel):
+    """Spam v4 on: the lists that say what a link is (service.features.spam.Links). They travel
+    with the model, so training and serving read the same ones and the service needs no package
+    of its own for them."""
+
+    shorteners: list[str] = Field(description="domains of link shorteners")
+    shorteners_source: str = ""
+    brands: dict[str, list[str]] = Field(description="brand name -> the registered domains it owns")
+
+    def links(self) -> Links:
+        return Links(self.shorteners, self.brands)
+
+
 class TokenIdVocabulary(BaseModel):
     """The bag of words in sparse form (spam v3 on): the ids of the vocabulary words present and a
-    weight for each, fed to the card's first two inputs in that order."""
+    weight for each, fed to the card's first two inputs in that order. From v4, the ids may go on
+    past the vocabulary, into the spelling pieces' buckets, and links are read as units."""
 
     kind: Literal["token_ids"] = "token_ids"
     vocabulary: list[str]
@@ -64,6 +91,8 @@ class TokenIdVocabulary(BaseModel):
         description="name -> a string that makes any text containing it spam with probability 1 "
         "(GTUBE: the test email mail administrators send to check a filter)",
     )
+    subwords: SubwordPieces | None = None
+    links: LinkLists | None = None
 
 
 class MnistNormalisation(BaseModel):

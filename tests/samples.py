@@ -21,6 +21,7 @@ class Sample:
     input: dict[str, Any]
     label: Any
     output: list[float]
+    kind: str | None = None  # spam v4 on: the kind of text training judged it as, which picks its threshold
 
 
 @cache
@@ -38,4 +39,4 @@ def samples(name: str, version: int | None = None) -> tuple[Sample, ...]:
     """The held-out samples of one version (the latest by default)."""
     path = MODELS_DIR / name / str(version or latest_version(name)) / "samples.json"
     items = json.loads(path.read_text())["items"]
-    return tuple(Sample(i["input"], i["label"], i["output"]) for i in items)
+    return tuple(Sample(i["input"], i["label"], i["output"], i.get("kind")) for i in items)

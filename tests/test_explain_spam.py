@@ -4,13 +4,19 @@ each with its exact effect, and the tokens the model read, to highlight them."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from samples import latest_version
+
+from service.card import ModelCard
+from service.features import TokenIds
+from service.models.loading import spam_encoder
 
 from support.inprocess import MakeClient
 from support.server import MODELS_DIR
@@ -231,3 +237,65 @@ def test_the_gtube_test_string_is_explained_as_the_test_pattern(client: httpx.Cl
     assert body["spam"] is True and body["probability"] == 1.0 and body["test_pattern"] == "GTUBE"
     assert "GTUBE" in body["note"] and body["examined"] == 0 and body["log_odds"] is None
     assert body["spam_ward"] == body["ham_ward"] == []
+
+
+SMISHING = "Your parcel is on hold: https://bit.ly/3xYz12"
+
+
+def _log_odds_of(client: httpx.Client, encoder: TokenIds, ids: list[int]) -> float:
+    """The log-odds of the latest version for these token ids, each at the weight the encoder
+    gives it, sent as tensors (the V2 protocol)."""
+    weights = encoder.weights(np.array(ids)).tolist()
+    request = {
+        "inputs": [
+            {"name": "token_ids", "shape": [1, len(ids)], "datatype": "INT64", "data": [ids]},
+            {"name": "weights", "shape": [1, len(ids)], "datatype": "FP32", "data": [weights]},
+        ]
+    }
+    response = client.post("/v2/models/spam/infer", json=request)
+    assert response.status_code == 200, response.text
+    ham, spam = response.json()["outputs"][0]["data"]
+    return math.log(spam) - math.log(ham)
+
+
+def test_a_shortened_link_is_one_unit_and_explained_by_what_it_is(client: httpx.Client) -> None:
+    """Spam v4 reads a link whole and says what it is: the explanation names "<shortened link>"
+    with the exact log-odds the bag loses without it, and the link itself, taken out of the
+    text, changes the log-odds by exactly its stated effect (its words, pieces and features go
+    with it)."""
+    card = ModelCard.read(MODELS_DIR / "spam" / str(latest_version("spam")))
+    encoder = spam_encoder(card)
+    assert isinstance(encoder, TokenIds)
+    body = _explain(client, SMISHING)
+    assert [t["token"] for t in body["tokens"]] == [
+        "your",
+        "parcel",
+        "is",
+        "on",
+        "hold",
+        "https://bit.ly/3xyz12",
+    ]
+    listed = {w["word"]: w for w in body["spam_ward"] + body["ham_ward"]}
+    assert {"<link>", "<shortened link>", "https://bit.ly/3xyz12"} <= set(listed)
+    ids = encoder.encode(SMISHING).tolist()
+    shortened = encoder.vocabulary.index("<shortened link>")
+    without = _log_odds_of(client, encoder, [i for i in ids if i != shortened])
+    assert body["log_odds"] - without == pytest.approx(
+        listed["<shortened link>"]["log_odds_effect"], abs=1e-4
+    )
+    link = listed["https://bit.ly/3xyz12"]
+    after = _explain(client, _without(body, "https://bit.ly/3xyz12"))["log_odds"]
+    assert body["log_odds"] - after == pytest.approx(link["log_odds_effect"], abs=1e-4)
+
+
+def test_a_misspelt_word_the_vocabulary_lacks_still_counts_by_its_pieces(client: httpx.Client) -> None:
+    """ "verifcation" is in no vocabulary; spam v4 reads it by its spelling pieces, so it is a
+    known word with an effect of its own, where v3 skipped it."""
+    body = _explain(client, "Account verifcation needed today")
+    token = next(t for t in body["tokens"] if t["token"] == "verifcation")
+    assert "verifcation" not in _vocabulary()
+    assert token["known"] is True and token["log_odds_effect"] is not None
+    v3 = client.post(
+        "/explain/spam", params={"version": 3}, json={"text": "Account verifcation needed today"}
+    )
+    assert next(t for t in v3.json()["tokens"] if t["token"] == "verifcation")["known"] is False

@@ -8,7 +8,7 @@ from typing import Any
 import onnxruntime as ort
 import pytest
 
-from service.card import ModelCard
+from service.card import ModelCard, TokenIdVocabulary
 from service.models.loading import graph_specs
 from training.augment import FOREIGN
 
@@ -294,3 +294,111 @@ def test_wine_targets() -> None:
     assert story["Dahlia + Stiffy"] == pytest.approx(4.3, abs=0.2)
     assert story["Agatha + Dahlia + Stiffy"] == pytest.approx(0.0, abs=0.2)
     assert card.training["seconds_total"] <= 60
+
+
+SPAM_V4_VIEWS = SPAM_V3_VIEWS | {
+    "Mendeley held-out": "SMS held-out (Mendeley SMS phishing)",
+    "SmishTank": "SmishTank (evaluation only)",
+    "phishing_pot": "phishing_pot (evaluation only)",
+    "Super SMS": "Super SMS 2018-23 (evaluation only)",
+}
+# Spam v3's figures on the views v4 shares with it: its card's accuracy, and on the modern sets it
+# never saw what `python -m training.modern_spam 3` measures (SmishTank 326 of 520 caught,
+# phishing_pot 525 of 695, Super SMS 620 of 1,500 spam caught and 1,469 of 1,500 ham right).
+# A v4 retrain that loses ground on any of them fails.
+SPAM_V3_FLOORS = {
+    ("full email", "accuracy"): 0.9864,
+    ("full email", "roc_auc"): 0.9980,
+    ("body only", "accuracy"): 0.9695,
+    ("first 30 words", "accuracy"): 0.9406,
+    ("SMS held-out", "accuracy"): 0.9801,
+    ("short messages", "accuracy"): 0.9375,
+    ("everyday messages", "accuracy"): 0.8166,
+    ("SmishTank", "spam_caught"): 326 / 520,
+    ("phishing_pot", "spam_caught"): 525 / 695,
+    ("Super SMS", "spam_caught"): 620 / 1500,
+    ("Super SMS", "ham_right"): 1469 / 1500,
+}
+
+
+def _spam_v4_view(name: str) -> dict[str, Any]:
+    views: dict[str, dict[str, Any]] = (_version("spam", 4).model_extra or {})["views"]
+    return views[SPAM_V4_VIEWS[name]]
+
+
+def test_spam_v4_states_every_view_and_where_each_modern_set_comes_from() -> None:
+    card = _version("spam", 4)
+    for name in SPAM_V4_VIEWS:
+        view = _spam_v4_view(name)
+        assert sum(map(sum, view["confusion"])) == view["items"] > 0, name
+    for name, spec in card.data["evaluation_only"].items():
+        view = (card.model_extra or {})["views"][name]
+        assert view["source"] == spec["source"] and view["licence"] == spec["licence"] and view["era"]
+        assert spec["use"].startswith("evaluation only") and len(spec["file_sha256"]) == 64
+    assert "Mishra" in card.data["mendeley"]["credit"] and "CC BY 4.0" in card.data["mendeley"]["credit"]
+    assert card.data["sms"]["held_out"] == _version("spam", 3).data["sms"]["held_out"]
+    assert card.data["held_out"]["files"] == _version("spam", 3).data["held_out"]["files"]
+
+
+def test_spam_v4_carries_the_shortener_list_it_was_trained_with() -> None:
+    links = _version("spam", 4).preprocessing
+    assert isinstance(links, TokenIdVocabulary) and links.links is not None and links.subwords is not None
+    assert len(links.links.shorteners) == 1479 and {"bit.ly", "is.gd", "tinyurl.com"} <= set(
+        links.links.shorteners
+    )
+    assert "antispam-link-shorteners==0.2.1" in links.links.shorteners_source
+
+
+# Where v4 loses ground on v3 (each a strict xfail, so that a retrain that regains it says so):
+# (view, metric) -> v4's figure and what it is.
+SPAM_V4_BELOW_V3 = {
+    ("full email", "roc_auc"): "0.9956: a few spam emails score lower than v3 scored them",
+    ("short messages", "accuracy"): "0.906: 5 of the 32 ham called spam (v3: 2), 1 spam missed (v3: 2)",
+    ("Super SMS", "ham_right"): "0.975 (1,462 of 1,500; v3 1,469)",
+}
+
+
+def _floor_case(view: str, metric: str) -> Any:
+    if (view, metric) in SPAM_V4_BELOW_V3:
+        reason = f"spam v4 below v3 on {view} {metric}: {SPAM_V4_BELOW_V3[view, metric]}"
+        return pytest.param(
+            view, metric, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+        )
+    return pytest.param(view, metric)
+
+
+@pytest.mark.parametrize(("view", "metric"), [_floor_case(*key) for key in SPAM_V3_FLOORS], ids=str)
+def test_spam_v4_holds_v3s_ground_on_every_view(view: str, metric: str) -> None:
+    assert _spam_v4_view(view)[metric] >= SPAM_V3_FLOORS[view, metric] - 1e-9
+
+
+# Issue 29's targets, and v4's figures where it misses them.
+SPAM_V4_TARGETS = {
+    ("SmishTank", "spam_caught"): (0.90, "0.764 (397 of 520)"),
+    ("phishing_pot", "spam_caught"): (0.95, "0.809 (562 of 695)"),
+    ("Super SMS", "ham_right"): (0.99, "0.975"),
+    ("Super SMS", "spam_caught"): (0.75, "0.591"),
+    ("full email", "accuracy"): (0.99, "0.9865"),
+    ("full email", "roc_auc"): (0.997, "0.9956"),
+    ("SMS held-out", "accuracy"): (0.985, "0.9845 (14 of 906 wrong; 13 would meet it)"),
+    ("short messages", "accuracy"): (0.95, "0.906"),
+    ("everyday messages", "accuracy"): (0.95, "0.900"),
+}
+
+
+def _target_case(view: str, metric: str) -> Any:
+    target, figure = SPAM_V4_TARGETS[view, metric]
+    reason = f"issue 29 target missed by spam v4: {view} {metric} >= {target} ({figure})"
+    return pytest.param(
+        view, metric, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+    )
+
+
+@pytest.mark.parametrize(("view", "metric"), [_target_case(*key) for key in SPAM_V4_TARGETS], ids=str)
+def test_spam_v4_targets(view: str, metric: str) -> None:
+    assert _spam_v4_view(view)[metric] >= SPAM_V4_TARGETS[view, metric][0]
+
+
+def test_spam_v4_trains_in_minutes_and_deterministically() -> None:
+    card = _version("spam", 4)
+    assert card.training["determinism"]["max_abs_diff"] == 0.0 and card.training["seconds_total"] <= 1200

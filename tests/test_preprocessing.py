@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 
 import numpy as np
 import pytest
+from samples import latest_version
 
+from service.card import LinkLists
 from service.features import (
     MNIST_BOX,
     BagOfWords,
@@ -18,6 +21,18 @@ from service.features import (
     normalise_digit,
     pixels_to_digit,
     pixels_to_digits,
+)
+from service.features.spam import (
+    BRAND_HOST,
+    IP_LINK,
+    LINK,
+    MONEY,
+    PHONE,
+    RANDOM_HOST,
+    SHORT_LINK,
+    Links,
+    Subwords,
+    subword_buckets,
 )
 from training import augment
 
@@ -148,3 +163,58 @@ def test_an_unknown_guest_names_the_roster() -> None:
         GuestEncoder(["Agatha", "Dahlia"]).encode(["Dahlia", "Jeeves"])
     assert raised.value.unknown == ["Jeeves"]
     assert "Agatha" in str(raised.value) and "Dahlia" in str(raised.value)
+
+
+def _v4_links() -> Links:
+    """The link lists the latest spam card carries (spam v4 on)."""
+    card = json.loads((MODELS_DIR / "spam" / str(latest_version("spam")) / "card.json").read_text())
+    return LinkLists.model_validate(card["preprocessing"]["links"]).links()
+
+
+@pytest.mark.parametrize(
+    ("unit", "features"),
+    [
+        ("https://is.gd/abxy", {LINK, SHORT_LINK}),
+        ("bit.ly/3xyz", {LINK, SHORT_LINK}),
+        ("http://192.168.10.7/login", {LINK, IP_LINK}),
+        ("irs.gov.direct-capitals.com/refund", {LINK, BRAND_HOST}),
+        ("usps-redelivery.com", {LINK, BRAND_HOST}),
+        ("https://www.usps.com/track", {LINK}),
+        ("https://tools.usps.com/go", {LINK}),
+        ("https://groups.google.com/x", {LINK}),
+        ("x8d9f7k2q.xyz", {LINK, RANDOM_HOST}),
+        ("(555) 123-4567", {PHONE}),
+        ("+44 7911 123456", {PHONE}),
+        ("$1,500.00", {MONEY}),
+        ("500 dollars", {MONEY}),
+        ("rs. 2000", {MONEY}),
+        ("verify", set()),
+    ],
+)
+def test_links_numbers_and_amounts_are_read_whole_as_what_they_are(unit: str, features: set[str]) -> None:
+    links = _v4_links()
+    assert links.units(f"see {unit} today") == ["see", unit, "today"]
+    assert set(links.features(unit)) == features
+
+
+def test_a_full_stop_without_a_space_is_not_a_link() -> None:
+    assert _v4_links().units("ok.see you, it.is late, go.to bed") == [
+        "ok.see",
+        "you",
+        "it.is",
+        "late",
+        "go.to",
+        "bed",
+    ]
+
+
+def test_spelling_pieces_are_shared_by_a_misspelling_and_stable() -> None:
+    """fastText's pieces of '<word>': a misspelling shares most of them with the word, and CRC-32
+    gives the same buckets in every process (unlike Python's salted hash)."""
+    pieces = Subwords(buckets=1 << 15, shortest=3, longest=5)
+    right, wrong = set(subword_buckets("verification", pieces)), set(subword_buckets("verifcation", pieces))
+    assert len(right & wrong) >= len(wrong) // 2
+    assert subword_buckets("abc", pieces) == tuple(
+        sorted({zlib.crc32(p.encode()) % (1 << 15) for p in ("<ab", "abc", "bc>", "<abc", "abc>", "<abc>")})
+    )
+    assert subword_buckets("2002", pieces) == ()

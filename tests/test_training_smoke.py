@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from training_fixtures import write_mnist, write_sms, write_spam
+from training_fixtures import write_mnist, write_modern_sets, write_shorteners, write_sms, write_spam
 
-from service.card import ModelCard
+from service.card import ModelCard, TokenIdVocabulary
+from training import data
 from training.__main__ import main
 from training.export import Trained, write_model
 from training.fit import FitConfig
@@ -27,7 +28,16 @@ def _wine(cache: Path) -> Trained:
 def _spam(cache: Path) -> Trained:
     write_spam(cache)
     write_sms(cache)
-    return train_spam(ONE_EPOCH, vocabulary_size=50, cache=cache, test_share=0.2)
+    write_shorteners(cache)
+    training, evaluation = write_modern_sets(cache)
+    return train_spam(
+        ONE_EPOCH,
+        vocabulary_size=50,
+        cache=cache,
+        test_share=0.2,
+        training_set=training,
+        evaluation_sets=evaluation,
+    )
 
 
 def _digit(cache: Path) -> Trained:
@@ -76,8 +86,12 @@ def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_pat
         "body only",
         "first 30 words of the body",
         "SMS held-out (SMS Spam Collection)",
+        "SMS held-out (Mendeley SMS phishing)",
         "short messages (tests/data/short_messages.json)",
         "short messages (tests/data/everyday_messages.json)",
+        "SmishTank (evaluation only)",
+        "phishing_pot (evaluation only)",
+        "Super SMS 2018-23 (evaluation only)",
     ]
     assert extra["views"]["short messages (tests/data/short_messages.json)"]["items"] == 64
     assert extra["views"]["short messages (tests/data/everyday_messages.json)"]["items"] == 60
@@ -89,8 +103,35 @@ def test_the_spam_card_states_its_views_threshold_calibration_and_limits(tmp_pat
     sms_validation, sms_held_out = set(sms["validation"]["lines"]), set(sms["held_out"]["lines"])
     assert sms_validation and sms_held_out and not sms_validation & sms_held_out
     assert "Almeida" in sms["credit"] and "CC BY 4.0" in sms["credit"]
+    mendeley = card.data["mendeley"]
+    assert "Mishra" in mendeley["credit"] and "CC BY 4.0" in mendeley["credit"]
+    assert set(mendeley["held_out"]["lines"]).isdisjoint(mendeley["validation"]["lines"])
+    for name, spec in card.data["evaluation_only"].items():
+        view = extra["views"][name]
+        assert view["licence"] == spec["licence"] and view["era"] and view["source"]
+        assert view["items"] == spec["messages"] == 8 and spec["use"].startswith("evaluation only")
+    assert isinstance(card.preprocessing, TokenIdVocabulary)
+    links = card.preprocessing.links
+    assert links is not None and links.shorteners == ["bit.ly", "is.gd"] and "irs" in links.brands
     assert card.preprocessing.kind == "token_ids" and "GTUBE" in card.preprocessing.test_patterns
     readme = (tmp_path / "models" / "spam" / "README.md").read_text()
     for heading in ("## Views", "## Known limits", "## Calibration", "## Decision threshold"):
         assert heading in readme
     assert "Confusion matrix, body only" in readme
+
+
+def test_training_spam_without_a_modern_set_stops_and_says_what_is_missing_and_where_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    write_spam(cache)
+    write_sms(cache)
+    write_shorteners(cache)
+    monkeypatch.setattr(data, "SHARED_SPAM_DIR", tmp_path / "shared")
+    with pytest.raises(SystemExit) as stopped:
+        main(["spam", "--cache", str(cache), "--models-dir", str(tmp_path / "models"), "--epochs", "1"])
+    message = str(stopped.value)
+    assert message.startswith("python -m training spam: ") and "is missing" in message
+    assert data.SMISHTANK.file in message or data.MENDELEY.file in message
+    assert str(tmp_path / "shared") in message and "Get it from" in message
+    assert not (tmp_path / "models" / "spam").exists()

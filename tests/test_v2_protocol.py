@@ -224,8 +224,9 @@ def test_spam_takes_token_ids_and_weights_and_refuses_ids_it_does_not_know(clien
         {"name": "weights", "datatype": "FP32", "shape": [-1, -1]},
     ]
     assert client.get("/v2/models/spam/versions/2").json()["inputs"][0]["name"] == "bag_of_words"
-    size = json.loads((MODELS_DIR / "spam" / str(latest) / "card.json").read_text())["preprocessing"]
-    vocabulary = len(size["vocabulary"])
+    preprocessing = json.loads((MODELS_DIR / "spam" / str(latest) / "card.json").read_text())["preprocessing"]
+    # Spam v4's ids go on past the vocabulary into the spelling pieces' buckets.
+    vocabulary = len(preprocessing["vocabulary"]) + (preprocessing.get("subwords") or {}).get("buckets", 0)
     ok = client.post("/v2/models/spam/infer", json=_spam_request([[1, 2, 0]], [[1.0, 1.0, 0.0]]))
     assert ok.status_code == 200, ok.text
     for ids, weights, words in [

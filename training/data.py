@@ -357,3 +357,138 @@ def split_sms(
         held += members[:cut].tolist()
         kept += members[cut:].tolist()
     return sorted(kept), sorted(held)
+
+
+# ----------------------------------------------------------------------------- modern spam sets
+
+
+@dataclass(frozen=True)
+class SharedSet:
+    """One of the modern spam sets (2018-2026) kept beside the project in ../shared/data/spam/ (or
+    NNSERVE_DATA_DIR/spam/), never copied into it: one JSON object a line (`text`, `label`,
+    `kind`), pinned by sha256. `use` says what the licence allows it to be used for."""
+
+    file: str
+    sha256: str
+    title: str
+    source: str
+    licence: str
+    era: str
+    use: str  # "training" or "evaluation only"
+
+
+MENDELEY = SharedSet(
+    "mendeley.jsonl",
+    "222919374dc041f812dd250e2c113bcf1d785c73e6231bdb1484476aec87e576",
+    "Mendeley SMS phishing",
+    'S. Mishra and D. Soni, "SMS Phishing Dataset for Machine Learning and Pattern Recognition", '
+    "Mendeley Data, doi 10.17632/f45bkkt8pr.1 (copy in github marcellonascif/smishing-models @692c451, "
+    "data/SMISH_DT-main/Dataset/Mendeley_Dataset_5971.csv)",
+    "CC BY 4.0",
+    "SMS from phone screenshots, about 2022, English",
+    "training",
+)
+SMISHTANK = SharedSet(
+    "smishtank.jsonl",
+    "d9bc33ba1d2211b9833b81e2c462c2bd57f06557b096ead234b005ea329cfe12",
+    "SmishTank",
+    "SmishTank (Timko and Rahman, 2024; smishtank.com/dataset), copy in github "
+    "marcellonascif/smishing-models @692c451, data/SMISH_DT-main/Dataset/smishtank.csv",
+    "no licence file",
+    "smishing reported by users, 2022-2023, English",
+    "evaluation only",
+)
+PHISHING_POT = SharedSet(
+    "phishing_pot.jsonl",
+    "744ad6eb861ed6267e657edd9444c0ec8288a5e262f8b18d9579e0550d172241",
+    "phishing_pot",
+    "github rf-peixoto/phishing_pot @8e207b5, email/*.eml (subject and plain-text body)",
+    "CC BY-NC 4.0",
+    "phishing and spam emails caught by a honeypot, 2022-2026, English",
+    "evaluation only",
+)
+SUPER_SMS = SharedSet(
+    "super_latest.jsonl",
+    "b2c577819bbb8d7b8faa885f5e1447e29b11c29b2fd8546f3a773e777bc8b0f8",
+    "Super SMS 2018-23",
+    'Salman et al., "Investigating Evasive Techniques in SMS Spam Filtering", IEEE Access 2024; '
+    "github smspamresearch/spstudy @f466410, Data/DS_latest.csv (3,000 sampled)",
+    "no licence file; citation requested",
+    "SMS 2018-2023, mostly India: chat-style ham, promotions and scams",
+    "evaluation only",
+)
+EVALUATION_SETS = (SMISHTANK, PHISHING_POT, SUPER_SMS)
+SHARED_SPAM_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "spam"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a modern set: `line` is its 1-based line in the set's file."""
+
+    line: int
+    text: str
+    spam: bool
+
+
+def shared_set_dirs(cache: Path | None = None) -> list[Path]:
+    """Where a modern set is looked for: NNSERVE_DATA_DIR/spam/ (or the cache given), then
+    ../shared/data/spam/ beside the project."""
+    return [(cache or cache_dir()) / "spam", SHARED_SPAM_DIR]
+
+
+def load_shared(spec: SharedSet, cache: Path | None = None) -> list[Message]:
+    """The set's messages, once each (case and spacing aside), after checking the file's sha256."""
+    folders = shared_set_dirs(cache)
+    path = next((folder / spec.file for folder in folders if (folder / spec.file).is_file()), None)
+    if path is None:
+        raise DataError(
+            f"{spec.file} ({spec.title}, {spec.licence}; used for {spec.use}) is missing: looked in "
+            f"{' and '.join(str(folder) for folder in folders)}. Get it from {spec.source}, converted "
+            "to one JSON object a line (text, label ham/spam, kind), as the project's ../shared/data/spam/"
+            f"README.md describes, and put it in one of those folders (sha256 {spec.sha256})."
+        )
+    content = path.read_bytes()
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != spec.sha256:
+        raise DataError(
+            f"{path} has sha256 {actual}, expected {spec.sha256}: not the snapshot this recipe pins"
+        )
+    seen: set[str] = set()
+    messages = []
+    for number, line in enumerate(content.decode("utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        key = message_key(row["text"])
+        if key in seen or not key:
+            continue
+        seen.add(key)
+        messages.append(Message(number, row["text"], row["label"] == "spam"))
+    return messages
+
+
+def message_key(text: str) -> str:
+    """A message as deduplication compares it: case and spacing aside."""
+    return " ".join(text.lower().split())
+
+
+# The link shortener domains of antispam-link-shorteners 0.2.1 (MIT; from PeterDaveHello/
+# url-shorteners): only this list is read, none of the package's code. The model card carries it,
+# so the service needs no package for it.
+LINK_SHORTENERS = WheelFile(
+    "antispam-link-shorteners",
+    "0.2.1",
+    "7065a0bc42295c429b96a9dbd1507dde797b43c4776712502af8942e0d84a4ba",
+    "antispam_link_shorteners/shorteners.txt",
+    "f77a1171abdec923d1b774d6a18fa5f94f65e9a85cbe015ba55ed89832d5d048",
+)
+
+
+def load_shorteners(cache: Path | None = None) -> list[str]:
+    return read_shorteners(fetch_wheel_file(LINK_SHORTENERS, cache))
+
+
+def read_shorteners(content: bytes) -> list[str]:
+    """The shortener domains, lower case, each once, sorted; comments left out."""
+    lines = content.decode("utf-8").splitlines()
+    return sorted({line.strip().lower() for line in lines if line.strip() and not line.startswith("#")})

@@ -193,7 +193,9 @@ def _write_samples(path: Path, samples: list[dict[str, Any]], outputs: np.ndarra
     """Raw held-out inputs as a client sends them, with the outputs this evaluation computed,
     so a test can prove the service answers the same without the training data at hand."""
     items = [
-        {"input": s["input"], "label": s["label"], "output": outputs[s["row"]].tolist()} for s in samples
+        {"input": s["input"], "label": s["label"], "output": outputs[s["row"]].tolist()}
+        | ({"kind": s["kind"]} if "kind" in s else {})  # spam v4 on: the kind of text it was judged as
+        for s in samples
     ]
     note = "held-out inputs as sent to the service, with the training pipeline's ONNX outputs"
     path.write_text(json.dumps({"description": note, "items": items}) + "\n")

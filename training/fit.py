@@ -38,10 +38,15 @@ class SparseRows:
     """Rows of a sparse input (spam's token ids), stored flat: indexing a batch of rows gives the
     (ids, offsets, weights) an nn.EmbeddingBag takes, so no padded or dense copy is ever built."""
 
-    def __init__(self, rows: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self, rows: Sequence[np.ndarray], weigh: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> None:
+        """`weigh` gives ids their weights in the bag (the encoder's, as the served graph gets
+        them); without it every id weighs 1."""
         lengths = np.array([len(row) for row in rows], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(lengths)])
         self.ids = np.concatenate([*rows, np.zeros(0, dtype=np.int64)]).astype(np.int64)
+        self.weigh = weigh
 
     def __len__(self) -> int:
         return len(self.starts) - 1
@@ -54,8 +59,9 @@ class SparseRows:
         rows = [self.row(i) for i in picked]
         lengths = [len(row) for row in rows]
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        ids = torch.from_numpy(np.concatenate([*rows, np.zeros(0, dtype=np.int64)]))
-        return ids, torch.from_numpy(offsets), torch.ones(len(ids))
+        flat = np.concatenate([*rows, np.zeros(0, dtype=np.int64)])
+        weights = torch.from_numpy(self.weigh(flat)) if self.weigh else torch.ones(len(flat))
+        return torch.from_numpy(flat), torch.from_numpy(offsets), weights
 
 
 Inputs = np.ndarray | SparseRows

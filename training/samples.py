@@ -183,6 +183,7 @@ def write(folder: Path, cache: Path | None = None, idx_dir: Path | None = None) 
             "row": row,
             "why": why,
         }
+        | ({"kind": held.kinds[row]} if held.kinds is not None else {})
         for row, why in picked.items()
     ]
     arrays = {

@@ -17,31 +17,33 @@ body, no headers), so a client can highlight them. A text holding a test pattern
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from service.dataplane import DataPlane
-from service.features import BagOfWords, email_text, tokenize
-from service.features.spam import EmailText, token_shapes
+from service.features import BagOfWords, email_text
+from service.features.spam import EmailText
 from service.models.loading import ServingModel
 
 TOP_WORDS = 10
 SPAM_COLUMN = 1  # the probabilities' column of "spam", as /predict/spam reads it
 
 
-def token_spans(text: str) -> tuple[str, list[tuple[str, int, int]]]:
-    """The text with each token's [start, end) in it, in reading order.
+def token_spans(text: str, encoder: BagOfWords) -> tuple[str, list[tuple[str, int, int]]]:
+    """The text with each unit the encoder reads (a token; from spam v4 also a whole link, phone
+    number or amount) and its [start, end) in it, in reading order.
 
     Offsets count code points of the returned text: the text itself, unless lowercasing changed
     its length (a few characters, such as U+0130, lowercase to two), in which case the lowercased
-    text, where the tokenizer found them. Each token is looked up after the previous one: the
-    characters the tokenizer skipped cannot start a token, so the first match is the token.
+    text, where the tokenizer found them. Each unit is looked up after the previous one: the
+    characters the tokenizer skipped cannot start a unit, so the first match is the unit.
     """
     lowered = text.lower()
     spans = []
     end = 0
-    for token in tokenize(text):
+    for token in encoder.tokenize(text):
         start = lowered.index(token, end)
         end = start + len(token)
         spans.append((token, start, end))
@@ -83,22 +85,24 @@ async def explain(
 ) -> dict[str, Any]:
     """`raw` is the email as read_email read it, `row` as the route encoded it from `raw`;
     `test_pattern` the pattern the text as sent holds."""
-    text, spans = token_spans(email_text(raw))
-    present = {encoder.vocabulary[i]: i for i in encoder.present(row)}
+    text, spans = token_spans(email_text(raw), encoder)
+    present = encoder.present(row)
+    in_row = set(present)
     in_text = dict.fromkeys(token for token, _, _ in spans)
-    known = [word for word in present if word not in in_text] + [word for word in in_text if word in present]
+    made = {unit: encoder.unit_ids(unit) & in_row for unit in in_text}
+    makers = Counter(i for ids in made.values() for i in ids)
+    # Entries of the bag with a name but no place of their own ("<headers>", the shapes, what a
+    # link is) are examined alone, then the text's units in reading order, each taken out with
+    # the entries only it made: the bag of words of the text without the unit.
+    placeless = {
+        encoder.vocabulary[i]: i
+        for i in present
+        if i < len(encoder.vocabulary) and encoder.vocabulary[i].startswith("<")
+    }
+    known = list(placeless) + [unit for unit in in_text if encoder.known(unit)]
     examined = [] if test_pattern else known[:max_words]
-    # A word of the text goes with the shapes (spam v3's "<digits:5-6>", "<link>") that no other
-    # word of it makes: the bag of words of the text without the word.
-    made_by: dict[str, set[str]] = {}
-    for token in in_text:
-        for shape in token_shapes(token):
-            made_by.setdefault(shape, set()).add(token)
     removed = [
-        [present[word]]
-        + [present[s] for s in dict.fromkeys(token_shapes(word)) if s in present and made_by[s] == {word}]
-        if word in in_text
-        else [present[word]]
+        [i for i in made[word] if makers[i] == 1] if word in in_text else [placeless[word]]
         for word in examined
     ]
     # The text as sent runs alone, as /predict/spam runs it, so both give the same probability to
@@ -115,6 +119,7 @@ async def explain(
         for word, p, logit in zip(examined, probabilities[1:], logits[1:], strict=True)
     }
     capped = len(known) > len(examined) and not test_pattern
+    known_units = set(known)
     verdict: dict[str, Any] = {"spam": probabilities[0] >= threshold, "probability": probabilities[0]}
     note = None
     if test_pattern:
@@ -141,7 +146,7 @@ async def explain(
                 "token": token,
                 "start": start,
                 "end": end,
-                "known": token in present,
+                "known": token in known_units,
                 **effects.get(token, {"effect": None, "log_odds_effect": None}),
             }
             for token, start, end in spans

@@ -1,5 +1,7 @@
 """An email (raw RFC 822 or just a body) as the spam network's input: a binary bag of words, as a
-dense vector over the vocabulary (spam v1, v2) or as the ids of the words present (v3 on)."""
+dense vector over the vocabulary (spam v1, v2) or as the ids of the words present (v3 on); from
+spam v4, also the hashed spelling pieces of the words the vocabulary lacks and what its links, phone
+numbers and money amounts are (`Subwords`, `Links`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import functools
 import html.parser
 import re
 import warnings
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -280,6 +283,173 @@ def email_tokens(raw: Email) -> set[str]:
     return tokens
 
 
+# ----------------------------------------------------------------------------- spam v4's extras
+
+
+class Subwords(NamedTuple):
+    """Spelling pieces (spam v4 on), fastText's way: the character n-grams of "<word>", `shortest`
+    to `longest` long, each hashed (CRC-32) into one of `buckets` extra rows of the first layer.
+    Only a word the vocabulary lacks gets them: a known word has a row of its own, learnt from many
+    texts, while a misspelling, an obfuscation or an unseen brand ("verifcation", "acc0unt") would
+    otherwise count for nothing; pieces for every word would also cost a long email ten times the
+    rows. Only a word gets them: letters with at most two digits, no full stop (a host's parts
+    are read as a link), at most MAX_PIECE_WORD characters; not a number, a code or encoded junk,
+    which would only add noise. Each piece weighs `weight` in the bag (a word's dozen pieces
+    together about one word's weight, as fastText averages them), so a long email's hundreds of
+    unknown names do not drown its words."""
+
+    buckets: int
+    shortest: int
+    longest: int
+    weight: float = 1.0
+
+
+MAX_PIECE_WORD = 20
+_PIECE_WORD = re.compile(r"[a-z0-9']*[a-z][a-z0-9']*")
+
+
+def has_pieces(token: str) -> bool:
+    return (
+        len(token) <= MAX_PIECE_WORD
+        and bool(_PIECE_WORD.fullmatch(token))
+        and sum(c.isdigit() for c in token) <= 2
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def subword_buckets(token: str, pieces: Subwords) -> tuple[int, ...]:
+    """The distinct buckets of the token's pieces (see Subwords), ascending; none but for a word."""
+    if not has_pieces(token):
+        return ()
+    marked = f"<{token}>"
+    found = {
+        zlib.crc32(marked[start : start + n].encode()) % pieces.buckets
+        for n in range(pieces.shortest, pieces.longest + 1)
+        for start in range(len(marked) - n + 1)
+    }
+    return tuple(sorted(found))
+
+
+# What a link, a phone number or a money amount is, as tokens of the bag (spam v4 on). A link,
+# number or amount is one unit of the text (an explanation names it and takes it out whole), made
+# of the ordinary tokens it holds plus these.
+SHORT_LINK = "<shortened link>"
+IP_LINK = "<link to an IP address>"
+RANDOM_HOST = "<random-looking host>"
+BRAND_HOST = "<brand inside another domain>"
+PHONE = "<phone number>"
+MONEY = "<money amount>"
+LINK = "<link>"
+LINK_FEATURES = (LINK, SHORT_LINK, IP_LINK, RANDOM_HOST, BRAND_HOST, PHONE, MONEY)
+
+# Top-level domains a bare host ("usps-redelivery.com/track") is recognised by; with a scheme or
+# "www." any host is a link. Shortener domains end in some of the rarer ones (is.gd, rb.gy). Those
+# that are also English words typed without a space after a full stop ("go.to", "it.is", "join.us")
+# are left out: a bare host there would be a typo more often than a link.
+_TLDS = (
+    "com|net|org|info|biz|edu|gov|mil|int|io|co|uk|ca|au|in|de|fr|eu|ru|cn|jp|br|nl|es|ch|se|"
+    "ly|gd|gl|gy|me|cc|tk|ml|ga|cf|gq|pw|ws|su|li|vu|xyz|top|site|online|club|app|"
+    "link|live|shop|store|vip|click|icu|buzz|support|help|page|mobi|tv|one|today|services"
+)
+_URL = (
+    r"(?:https?://|www\.)[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}]"
+    r"|(?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:" + _TLDS + r")(?![\w-])"
+    r"(?:[/?#][^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}])?"
+)
+_AMOUNT = r"\d(?:[\d,]*\d)?(?:\.\d+)?"
+_MONEY = (
+    r"[$\u00a3\u20ac]\s?" + _AMOUNT + r"(?:\s?(?:k|m|bn|million|billion)\b)?"
+    r"|" + _AMOUNT + r"\s?(?:usd|dollars?|pounds?|gbp|euros?|eur|inr|rs)\b"
+    r"|\b(?:rs|inr|usd)\.?\s?" + _AMOUNT
+)
+_PHONE = r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3,4}\)[ .-]?|\d{3,5}[ .-]?)\d{3,4}[ .-]?\d{3,4}(?!\w)"
+_UNITS = {"url": _URL, "money": _MONEY, "phone": _PHONE}
+# What every link, amount and number starts with (a scheme or "www.", a host's first label and its
+# full stop, a currency sign, a digit, "+" or "(", a currency's name): checked first, so that at an
+# ordinary word the regex goes straight to the word, which made reading a text 2-3 times faster.
+# It only rules out what the alternatives could not match, so it changes no unit.
+_UNIT_START = r"(?=https?://|www\.|[a-z0-9][a-z0-9-]*\.|[$\u00a3\u20ac+(0-9]|rs|inr|usd)"
+_UNIT = re.compile(
+    _UNIT_START
+    + "(?:"
+    + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _UNITS.items())
+    + ")|"
+    + _TOKEN.pattern
+)
+_IP_HOST = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_HOST = re.compile(r"^(?:https?://)?([^/?#:\s]+)")
+_SECOND_LEVEL = frozenset({"co", "com", "gov", "org", "ac", "net", "edu"})
+_VOWELS = frozenset("aeiouy")
+SHORT_BRAND = 6  # a brand name shorter than this counts only as a whole part of a host ("ups" is in "groups")
+
+
+def registered_domain(host: str) -> str:
+    """The part of a host its owner registered: the last two labels, or three under a country's
+    second level (amazon.co.uk)."""
+    labels = host.split(".")
+    country = len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL
+    return ".".join(labels[-3:] if country else labels[-2:])
+
+
+def _random_label(label: str) -> bool:
+    letters = [c for c in label if c.isalpha()]
+    digits = sum(c.isdigit() for c in label)
+    if len(label) >= 8 and letters and digits >= 2:
+        return True
+    return len(letters) >= 10 and sum(c in _VOWELS for c in letters) < 0.2 * len(letters)
+
+
+class Links:
+    """Finds the links, phone numbers and money amounts of a text (spam v4 on) and says what they
+    are: any link; one through a shortener (`shorteners`: the card's list of their domains); one
+    to an IP address; one to a long or random-looking host (30 characters or more, or a label
+    of 8+ mixing letters and digits, or of 10+ letters almost without vowels); one whose host
+    names a brand (`brands`: name -> the domains it owns) but is not the brand's own
+    (irs.gov.direct-capitals.com, usps-redelivery.com)."""
+
+    def __init__(self, shorteners: Iterable[str], brands: Mapping[str, Sequence[str]]) -> None:
+        self.shorteners = frozenset(shorteners)
+        self.brands = {brand: tuple(domains) for brand, domains in brands.items()}
+
+    def units(self, text: str) -> list[str]:
+        """The text's units in reading order: each link, phone number and money amount whole, and
+        every other token as `tokenize` finds it."""
+        return [match.group() for match in _UNIT.finditer(text.lower())]
+
+    def features(self, unit: str) -> tuple[str, ...]:
+        match = _UNIT.fullmatch(unit)
+        if match is None or match.lastgroup is None:
+            return ()
+        if match.lastgroup == "phone":
+            return (PHONE,)
+        if match.lastgroup == "money":
+            return (MONEY,)
+        return (LINK, *self._host_features(_HOST.match(unit).group(1)))  # type: ignore[union-attr]  # a link has a host
+
+    def _host_features(self, host: str) -> list[str]:
+        host = host.removeprefix("www.")
+        if _IP_HOST.fullmatch(host):
+            return [IP_LINK]
+        found = []
+        if host in self.shorteners:
+            found.append(SHORT_LINK)
+        labels = host.split(".")[:-1]
+        if len(host) >= 30 or any(_random_label(label) for label in labels):
+            found.append(RANDOM_HOST)
+        if self._borrowed_brand(host):
+            found.append(BRAND_HOST)
+        return found
+
+    def _borrowed_brand(self, host: str) -> bool:
+        parts = set(re.split(r"[.-]", host))
+        owner = registered_domain(host)
+        for brand, domains in self.brands.items():
+            named = brand in parts or (len(brand) >= SHORT_BRAND and brand in host)
+            if named and owner not in domains:
+                return True
+        return False
+
+
 class BagOfWords:
     """Binary bag of words over a fixed vocabulary (the model card's), index built once: a dense
     vector with a 1 for each vocabulary word present, the input of spam v1 and v2."""
@@ -288,6 +458,19 @@ class BagOfWords:
         self.vocabulary = list(vocabulary)
         self.input_name = input_name
         self._index = {token: i for i, token in enumerate(self.vocabulary)}
+
+    def tokenize(self, text: str) -> list[str]:
+        """The units of the text an explanation takes out one at a time: here its tokens."""
+        return tokenize(text)
+
+    def unit_ids(self, unit: str) -> frozenset[int]:
+        """The ids one token makes: its vocabulary word's and its shapes'."""
+        names = (unit, *token_shapes(unit))
+        return frozenset(self._index[name] for name in names if name in self._index)
+
+    def known(self, unit: str) -> bool:
+        """Whether an explanation examines the unit: a vocabulary word."""
+        return unit in self._index
 
     def ids(self, raw: Email) -> np.ndarray:
         """The vocabulary indices of the words in `raw`, ascending, each once."""
@@ -320,8 +503,11 @@ class BagOfWords:
 
 
 # A batch's token tensors are padded to the next of these widths (or a multiple of the last), so
-# requests of similar length share a shape and the model's runner can batch them together.
-_WIDTHS = (8, 16, 32, 64, 128, 256, 512)
+# requests of similar length share a shape and the model's runner can batch them together. The
+# steps are at most half again the width below (not doubling): onnxruntime's time grows with the
+# width, padding included (spam v4 at one thread: 21 us a row at 160 ids, 28 us at 256), and a
+# 2 KB email's 140-odd ids (v4's words and pieces) would otherwise pay for 256.
+_WIDTHS = (8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)
 
 
 def padded_width(tokens: int) -> int:
@@ -346,10 +532,64 @@ class TokenIds(BagOfWords):
         vocabulary: Sequence[str],
         input_names: tuple[str, str] = ("token_ids", "weights"),
         test_patterns: dict[str, str] | None = None,
+        subwords: Subwords | None = None,
+        links: Links | None = None,
     ) -> None:
         super().__init__(vocabulary, input_names[0])
         self.weights_name = input_names[1]
         self.test_patterns = dict(test_patterns or {})
+        self.subwords = subwords
+        self.links = links
+        # Ids past the vocabulary are the spelling pieces' buckets.
+        self.size = len(self.vocabulary) + (subwords.buckets if subwords else 0)
+        self._unit_ids: dict[str, frozenset[int]] = {}
+
+    def tokenize(self, text: str) -> list[str]:
+        """The units of the text this encoder reads and an explanation takes out one at a time:
+        the tokens, or with `links` each link, phone number and money amount whole."""
+        return self.links.units(text) if self.links else tokenize(text)
+
+    def unit_ids(self, unit: str) -> frozenset[int]:
+        """The ids one unit of the text makes: those of the tokens in it (each its vocabulary word or,
+        without one, its spelling pieces; and their shapes) and what it is as a link, number or
+        amount. Cached, as token_shapes is: most units are common words."""
+        ids = self._unit_ids.get(unit)
+        if ids is None:
+            if len(self._unit_ids) >= 1 << 16:
+                self._unit_ids.clear()
+            ids = self._unit_ids[unit] = frozenset(self._make_ids(unit))
+        return ids
+
+    def _make_ids(self, unit: str) -> set[int]:
+        tokens = tokenize(unit) if self.links else [unit]
+        names = {*tokens, *(shape for token in tokens for shape in token_shapes(token))}
+        if self.links:
+            names.update(self.links.features(unit))
+        ids = {self._index[name] for name in names if name in self._index}
+        if self.subwords:
+            offset = len(self.vocabulary)
+            for token in tokens:
+                if token not in self._index:
+                    ids.update(offset + bucket for bucket in subword_buckets(token, self.subwords))
+        return ids
+
+    def known(self, unit: str) -> bool:
+        """Whether an explanation examines the unit: a vocabulary word, or from spam v4 on any
+        unit that makes an id (pieces, a link's features)."""
+        if self.subwords or self.links:
+            return bool(self.unit_ids(unit))
+        return unit in self._index
+
+    def ids(self, raw: Email) -> np.ndarray:
+        if not (self.subwords or self.links):
+            return super().ids(raw)
+        parsed = _read(raw)
+        ids: set[int] = set()
+        for unit in set(self.tokenize(f"{parsed.subject}\n{parsed.body}")):
+            ids.update(self.unit_ids(unit))
+        if parsed.headers and HEADERS_TOKEN in self._index:
+            ids.add(self._index[HEADERS_TOKEN])
+        return np.array(sorted(ids), dtype=np.int64)
 
     def encode(self, raw: Email) -> np.ndarray:
         return self.ids(raw)
@@ -361,13 +601,19 @@ class TokenIds(BagOfWords):
         """The name of the first test pattern found anywhere in `text`, if any."""
         return next((name for name, pattern in self.test_patterns.items() if pattern in text), None)
 
+    def weights(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's weight in the bag: 1 for a vocabulary entry, the pieces' weight for a piece."""
+        if self.subwords is None:
+            return np.ones(len(ids), dtype=np.float32)
+        return np.where(ids < len(self.vocabulary), 1.0, self.subwords.weight).astype(np.float32)
+
     def feeds(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         width = padded_width(max(len(row) for row in rows))
         ids = np.zeros((len(rows), width), dtype=np.int64)
         weights = np.zeros((len(rows), width), dtype=np.float32)
         for n, row in enumerate(rows):
             ids[n, : len(row)] = row
-            weights[n, : len(row)] = 1.0
+            weights[n, : len(row)] = self.weights(row)
         return {self.input_name: ids, self.weights_name: weights}
 
     def _repeated(self, row: np.ndarray, count: int) -> dict[str, np.ndarray]:
@@ -393,5 +639,5 @@ class TokenIds(BagOfWords):
                 f"{self.input_name} {list(ids.shape)} and {self.weights_name} {list(weights.shape)} "
                 "must have one shape"
             )
-        if ids.size and (ids.min() < 0 or ids.max() >= len(self.vocabulary)):
-            raise FeatureError(f"{self.input_name} must be in [0, {len(self.vocabulary) - 1}]")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.size):
+            raise FeatureError(f"{self.input_name} must be in [0, {self.size - 1}]")

@@ -136,7 +136,9 @@ def _token_ids(card: ModelCard, prep: TokenIdVocabulary) -> TokenIds:
             f"card's token_ids need inputs (int64 ids, float32 weights), each [batch, tokens]; got {kinds}"
         )
     names = (card.inputs[0].name, card.inputs[1].name)
-    return TokenIds(prep.vocabulary, names, prep.test_patterns)
+    subwords = prep.subwords.spec() if prep.subwords else None
+    links = prep.links.links() if prep.links else None
+    return TokenIds(prep.vocabulary, names, prep.test_patterns, subwords, links)
 
 
 def spam_encoder(card: ModelCard) -> BagOfWords:

@@ -254,10 +254,12 @@ function highlight(text, tokens) {
 
 function showSpamWhy(answer) {
   $("spam-read").replaceChildren(...highlight(answer.text, answer.tokens));
-  // "<headers>" is no word of the text: spam v2 and v3 read the header block itself as one, and
-  // v3 the shapes of numbers ("<digits:5-6>") and links ("<link>").
+  // "<headers>" is no word of the text: spam v2 and v3 read the header block itself as one, v3
+  // the shapes of numbers ("<digits:5-6>") and links ("<link>"), and v4 what a link, number or
+  // amount is ("<shortened link>", "<phone number>").
   const label = (word) => (word === "<headers>" ? "(the header block)" : word === "<link>" ? "(a link)"
-    : word.startsWith("<digits:") ? `(a number of ${word.slice(8, -1)} digits)` : word);
+    : word.startsWith("<digits:") ? `(a number of ${word.slice(8, -1)} digits)`
+    : word.startsWith("<") ? `(${word.slice(1, -1)})` : word);
   const words = (list) => list.map((w) => element("li", { "data-word": w.word }, `${label(w.word)} ${described(w)}`));
   $("spam-ward").replaceChildren(...words(answer.spam_ward));
   $("ham-ward").replaceChildren(...words(answer.ham_ward));
