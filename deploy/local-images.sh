@@ -148,12 +148,13 @@ if [ "$swarm_nodes" = false ]; then
   echo "export PYTHON_IMAGE=$PYTHON_IMAGE NGINX_IMAGE=$NGINX_IMAGE"
   exit 0
 fi
-# The engine keeps its images and containers in a volume, with vfs (overlay cannot stack on the
-# outer engine's files); tini reaps what the engine's shims leave behind when they exit.
+# The engine keeps its images and containers with vfs (overlay cannot stack on the outer
+# engine's files; deploy/swarm.sh gives it a tmpfs); tini reaps what the engine's shims leave
+# behind when they exit.
 import_debian "$SWARM_NODE_IMAGE" docker.io,iptables,ca-certificates node_engine \
-  --change "ENV PATH=$path" --change "VOLUME /var/lib/docker" \
+  --change "ENV PATH=$path" \
   --change 'ENTRYPOINT ["tini", "--", "nnserve-node-engine"]'
 import_debian "$SWARM_REGISTRY_IMAGE" docker-registry registry_config \
-  --change "ENV PATH=$path" --change "EXPOSE 5000" --change "VOLUME /var/lib/docker-registry" \
+  --change "ENV PATH=$path" --change "EXPOSE 5000" \
   --change 'CMD ["docker-registry", "serve", "/etc/docker/registry/config.yml"]'
 echo "export PYTHON_IMAGE=$PYTHON_IMAGE NGINX_IMAGE=$NGINX_IMAGE SWARM_NODE_IMAGE=$SWARM_NODE_IMAGE SWARM_REGISTRY_IMAGE=$SWARM_REGISTRY_IMAGE"

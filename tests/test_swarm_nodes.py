@@ -38,10 +38,8 @@ NAME = f"nnserve-nodes-{secrets.token_hex(4)}"
 NODES = 3
 WORKERS = [f"nnserve-node-{number}" for number in range(1, NODES)]
 CLIENTS = 8
-# What deploy/swarm.sh labels the objects `up --nodes` makes with, and the registry's address.
+# What deploy/swarm.sh labels the objects `up --nodes` makes with.
 NODES_LABEL = "nnserve.swarm-nodes"
-REGISTRY_LABEL = "nnserve.registry"
-REGISTRY = "nnserve-registry"
 GRPC_CALLS = 60
 
 
@@ -51,6 +49,7 @@ class Cluster:
     env: dict[str, str]  # the SWARM_* variables deploy/swarm.sh reads
     state_before: str
     manager: str = ""  # this engine's node name
+    registry: str = ""  # the registry's address, as the image's name starts
     up_seconds: float = 0.0
     up_output: str = ""
     reschedule_seconds: dict[str, float] = field(default_factory=dict)
@@ -69,7 +68,13 @@ class Cluster:
     def placement(self) -> Counter[str]:
         """Running replicas a node: those Swarm wants running and reports running (healthy)."""
         lines = self.docker(
-            "service", "ps", self.api, "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}"
+            "service",
+            "ps",
+            self.api,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
         ).splitlines()
         return Counter(line.split()[0] for line in lines if line.split()[1:2] == ["Running"])
 
@@ -141,9 +146,6 @@ def cluster(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def _remove(running: Cluster, docker: Docker, since: datetime) -> None:
     """`down`, then whatever it left: nodes, registry, network, swarm, images, build cache."""
-    registry = docker(
-        "container", "inspect", "--format", f'{{{{index .Config.Labels "{REGISTRY_LABEL}"}}}}', REGISTRY, check=False
-    ).strip()
     running.script("down", check=False)
     leftovers = docker("ps", "--all", "--quiet", "--filter", f"label={NODES_LABEL}={NAME}").split()
     if leftovers:
@@ -153,8 +155,8 @@ def _remove(running: Cluster, docker: Docker, since: datetime) -> None:
         if running.state_before != "active":
             docker("swarm", "leave", "--force", check=False)
     docker("network", "rm", "nnserve-nodes", check=False)
-    references = [f"{NAME}:*"] + ([f"{registry}/{NAME}:*"] if registry and ":" in registry else [])
-    for reference in references:
+    # The image by the module's name, and by the registry's (the host's address) before it.
+    for reference in (f"{NAME}:*", f"*/{NAME}:*"):
         for image in docker(
             "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={reference}"
         ).split():
@@ -171,20 +173,28 @@ def test_up_runs_one_replica_a_node_pulled_from_the_registry_by_digest(
         f"{cluster.up_seconds:.1f} s after `up` (nodes, registry, build, push, pulls)",
     )
     assert cluster.up_output.strip().splitlines()[-1] == f"http://localhost:{cluster.env['SWARM_PORT']}"
-    nodes = cluster.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}").splitlines()
-    assert sorted(nodes) == sorted([f"{cluster.manager} Ready Leader"] + [f"{w} Ready " .strip() for w in WORKERS])
+    nodes = cluster.docker(
+        "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"
+    ).splitlines()
+    assert sorted(line.strip() for line in nodes) == sorted(
+        [f"{cluster.manager} Ready Leader", *(f"{worker} Ready" for worker in WORKERS)]
+    )
     assert cluster.placement() == Counter({cluster.manager: 1, **{worker: 1 for worker in WORKERS}})
     spec_image = cluster.docker(
         "service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", cluster.api
     ).strip()
     repository, _, digest = spec_image.partition("@")
-    registry = repository.split("/", 1)[0]
-    assert digest.startswith("sha256:") and repository == f"{registry}/{NAME}:1", spec_image
+    cluster.registry = repository.split("/", 1)[0]
+    assert digest.startswith("sha256:") and repository == f"{cluster.registry}/{NAME}:1", spec_image
     for worker in WORKERS:
-        assert f"{registry}/{NAME}@{digest}" in cluster.images_on(worker), f"{worker} pulled the digest"
+        assert f"{cluster.registry}/{NAME}@{digest}" in cluster.images_on(worker), (
+            f"{worker} pulled the digest"
+        )
     with httpx.Client(base_url=cluster.url, timeout=10) as http:
         for number in range(60):
-            response = http.post("/predict/wine", json=WINE_PARTY, headers={"X-Request-ID": f"spread-{number}"})
+            response = http.post(
+                "/predict/wine", json=WINE_PARTY, headers={"X-Request-ID": f"spread-{number}"}
+            )
             assert response.status_code == 200 and abs(response.json()["bottles"] - WINE_BOTTLES) < 0.2
     served = cluster.served_by_node("spread-")
     assert set(served) == {cluster.manager, *WORKERS}, f"REST requests by node: {served}"
@@ -230,7 +240,8 @@ def test_draining_a_worker_under_load_loses_no_request_and_its_replica_moves(
         f"swarm nodes: {drained} drained under {CLIENTS} clients: its replica running healthy on "
         f"another node {cluster.reschedule_seconds['drain']:.1f} s after the drain; during it "
         f"{load.answered_during_action} answered, {load.failed_during_action} failed; in all "
-        f"{load.answered} answered, {len(load.failures)} failed; replicas by node {dict(cluster.placement())}",
+        f"{load.answered} answered, {len(load.failures)} failed; replicas by node "
+        f"{dict(cluster.placement())}",
     )
     assert not load.failures, load.failures[:5]
     assert load.answered_during_action > 0, "no request was answered while the node drained"
@@ -258,7 +269,8 @@ def test_a_node_killed_under_load_loses_no_request_and_its_replica_comes_back(
         f"swarm nodes: {victim}'s container SIGKILLed under {CLIENTS} clients: its replica running "
         f"healthy on another node {cluster.reschedule_seconds['kill']:.1f} s after the kill; "
         f"during it {load.answered_during_action} answered, {load.failed_during_action} failed; "
-        f"in all {load.answered} answered, {len(load.failures)} lost; replicas by node {dict(cluster.placement())}",
+        f"in all {load.answered} answered, {len(load.failures)} lost; replicas by node "
+        f"{dict(cluster.placement())}",
     )
     assert not load.failures, load.failures[:5]
     assert load.answered_during_action > 0, "no request was answered while the node was lost"
@@ -270,9 +282,15 @@ def test_down_removes_the_nodes_the_registry_and_the_swarm(
 ) -> None:
     started = time.monotonic()
     cluster.script("down")
-    report(capsys, f"swarm nodes down: nodes, registry and stack removed in {time.monotonic() - started:.1f} s")
+    report(
+        capsys, f"swarm nodes down: nodes, registry and stack removed in {time.monotonic() - started:.1f} s"
+    )
     label = f"label={NODES_LABEL}={NAME}"
     assert cluster.docker("ps", "--all", "--quiet", "--filter", label).split() == []
     assert cluster.docker("network", "ls", "--quiet", "--filter", label).split() == []
     assert cluster.docker.swarm_state() == cluster.state_before
-    assert not any(Path("/etc/docker/certs.d").glob("*:*")), "the registry's certificate stays trusted"
+    assert cluster.registry and not Path(f"/etc/docker/certs.d/{cluster.registry}").exists(), (
+        "the registry's certificate is still trusted"
+    )
+    pushed = cluster.docker("image", "ls", "--quiet", "--filter", f"reference={cluster.registry}/*:*")
+    assert pushed.split() == [], "the image keeps the registry's name"
