@@ -32,7 +32,9 @@ from support.docker import WINE_BOTTLES, WINE_PARTY, Docker, engine, prune_build
 from support.server import free_port
 from support.tools import require_module
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# The first test's time includes `up`: the nodes' images (if deploy/local-images.sh has not made
+# them yet), the build, the push and the pulls.
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 NAME = f"nnserve-nodes-{secrets.token_hex(4)}"
 NODES = 3
