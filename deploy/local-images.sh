@@ -3,9 +3,13 @@
 # the Docker engine if it is not running, makes stand-ins for the two public base images
 # (python:3.11-slim, nginx:1.28-alpine) from Debian packages with debootstrap and `docker import`,
 # and prints the variables that make the Dockerfile and docker-compose.yml use them.
+# With --swarm-nodes it also makes the two images `deploy/swarm.sh up --nodes N` runs: a Docker
+# engine (Debian's docker.io) to run in a privileged container as one more swarm node, and an
+# image registry (Debian's docker-registry) every node pulls the service's image from.
 # An image that already exists is kept, so running it again costs a second.
 #
 #   eval "$(deploy/local-images.sh)"
+#   eval "$(deploy/local-images.sh --swarm-nodes)"   # PYTHON_IMAGE, NGINX_IMAGE, SWARM_NODE_IMAGE, SWARM_REGISTRY_IMAGE
 #   DOCKER_BUILDKIT=1 docker build --network host --build-arg PYTHON_IMAGE -t nnserve:0.1.0 .
 #   docker-compose up -d
 #
@@ -15,6 +19,8 @@ set -euo pipefail
 
 PYTHON_IMAGE=nnserve-local/python:3.11-bookworm
 NGINX_IMAGE=nnserve-local/nginx:bookworm
+SWARM_NODE_IMAGE=nnserve-local/docker:bookworm
+SWARM_REGISTRY_IMAGE=nnserve-local/registry:bookworm
 SUITE=bookworm
 # The machine's CA bundle goes into the Python image (and PIP_CERT points at it): downloads made
 # inside a build then trust whatever this machine trusts, a TLS-inspecting proxy included.
@@ -84,6 +90,49 @@ nginx_logs_to_output() {
   ln -sf /dev/stderr "$1/var/log/nginx/error.log"
 }
 
+# The node's entrypoint. deploy/swarm.sh gives the node every capability the machine has rather
+# than --privileged (which fails where the machine's own bounding set lacks one), so Docker
+# mounts /sys and the cgroup hierarchies read-only: the engine needs them writable to make its
+# own containers' cgroups, under the node's. Tested with cgroup v1 hierarchies.
+node_engine() {
+  cat >"$1/usr/local/bin/nnserve-node-engine" <<'SCRIPT'
+#!/bin/sh
+set -eu
+mount -o remount,rw /sys
+for hierarchy in $(awk '$5 ~ "^/sys/fs/cgroup/" {print $5}' /proc/self/mountinfo); do
+  mount -o remount,bind,rw "$hierarchy"
+done
+exec dockerd --storage-driver=vfs "$@"
+SCRIPT
+  chmod 755 "$1/usr/local/bin/nnserve-node-engine"
+}
+
+# The registry without the package's htpasswd authentication (its file is not there), over TLS
+# with the certificate and key deploy/swarm.sh mounts on /certs.
+registry_config() {
+  cat >"$1/etc/docker/registry/config.yml" <<'CONFIG'
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+http:
+  addr: :5000
+  tls:
+    certificate: /certs/cert.pem
+    key: /certs/key.pem
+CONFIG
+}
+
+swarm_nodes=false
+case ${1:-} in
+  --swarm-nodes) swarm_nodes=true ;;
+  "") ;;
+  *)
+    echo "usage: $0 [--swarm-nodes]" >&2
+    exit 2
+    ;;
+esac
+
 start_engine
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
@@ -95,4 +144,17 @@ import_debian "$NGINX_IMAGE" nginx nginx_logs_to_output \
   --change "ENV PATH=$path" --change "EXPOSE 80" \
   --change 'CMD ["nginx", "-g", "daemon off;"]'
 
-echo "export PYTHON_IMAGE=$PYTHON_IMAGE NGINX_IMAGE=$NGINX_IMAGE"
+if [ "$swarm_nodes" = false ]; then
+  echo "export PYTHON_IMAGE=$PYTHON_IMAGE NGINX_IMAGE=$NGINX_IMAGE"
+  exit 0
+fi
+# The engine keeps its images and containers with vfs (overlay cannot stack on the outer
+# engine's files; deploy/swarm.sh gives it a tmpfs); tini reaps what the engine's shims leave
+# behind when they exit.
+import_debian "$SWARM_NODE_IMAGE" docker.io,iptables,ca-certificates node_engine \
+  --change "ENV PATH=$path" \
+  --change 'ENTRYPOINT ["tini", "--", "nnserve-node-engine"]'
+import_debian "$SWARM_REGISTRY_IMAGE" docker-registry registry_config \
+  --change "ENV PATH=$path" --change "EXPOSE 5000" \
+  --change 'CMD ["docker-registry", "serve", "/etc/docker/registry/config.yml"]'
+echo "export PYTHON_IMAGE=$PYTHON_IMAGE NGINX_IMAGE=$NGINX_IMAGE SWARM_NODE_IMAGE=$SWARM_NODE_IMAGE SWARM_REGISTRY_IMAGE=$SWARM_REGISTRY_IMAGE"

@@ -372,8 +372,15 @@ def test_the_swarm_stack_rolls_updates_health_first_and_rolls_back() -> None:
         assert secret["uid"] == dockerfile_stages()[-1].args("USER")[-1].split(":")[0], (
             "the service's user reads it"
         )
-    [port] = stack["services"]["nginx"]["ports"]
-    assert port["mode"] == "host", "the ingress routing mesh needs IPVS too"
+    ports = stack["services"]["nginx"]["ports"]
+    assert {port["target"] for port in ports} == {8000, 8081}, "REST and gRPC"
+    assert {port["mode"] for port in ports} == {"host"}, "the ingress routing mesh needs IPVS too"
+    # Spread over the label deploy/swarm.sh up --nodes gives each node, never capped a node: the
+    # replicas of a drained or lost node must find room on the nodes left.
+    [preference] = deploy["placement"]["preferences"]
+    label = preference["spread"].removeprefix("node.labels.")
+    assert f"ZONE_LABEL={label}\n" in (REPO / "deploy" / "swarm.sh").read_text()
+    assert "max_replicas_per_node" not in deploy["placement"]
 
 
 def test_the_swarm_nginx_conf_re_resolves_the_replicas_and_retries_predictions() -> None:

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from support.server import REPO, Server, StartServer, free_port
-from support.tools import require_tool
+from support.tools import require_module, require_tool
 
 REQUESTS = 400
 KILL_AT = 150  # the request index that kills replica 0 first, while other threads have theirs in flight
@@ -26,6 +30,8 @@ THREADS = 4
 WINE_PARTY = {"guests": ["Dahlia", "Stiffy"]}
 WINE_BOTTLES = 4.3
 SERVED = "POST /predict/wine 200"
+ADMIN_KEY = "balancer-admin-key"
+ADMIN_CALLS = 12  # of each kind: the two replicas take turns
 
 
 def local_conf(tmp_path: Path, replicas: list[Server], listen: int, grpc_listen: int) -> Path:
@@ -122,3 +128,136 @@ def wait_until_ready(http: httpx.Client, balancer: subprocess.Popen[bytes], log:
             pass
         time.sleep(0.1)
     pytest.fail(f"nginx did not answer 200 on /ready in 15s:\n{log.read_text()}")
+
+
+class Unanswering:
+    """A replica that dies with the request in hand: it accepts each connection, reads what
+    nginx sends and closes it without a word, as a replica SIGKILLed mid-request does. It counts
+    the connections on which a request reached it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.received = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(2)
+                try:
+                    if connection.recv(65536):
+                        self.received += 1
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def swarm_conf(tmp_path: Path, dead: Unanswering, live: Server, listen: int, grpc_listen: int) -> Path:
+    """deploy/swarm/nginx.conf with the replicas Docker's DNS would give it (`$api`) replaced by
+    two fixed ones, each taking turns, a dead one first: for REST the replica that dies holding
+    the request, for gRPC a port nobody listens on. Every location's retry and timeout
+    directives are what the swarm runs. nginx forgets a failure with the next request (max_fails
+    0), as with the addresses it resolves for each request in the swarm."""
+    conf = (REPO / "deploy" / "swarm" / "nginx.conf").read_text()
+    assert conf.count("http://$api:8000;") == 2 and conf.count("grpc://$api:8081;") == 1
+    upstreams = "\n".join(
+        f"    upstream {name} {{\n        server 127.0.0.1:{dead_port} max_fails=0;\n"
+        f"        server 127.0.0.1:{port} max_fails=0;\n    }}"
+        for name, dead_port, port in (
+            ("replicas", dead.port, live.port),
+            ("replicas_grpc", free_port(), live.grpc_port),
+        )
+    )
+    conf = conf.replace("http://$api:8000;", "http://replicas;").replace(
+        "grpc://$api:8081;", "grpc://replicas_grpc;"
+    )
+    conf = conf.replace("    server {\n", f"{upstreams}\n\n    server {{\n", 1)
+    assert "listen 8000;" in conf and "listen 8081 http2;" in conf
+    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
+    conf = conf.replace("listen 8081 http2;", f"listen 127.0.0.1:{grpc_listen} http2;")
+    path = tmp_path / "nginx.conf"
+    path.write_text(conf.replace("/tmp/", f"{tmp_path}/"))
+    return path
+
+
+def test_the_swarm_balancer_retries_inference_on_another_replica_but_never_an_admin_call(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """A replica that takes a REST request and dies: a prediction goes to the other replica and
+    is answered; a model repository call (it changes the replica that runs it) is not sent
+    twice: the client gets the failure, as many times as the dead replica got one. A gRPC call
+    whose replica does not take the connection goes to the other one, prediction or not."""
+    nginx = require_tool("nginx", "/usr/sbin/nginx")
+    triton: Any = require_module("tritonclient.grpc")  # its generated stubs
+    live = start_server(NNSERVE_ADMIN_KEYS=ADMIN_KEY)
+    dead = Unanswering()
+    listen, grpc_listen = free_port(), free_port()
+    conf = swarm_conf(tmp_path, dead, live, listen, grpc_listen)
+    nginx_log = tmp_path / "nginx.log"
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with nginx_log.open("wb") as log:
+        balancer = subprocess.Popen(
+            [nginx, "-p", str(tmp_path), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_listen}")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{listen}", timeout=10) as http:
+            wait_until_ready(http, balancer, nginx_log)
+            stub = triton.service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            outcomes: dict[str, list[object]] = {}
+            received: dict[str, int] = {}
+            calls: dict[str, Callable[[], object]] = {
+                "REST prediction": lambda: http.post("/predict/wine", json=WINE_PARTY).status_code,
+                "REST repository index": lambda: http.post("/v2/repository/index", headers=admin).status_code,
+                "gRPC inference": lambda: _grpc_code(
+                    lambda: stub.ModelInfer(_wine_request(triton), timeout=10)
+                ),
+                "gRPC repository index": lambda: _grpc_code(
+                    lambda: stub.RepositoryIndex(
+                        triton.service_pb2.RepositoryIndexRequest(),
+                        metadata=[("authorization", f"Bearer {ADMIN_KEY}")],
+                    )
+                ),
+            }
+            for kind, call in calls.items():
+                before = dead.received
+                outcomes[kind] = [call() for _ in range(ADMIN_CALLS)]
+                received[kind] = dead.received - before
+    finally:
+        channel.close()
+        balancer.terminate()
+        balancer.wait(10)
+        dead.close()
+    summary = (
+        f"outcomes {outcomes}, requests the dead replica got {received}\nnginx log:\n{nginx_log.read_text()}"
+    )
+    assert received["REST prediction"] > 0 and set(outcomes["REST prediction"]) == {200}, summary
+    index = outcomes["REST repository index"]
+    assert received["REST repository index"] > 0, summary
+    assert index.count(502) == received["REST repository index"] == len(index) - index.count(200), summary
+    assert set(outcomes["gRPC inference"]) == set(outcomes["gRPC repository index"]) == {"OK"}, summary
+
+
+def _wine_request(triton: Any) -> Any:
+    request = triton.service_pb2.ModelInferRequest(model_name="wine")
+    request.inputs.add(name="guests", datatype="FP32", shape=[1, 10])
+    request.raw_input_contents.append(np.array([[0, 1, 1, 0, 0, 0, 0, 0, 0, 0]], "<f4").tobytes())
+    return request
+
+
+def _grpc_code(call: Callable[[], object]) -> str:
+    try:
+        call()
+    except grpc.RpcError as error:
+        failed: Any = error  # a grpc.Call as well
+        return str(failed.code().name)
+    return "OK"

@@ -28,14 +28,13 @@ import pytest
 from readme_examples import README, examples, matches
 
 from support.docker import Docker, engine, prune_build_cache, report, send_load, wait_until
-from support.server import REPO, free_port
+from support.server import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 # The stack and the image repository are named after the module run, so a leftover is easy to
 # tell from the rest.
 NAME = f"nnserve-swarm-{secrets.token_hex(4)}"
-SCRIPT = REPO / "deploy" / "swarm.sh"
 CLIENTS = 8
 API_KEY = f"swarm-predict-{secrets.token_hex(8)}"
 ADMIN_KEY = f"swarm-admin-{secrets.token_hex(8)}"
@@ -64,25 +63,14 @@ class Swarm:
     def script(
         self, *args: str, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(SCRIPT), *args],
-            env={**self.docker.env, **self.env, **(env or {})},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            pytest.fail(f"deploy/swarm.sh {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
-        return done
+        return self.docker.swarm_script(*args, env={**self.env, **(env or {})}, check=check)
 
     def with_keys(self) -> dict[str, str]:
         """The variables that turn the prediction keys on (tests after the first update keep them)."""
         return {"SWARM_API_KEYS_FILE": str(self.keys)}
 
     def node_state(self) -> str:
-        return self.docker("info", "--format", "{{.Swarm.LocalNodeState}}").strip()
+        return self.docker.swarm_state()
 
     def replicas(self) -> list[str]:
         """The api containers running now."""
@@ -133,6 +121,7 @@ def swarm(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "SWARM_STACK": NAME,
         "SWARM_IMAGE": NAME,
         "SWARM_PORT": str(free_port()),
+        "SWARM_GRPC_PORT": str(free_port()),
         "SWARM_ADMIN_KEYS_FILE": str(folder / "admin-keys"),
         "SWARM_STATE_DIR": str(folder / "state"),
         "SWARM_TIMEOUT": "240",

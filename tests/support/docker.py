@@ -1,7 +1,8 @@
 """The Docker engine as the Docker tests drive it (tests/test_docker.py: the image and the compose
-stack; tests/test_swarm.py: the Swarm stack): the engine started if needed with the base images
-deploy/local-images.sh makes, the CLI, cleanup of the build cache, and load sent through nginx
-while something happens to the replicas.
+stack; tests/test_swarm.py and tests/test_swarm_nodes.py: the Swarm stack, on one engine and on
+several): the engine started if needed with the base images deploy/local-images.sh makes, the
+CLI, deploy/swarm.sh, cleanup of the build cache, and load sent through nginx while something
+happens to the replicas.
 
 The tests run as root. Without access to a registry, the base images are the stand-ins
 deploy/local-images.sh makes from Debian packages (it starts the engine too); PYTHON_IMAGE and
@@ -34,6 +35,7 @@ from support.tools import require_tool
 ENGINE_PID_FILE = Path("/var/run/docker.pid")
 # Debian's CLI builds with BuildKit without the buildx plugin a newer CLI on the PATH may lack.
 DEBIAN_DOCKER = "/usr/bin/docker"
+SWARM_SCRIPT = REPO / "deploy" / "swarm.sh"
 WINE_PARTY = {"guests": ["Dahlia", "Stiffy"]}
 WINE_BOTTLES = 4.3
 
@@ -92,6 +94,26 @@ class Docker:
             ".",
             timeout=900,
         )
+
+    def swarm_state(self) -> str:
+        return self("info", "--format", "{{.Swarm.LocalNodeState}}").strip()
+
+    def swarm_script(
+        self, *args: str, env: dict[str, str], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """deploy/swarm.sh with `env` (its SWARM_* variables) over the engine's."""
+        done = subprocess.run(
+            [str(SWARM_SCRIPT), *args],
+            env={**self.env, **env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            pytest.fail(f"deploy/swarm.sh {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
+        return done
 
     def succeeds(self, *args: str) -> bool:
         return (
