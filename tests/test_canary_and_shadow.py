@@ -28,6 +28,7 @@ from support.server import Server, StartServer
 KEY = "traffic-admin-key-5d2"
 ADMIN = {"Authorization": f"Bearer {KEY}"}
 SHORT = {"text": "Lunch tomorrow at noon?"}
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -303,3 +304,22 @@ def test_a_shadow_with_other_input_tensors_is_compared_on_predictions(make_clien
     while compared() < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert compared() == 5
+
+
+def test_the_shadow_judges_what_the_client_got(make_client: MakeClient) -> None:
+    """The client's verdicts follow the operator's threshold (here 0: everything is spam) and a
+    test pattern's answer: the shadow is judged alike, so the two never disagree, and the rows
+    the pattern answered, which no network ran, are not compared."""
+    oldest = versions("spam")[0]
+    http = make_client(shadow=f"spam:{oldest}", spam_threshold=0.0)
+    emails = [{"text": sample.input["text"]} for sample in samples("spam")[:120]]
+    answers = http.post("/predict/spam", json={"batch": [*emails, {"text": GTUBE}]}).json()
+    assert {a["spam"] for a in answers["predictions"]} == {True}
+    serving = str(answers["model"]["version"])
+
+    def compared(outcome: str) -> float:
+        labels = _labels(model="spam", shadow=str(oldest), version=serving, outcome=outcome)
+        return _metric(http, "nnserve_shadow_rows_total").get(labels, 0)
+
+    assert _wait_for(lambda: compared("agree") + compared("disagree"), len(emails)) == len(emails)
+    assert compared("disagree") == 0
