@@ -21,6 +21,7 @@ from samples import samples, versions
 
 from service.config import Settings
 from service.config.traffic import parse_shadow, parse_traffic
+from service.models.traffic import key_bucket
 
 from support.inprocess import MakeClient
 from support.server import Server, StartServer
@@ -111,6 +112,36 @@ def test_a_client_key_always_meets_the_same_version_on_any_replica(start_server:
     assert 65 <= on_v1 <= 135  # Binomial(200, 0.5): mean 100, standard deviation 7.1
 
 
+# Client keys and the bucket of 100 each lands in, as deployed: another hash, key encoding or
+# modulus would move these users (and every other) to another version on the next deploy.
+PINNED_BUCKETS = {
+    **{"user-0": 73, "user-1": 68, "user-2": 64, "user-3": 33, "user-4": 65, "user-5": 85, "user-6": 36},
+    **{"user-7": 49, "user-8": 8, "user-9": 22, "user-10": 6, "user-11": 24, "user-12": 86, "user-13": 24},
+    **{"user-14": 56, "user-15": 65, "": 76, "Zoë": 22},
+}
+
+
+def test_a_client_keys_bucket_is_pinned() -> None:
+    assert {key: key_bucket(key) for key in PINNED_BUCKETS} == PINNED_BUCKETS
+
+
+def test_a_client_key_meets_its_buckets_version_on_any_replica(make_client: MakeClient) -> None:
+    """Two replicas with the same weights: each key meets the version its pinned bucket says
+    (under 50: the first named) on both, every time, unless the request pins a version."""
+    replicas = [make_client(traffic="digit=2:50,1:50") for _ in range(2)]
+    body = samples("digit")[0].input
+
+    def version(http: httpx.Client, key: str, query: str = "") -> int:
+        answer = http.post(
+            f"/predict/digit{query}", json=body, headers={"X-Traffic-Key": key.encode("latin-1")}
+        )
+        return int(answer.json()["model"]["version"])
+
+    met = {key: {version(http, key) for http in replicas for _ in range(2)} for key in PINNED_BUCKETS}
+    assert met == {key: {2 if bucket < 50 else 1} for key, bucket in PINNED_BUCKETS.items()}
+    assert version(replicas[0], "user-8", "?version=1") == 1  # a pinned version wins over the key
+
+
 def test_shadow_counts_equal_a_direct_comparison_of_the_two_versions(start_server: StartServer) -> None:
     """spam v1 shadows the serving version: its verdicts on the same emails, asked for directly,
     must disagree exactly as often as the shadow metrics say, and by as much."""
@@ -190,9 +221,15 @@ def admin(make_client: MakeClient) -> httpx.Client:
 def test_a_policy_the_repository_cannot_follow_is_refused(
     admin: httpx.Client, body: dict[str, object], status: int, message: str
 ) -> None:
-    refused = admin.post("/v2/repository/models/spam/traffic", json=body, headers=ADMIN)
-    assert refused.status_code == status and message in refused.text
-    assert admin.get("/models/spam").json()["traffic"] is None  # the old policy stays
+    url = "/v2/repository/models/spam/traffic"
+    old = {"weights": {"2": 30, "1": 70}, "shadow": None}
+    assert admin.post(url, json=old, headers=ADMIN).status_code == 200
+    try:
+        refused = admin.post(url, json=body, headers=ADMIN)
+        assert refused.status_code == status and message in refused.text
+        assert admin.get("/models/spam").json()["traffic"] == old  # the old policy stays
+    finally:
+        admin.post(url, json={}, headers=ADMIN)
 
 
 def test_the_policy_changes_through_the_admin_api_and_shows_in_models(admin: httpx.Client) -> None:

@@ -102,19 +102,50 @@ def _same_as_rest(failure: tuple[grpc.StatusCode, str, dict[str, str]], rest: ht
     assert (details, trailer["error-code"]) == (body["error"], body["code"])
 
 
+@pytest.fixture(scope="module")
+def split(start_server: StartServer) -> Server:
+    """A server whose canary weights split digit and spam between two versions each."""
+    return start_server(NNSERVE_TRAFFIC="digit=2:50,1:50;spam=3:50,2:50", NNSERVE_LOG_LEVEL="warning")
+
+
 @pytest.mark.smoke
-def test_live_ready_and_metadata_as_over_rest(triton: Any, server: Server) -> None:
-    assert triton.is_server_live() and triton.is_server_ready()
-    assert triton.is_model_ready("digit") and triton.is_model_ready("wine", "1")
-    metadata = triton.get_server_metadata(as_json=True)
-    assert metadata == httpx.get(f"{server.url}/v2").json()
+def test_live_ready_and_metadata_as_over_rest(split: Server, grpcclient: Any) -> None:
+    client = grpcclient.InferenceServerClient(split.grpc_address)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digit") and client.is_model_ready("wine", "1")
+    metadata = client.get_server_metadata(as_json=True)
+    assert metadata == httpx.get(f"{split.url}/v2").json()
     for name in ("wine", "digit"):
-        rest = httpx.get(f"{server.url}/v2/models/{name}").json()
+        rest = httpx.get(f"{split.url}/v2/models/{name}").json()
         del rest["parameters"]  # the card's kind: REST's addition, not in the protocol's message
-        got = triton.get_model_metadata(name, as_json=True)
+        got = client.get_model_metadata(name, as_json=True)
         for tensor in (*got["inputs"], *got["outputs"]):  # protobuf's JSON spells int64 as strings
             tensor["shape"] = [int(d) for d in tensor["shape"]]
         assert got == rest
+    client.close()
+
+
+@pytest.mark.smoke
+def test_the_traffic_key_picks_the_version_as_over_rest(split: Server, grpcclient: Any) -> None:
+    """Canary weights split by the client's key (x-traffic-key): the same key gets the same
+    version whichever protocol it speaks, for inference (digit's versions take the same tensor)
+    and for metadata (spam's take other tensors)."""
+    stub = _stub(grpcclient, split)
+    _, tensor = _tensor("digit")
+    metadata = grpcclient.service_pb2.ModelMetadataRequest(name="spam")
+    answered, described = {}, {}
+    for key in (f"client-{n}" for n in range(12)):
+        headers = {"X-Traffic-Key": key}
+        grpc_key = [("x-traffic-key", key)]
+        inferred = stub.ModelInfer(_request(grpcclient, "digit", tensor, raw=True), metadata=grpc_key)
+        answered[key] = inferred.model_version
+        assert answered[key] == _rest_v2(split, "digit", tensor, headers=headers).json()["model_version"], key
+        rest = httpx.get(f"{split.url}/v2/models/spam", headers=headers, timeout=10).json()
+        answer = stub.ModelMetadata(metadata, metadata=grpc_key)
+        described[key] = [(t.name, list(t.shape)) for t in answer.inputs]  # v2 and v3 take other tensors
+        assert described[key] == [(t["name"], t["shape"]) for t in rest["inputs"]], key
+    assert set(answered.values()) == {"1", "2"}, "both versions were picked"
+    assert len({repr(inputs) for inputs in described.values()}) == 2, "both versions were picked"
 
 
 @pytest.mark.parametrize("name", ["wine", "digit"])
@@ -217,21 +248,6 @@ def test_no_malformed_request_ends_in_unknown_or_internal(grpcclient: Any, serve
     wrong = {name: (code, details) for name, (code, details, _) in codes.items() if code not in client_errors}
     assert not wrong
     assert all(trailer["error-code"] for _, _, trailer in codes.values())
-
-
-def test_the_traffic_key_picks_the_version_as_over_rest(start_server: StartServer, grpcclient: Any) -> None:
-    """Canary weights split by the client's key (x-traffic-key): the same key gets the same
-    version whichever protocol it speaks."""
-    server = start_server(NNSERVE_TRAFFIC="spam=3:50,2:50", NNSERVE_LOG_LEVEL="warning")
-    stub = _stub(grpcclient, server)
-    request = grpcclient.service_pb2.ModelMetadataRequest(name="spam")
-    picked = {}
-    for key in (f"client-{n}" for n in range(12)):
-        rest = httpx.get(f"{server.url}/v2/models/spam", headers={"X-Traffic-Key": key}, timeout=10).json()
-        answer = stub.ModelMetadata(request, metadata=[("x-traffic-key", key)])
-        picked[key] = [(t.name, list(t.shape)) for t in answer.inputs]  # v2 and v3 take other tensors
-        assert picked[key] == [(t["name"], t["shape"]) for t in rest["inputs"]], key
-    assert len({repr(inputs) for inputs in picked.values()}) == 2, "both versions were picked"
 
 
 def test_a_missing_key_is_unauthenticated(grpcclient: Any, keyed: Server) -> None:

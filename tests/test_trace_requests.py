@@ -6,7 +6,6 @@ stalled costing requests nothing, and, with the variables unset, nothing of the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,7 @@ from service.observability.tracing import TracingUnavailable
 
 from support.inprocess import in_process_client
 from support.otlp import otlp_receiver
-from support.server import MODELS_DIR, REPO, StartServer, free_port, is_json_object
+from support.server import MODELS_DIR, REPO, StartServer, clean_environment, free_port, is_json_object
 from support.tools import require_module
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -207,10 +206,9 @@ print(app.tracer, loaded)
 
 
 def _fresh_interpreter(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env={**clean, **env},
+        env={**clean_environment(), **env},
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -46,7 +46,7 @@ class ModelTraffic:
         """The version for a request with this key (or none: a random draw); None without weights."""
         if not self.weights:
             return None
-        bucket = _bucket(key) if key is not None else random.randrange(BUCKETS)
+        bucket = key_bucket(key) if key is not None else random.randrange(BUCKETS)
         for version, weight in self.weights:
             if bucket < weight:
                 return version
@@ -60,9 +60,10 @@ class ModelTraffic:
         }
 
 
-def _bucket(key: str) -> int:
+def key_bucket(key: str) -> int:
     """A stable bucket for a client key: the same in every process (unlike hash()), so a user
-    stays on one version across replicas and restarts."""
+    stays on one version across replicas and restarts. Changing it (another hash, encoding or
+    modulus) moves every user on the next deploy: tests/test_canary_and_shadow.py pins it."""
     digest = hashlib.blake2b(key.encode(errors="replace"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS
 

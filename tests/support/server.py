@@ -98,6 +98,13 @@ def _wait_until_up(server: Server, path: str, timeout: float) -> None:
     raise RuntimeError(f"nnserve did not answer 200 on {path} in {timeout}s:\n{server.log()}")
 
 
+def clean_environment() -> dict[str, str]:
+    """The test process's environment without what configures nnserve or its traces (NNSERVE_*,
+    OTEL_*): a server started by a test is configured by the test alone, not by the shell of
+    whoever runs it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("NNSERVE_", "OTEL_"))}
+
+
 def launch(
     log_dir: Path,
     *,
@@ -110,13 +117,16 @@ def launch(
     **env_overrides: str,
 ) -> Server:
     """Starts the console script on a free port (and gRPC on another) with NNSERVE_* overrides
-    and waits until it answers 200 on /ready (or /health); its stdout and stderr go to
+    and waits until it answers 200 on /ready (or /health); the development install's console
+    script runs this checkout's `service` (PYTHONPATH: the editable install may point at another
+    worktree), in a clean environment (clean_environment); its stdout and stderr go to
     `log_dir/server-PORT.log`. `command` runs another server instead (make bench's reference
     apps), with `{port}` in it replaced by the port, ready when `ready_path` answers 200."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     env = {
-        **os.environ,
+        **clean_environment(),
+        **({"PYTHONPATH": str(REPO)} if command is None and executable == NNSERVE else {}),
         "NNSERVE_HOST": "127.0.0.1",
         "NNSERVE_PORT": str(port),
         "NNSERVE_GRPC_PORT": str(free_port()),  # not 8081: servers run side by side
