@@ -133,7 +133,7 @@ def test_a_client_key_meets_its_buckets_version_on_any_replica(make_client: Make
 
     def version(http: httpx.Client, key: str, query: str = "") -> int:
         answer = http.post(
-            f"/predict/digit{query}", json=body, headers={"X-Traffic-Key": key.encode("latin-1")}
+            f"/predict/digit{query}", json=body, headers={b"X-Traffic-Key": key.encode("latin-1")}
         )
         return int(answer.json()["model"]["version"])
 
