@@ -53,14 +53,19 @@ def _sigterm_during_slow_requests(
 
     with ThreadPoolExecutor(in_flight) as pool:
         futures = [pool.submit(call, i) for i in range(in_flight)]
-        # All sent, the first inside onnxruntime: early in the call, so that a slow model that
-        # runs faster than asked (it is timed on a busy machine) is still inside it at the grace.
-        time.sleep(min(slow_ms / 1000 / 2, 0.3))
+        # All sent (the scrape that asks is in flight too), the first inside onnxruntime: early
+        # in the call, so that it is still inside it at the grace.
+        server.wait_for_metric("nnserve_requests_in_flight", in_flight + 1)
+        server.wait_until_inferring()
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with socket.socket() as probe:
-            refused = probe.connect_ex(("127.0.0.1", server.port)) != 0
+        refused = False
+        while server.process.poll() is None and time.monotonic() < signalled + 5:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", server.port)) != 0:
+                    refused = server.process.poll() is None  # by the live process, its work in flight
+                    break
+            time.sleep(0.02)
         answers = [f.result() for f in futures]
     exit_code = server.process.wait(grace_s + 30)
     result = Shutdown(answers, refused, exit_code, time.monotonic() - signalled)

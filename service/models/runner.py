@@ -122,7 +122,11 @@ class ModelRunner:
 
     def run_sync(self, feeds: Feeds) -> Outputs:
         started = time.perf_counter()
-        outputs: Outputs = self.session.run(self.output_names, feeds)
+        self._observer.on_running(1)
+        try:
+            outputs: Outputs = self.session.run(self.output_names, feeds)
+        finally:
+            self._observer.on_running(-1)
         rows = next(iter(feeds.values())).shape[0]
         self._observer.on_batch(rows, time.perf_counter() - started)
         return outputs

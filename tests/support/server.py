@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "models"
@@ -58,13 +59,41 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_log(self, text: str, timeout: float = 5) -> str:
-        """The log once it contains `text`: a request's line is written after its response is
-        sent, so it can trail what the client has already seen by a moment."""
+    def wait_for_log(self, text: str, timeout: float = 5, count: int = 1) -> str:
+        """The log once `count` whole lines of it contain `text`: a request's line is written
+        after its response is sent, so it can trail what the client has already seen by a
+        moment, and a line being written is not there until its end is."""
         deadline = time.monotonic() + timeout
-        while text not in (log := self.log()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            log = self.log()
+            whole = log[: log.rfind("\n") + 1]
+            if sum(text in line for line in whole.splitlines()) >= count:
+                return log
             time.sleep(0.05)
-        return log
+        return self.log()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples on /metrics whose labels include `labels`."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    def wait_for_metric(self, name: str, least: float, timeout: float = 15, **labels: str) -> float:
+        """The metric once it reaches `least` (or as it is at `timeout`): a test that needs work
+        in flight waits for the server to show it, not for a guessed while."""
+        deadline = time.monotonic() + timeout
+        while (value := self.metric(name, **labels)) < least and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return value
+
+    def wait_until_inferring(self, model: str = "wine", timeout: float = 15) -> None:
+        """Returns once a call of `model` is inside onnxruntime (nnserve_inferences_running)."""
+        running = self.wait_for_metric("nnserve_inferences_running", 1, timeout, model=model)
+        assert running >= 1, f"no {model} call entered onnxruntime in {timeout} s"
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
