@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from service.admission import drain
+
 from support.server import Server, StartServer
 from support.slow_model import SlowModels
 
@@ -243,3 +245,20 @@ def test_more_signals_during_the_drain_still_end_in_exit_0_within_the_grace(
         assert exit_code == 0, f"{second.name}s {gap} s apart: exit {exit_code}\n{server.log()}"
         assert time.monotonic() - signalled < grace_s + 1
         assert "Traceback" not in server.log()
+
+
+def test_while_draining_readiness_is_503_and_every_answer_closes_its_connection(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What SIGTERM sets (service/admission/drain.py), in process: balancers and probes turn
+    away (both readiness paths 503), liveness holds, and requests are still served, each with
+    `Connection: close` so that its client reconnects elsewhere."""
+    assert client.get("/ready").status_code == 200
+    assert "close" not in client.post("/predict/wine", json={"guests": ["Stiffy"]}).headers.get(
+        "connection", ""
+    )
+    monkeypatch.setattr(drain.draining, "_set", True)
+    assert client.get("/ready").status_code == client.get("/v2/health/ready").status_code == 503
+    assert client.get("/health").status_code == 200
+    served = client.post("/predict/wine", json={"guests": ["Stiffy"]})
+    assert served.status_code == 200 and served.headers["connection"] == "close"
