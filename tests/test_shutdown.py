@@ -57,8 +57,13 @@ def _sigterm_during_slow_requests(
         futures = [pool.submit(call, i) for i in range(in_flight)]
         # All sent (the scrape that asks is in flight too), the first inside onnxruntime: early
         # in the call, so that it is still inside it at the grace.
-        server.wait_for_metric("nnserve_requests_in_flight", in_flight + 1)
-        server.wait_until_inferring()
+        server.wait_for_metrics(
+            lambda value: (
+                value("nnserve_requests_in_flight") >= in_flight + 1
+                and value("nnserve_inferences_running", model="wine") >= 1
+            ),
+            f"{in_flight} requests in flight, one inside onnxruntime",
+        )
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         refused = False

@@ -72,28 +72,34 @@ class Server:
             time.sleep(0.05)
         return self.log()
 
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of a metric's samples on /metrics whose labels include `labels`."""
+    def metrics(self) -> Callable[..., float]:
+        """One scrape of /metrics, as a function: (name, **labels) -> the sum of the samples of
+        that name whose labels include `labels`."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
+        samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
-    def wait_for_metric(self, name: str, least: float, timeout: float = 15, **labels: str) -> float:
-        """The metric once it reaches `least` (or as it is at `timeout`): a test that needs work
-        in flight waits for the server to show it, not for a guessed while."""
-        deadline = time.monotonic() + timeout
-        while (value := self.metric(name, **labels)) < least and time.monotonic() < deadline:
-            time.sleep(0.02)
+        def value(name: str, **labels: str) -> float:
+            return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
         return value
+
+    def wait_for_metrics(
+        self, seen: Callable[[Callable[..., float]], bool], what: str, timeout: float = 15
+    ) -> None:
+        """Returns once one scrape shows what `seen` looks for: a test that needs work in flight
+        waits for the server to show it, not for a guessed while."""
+        deadline = time.monotonic() + timeout
+        while not seen(self.metrics()):
+            assert time.monotonic() < deadline, f"not seen on /metrics in {timeout} s: {what}"
+            time.sleep(0.02)
 
     def wait_until_inferring(self, model: str = "wine", timeout: float = 15) -> None:
         """Returns once a call of `model` is inside onnxruntime (nnserve_inferences_running)."""
-        running = self.wait_for_metric("nnserve_inferences_running", 1, timeout, model=model)
-        assert running >= 1, f"no {model} call entered onnxruntime in {timeout} s"
+        self.wait_for_metrics(
+            lambda value: value("nnserve_inferences_running", model=model) >= 1,
+            f"a {model} call inside onnxruntime",
+            timeout,
+        )
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
