@@ -239,6 +239,7 @@ def _malformed(grpcclient: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.smoke  # the codec's checks, on the server the fast ring already runs
 def test_no_malformed_request_ends_in_unknown_or_internal(grpcclient: Any, server: Server) -> None:
     stub = _stub(grpcclient, server)
     client_errors = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
