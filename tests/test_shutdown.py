@@ -100,8 +100,8 @@ def test_sigterm_without_a_drain_finishes_in_flight_requests_and_exits_0(
     assert result.refused_after_sigterm, "a new connection was accepted after SIGTERM"
     assert result.exit_code == 0
     # Finishing takes as long as the work in flight (timed here, not the model's nominal
-    # speed: a busy machine runs it slower), not the whole grace period.
-    assert result.seconds < in_flight * result.one_call + 2
+    # speed: a busy machine runs it slower, and unevenly, hence twice), not the whole grace.
+    assert result.seconds < 2 * in_flight * result.one_call + 2 < grace_s
 
 
 def test_work_past_the_grace_period_gets_503_and_the_exit_is_on_time(
@@ -117,7 +117,8 @@ def test_work_past_the_grace_period_gets_503_and_the_exit_is_on_time(
     assert result.refused_after_sigterm
     assert result.exit_code == 0
     # A call already inside onnxruntime cannot be interrupted: the exit waits for that one only.
-    assert result.seconds < grace_s + result.one_call + 1
+    # (Twice one call, timed here, for a busy machine's unevenness: still less than the three.)
+    assert result.seconds < grace_s + 2 * result.one_call < in_flight * result.one_call
 
 
 DRAIN_S = 2.5  # long enough for every client to be served during it on a busy machine
