@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import zlib
@@ -9,6 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Message
+
+from service.admission.budgets import Admission
+from service.config import Settings
+from service.errors import Overloaded, PayloadTooLarge
+from service.http.guard.body import declares_body, read_body
 
 from support.inprocess import MakeClient
 from support.server import StartServer
@@ -107,3 +114,52 @@ def test_an_unknown_path_is_404_in_the_error_shape(client: httpx.Client) -> None
 
 def test_a_wrong_method_is_405(client: httpx.Client) -> None:
     _assert_error(client.get("/predict/wine"), 405)
+
+
+def _read(body: bytes, limit: int, *, declared: bool, received: list[Message]) -> bytes:
+    """The guard's read of `body` in two chunks, its length declared or not (chunked); the
+    messages it took go to `received`."""
+    headers = [(b"content-length", str(len(body)).encode())] if declared else []
+    messages = iter(
+        [
+            {"type": "http.request", "body": body[:10], "more_body": True},
+            {"type": "http.request", "body": body[10:], "more_body": False},
+        ]
+    )
+
+    async def receive() -> Message:
+        received.append(next(messages))
+        return received[-1]
+
+    admission = Admission(Settings())
+    declares_body({"headers": headers}, limit)
+    read, held = asyncio.run(read_body(receive, limit, admission, timeout=5))
+    assert held == admission.bytes_in_flight == len(body)  # charged to the byte budget
+    return read
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["Content-Length", "chunked"])
+def test_a_body_at_the_limit_is_read_and_one_byte_over_is_413(declared: bool) -> None:
+    """A declared length over the limit is refused before a byte is read."""
+    received: list[Message] = []
+    assert _read(b"x" * 64, 64, declared=declared, received=received) == b"x" * 64
+    received.clear()
+    with pytest.raises(PayloadTooLarge):
+        _read(b"x" * 65, 64, declared=declared, received=received)
+    assert len(received) == (0 if declared else 2)
+
+
+def test_the_in_flight_and_byte_budgets_admit_up_to_their_limits_exactly() -> None:
+    admission = Admission(Settings(max_in_flight=2, max_bytes_in_flight=1024))
+    admission.enter()
+    admission.enter()
+    with pytest.raises(Overloaded):
+        admission.enter()
+    admission.leave()
+    admission.enter()  # a place given back is taken again
+    held = admission.hold(0, 1000)
+    assert admission.hold(0, 24) == 24  # 1024 in all: at the limit
+    with pytest.raises(Overloaded):
+        admission.hold(0, 1)
+    admission.release(held)
+    assert admission.hold(0, 1000) == 1000

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,6 +16,7 @@ import onnxruntime as ort
 import pytest
 from samples import latest_version, samples
 
+from service import deadline
 from service.models.runner import DeadlineExceeded, ModelRunner
 from service.observability.metrics import BatchObserver
 
@@ -24,9 +27,17 @@ WINE = MODELS_DIR / "wine" / "1" / "model.onnx"
 
 
 class Recorder(BatchObserver):
+    """The rows of each finished call, and the calls that entered onnxruntime (`entered`) and
+    are inside it now (`running`)."""
+
     def __init__(self) -> None:
-        super().__init__(on_batch=lambda rows, _: self.batches.append(rows))
+        super().__init__(on_batch=lambda rows, _: self.batches.append(rows), on_running=self._running)
         self.batches: list[int] = []
+        self.entered = self.running = 0
+
+    def _running(self, change: int) -> None:
+        self.running += change
+        self.entered += change > 0
 
 
 def _runner(recorder: Recorder, milliseconds: float = 0.0, timeout: float | None = None) -> ModelRunner:
@@ -95,24 +106,49 @@ def test_an_inline_model_batches_what_arrives_in_one_turn_of_the_loop() -> None:
     assert isinstance(failed[1], Exception) and "dimension" in str(failed[1]), failed
 
 
+async def _until(done: Callable[[], bool]) -> None:
+    give_up = time.monotonic() + 30
+    while not done() and time.monotonic() < give_up:
+        await asyncio.sleep(0.005)
+
+
 def test_a_request_past_its_deadline_is_dropped_from_the_queue() -> None:
+    """The second request queues behind a call already inside onnxruntime (one with no deadline,
+    which runs to its end) and its own deadline passes there: it never runs."""
+    recorder = Recorder()
+    runner = _runner(recorder, milliseconds=300)
+
+    async def scenario() -> list[object]:
+        first = asyncio.ensure_future(runner.run(_party(1)))
+        await _until(lambda: recorder.running > 0)
+        token = deadline.start(0.1)
+        second = asyncio.ensure_future(runner.run(_party(2)))  # the task keeps the deadline
+        deadline.reset(token)
+        results: list[object] = list(await asyncio.gather(first, second, return_exceptions=True))
+        # A call kept past its deadline would enter onnxruntime as the first leaves, and is
+        # counted as it enters.
+        await _until(lambda: recorder.running == 0)
+        await asyncio.sleep(0.05)
+        return results
+
+    first, second = asyncio.run(scenario())
+    assert not isinstance(first, Exception) and isinstance(second, DeadlineExceeded)
+    assert recorder.entered == 1 and recorder.batches == [1]
+
+
+def test_a_call_nobody_waits_for_any_more_is_stopped_inside_onnxruntime() -> None:
+    """Its caller's deadline passed while it ran: onnxruntime is told to stop (RunOptions.terminate)
+    rather than run on for nobody, and no batch is recorded as finished."""
     recorder = Recorder()
     runner = _runner(recorder, milliseconds=300, timeout=0.1)
 
-    async def two() -> list[object]:
-        return list(
-            await asyncio.gather(runner.run(_party(1)), runner.run(_party(2)), return_exceptions=True)
-        )
+    async def scenario() -> object:
+        [result] = await asyncio.gather(runner.run(_party(1)), return_exceptions=True)
+        await _until(lambda: recorder.running == 0)
+        return result
 
-    async def scenario() -> list[object]:
-        results = await two()
-        await asyncio.sleep(0.6)  # time for the running batch to finish, and the next to start
-        return results
-
-    results = asyncio.run(scenario())
-    assert all(isinstance(r, DeadlineExceeded) for r in results)
-    # None ran to its end: the running batch was stopped once no caller waited, the queued dropped.
-    assert recorder.batches == []
+    assert isinstance(asyncio.run(scenario()), DeadlineExceeded)
+    assert recorder.entered == 1 and recorder.batches == []
 
 
 def test_a_failing_batch_reaches_every_caller_and_the_runner_goes_on() -> None:

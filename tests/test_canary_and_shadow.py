@@ -22,6 +22,7 @@ from samples import samples, versions
 from service.app import create_app
 from service.config import Settings
 from service.config.traffic import parse_shadow, parse_traffic
+from service.models.traffic import key_bucket
 
 from support.inprocess import MakeClient, in_process_client
 from support.server import MODELS_DIR, Server, StartServer
@@ -29,6 +30,7 @@ from support.server import MODELS_DIR, Server, StartServer
 KEY = "traffic-admin-key-5d2"
 ADMIN = {"Authorization": f"Bearer {KEY}"}
 SHORT = {"text": "Lunch tomorrow at noon?"}
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -111,6 +113,36 @@ def test_a_client_key_always_meets_the_same_version_on_any_replica(start_server:
     assert 65 <= on_v1 <= 135  # Binomial(200, 0.5): mean 100, standard deviation 7.1
 
 
+# Client keys and the bucket of 100 each lands in, as deployed: another hash, key encoding or
+# modulus would move these users (and every other) to another version on the next deploy.
+PINNED_BUCKETS = {
+    **{"user-0": 73, "user-1": 68, "user-2": 64, "user-3": 33, "user-4": 65, "user-5": 85, "user-6": 36},
+    **{"user-7": 49, "user-8": 8, "user-9": 22, "user-10": 6, "user-11": 24, "user-12": 86, "user-13": 24},
+    **{"user-14": 56, "user-15": 65, "": 76, "Zoë": 22},
+}
+
+
+def test_a_client_keys_bucket_is_pinned() -> None:
+    assert {key: key_bucket(key) for key in PINNED_BUCKETS} == PINNED_BUCKETS
+
+
+def test_a_client_key_meets_its_buckets_version_on_any_replica(make_client: MakeClient) -> None:
+    """Two replicas with the same weights: each key meets the version its pinned bucket says
+    (under 50: the first named) on both, every time, unless the request pins a version."""
+    replicas = [make_client(traffic="digit=2:50,1:50") for _ in range(2)]
+    body = samples("digit")[0].input
+
+    def version(http: httpx.Client, key: str, query: str = "") -> int:
+        answer = http.post(
+            f"/predict/digit{query}", json=body, headers={b"X-Traffic-Key": key.encode("latin-1")}
+        )
+        return int(answer.json()["model"]["version"])
+
+    met = {key: {version(http, key) for http in replicas for _ in range(2)} for key in PINNED_BUCKETS}
+    assert met == {key: {2 if bucket < 50 else 1} for key, bucket in PINNED_BUCKETS.items()}
+    assert version(replicas[0], "user-8", "?version=1") == 1  # a pinned version wins over the key
+
+
 def test_shadow_counts_equal_a_direct_comparison_of_the_two_versions(start_server: StartServer) -> None:
     """spam v1 shadows the serving version: its verdicts on the same emails, asked for directly,
     must disagree exactly as often as the shadow metrics say, and by as much."""
@@ -141,7 +173,8 @@ def test_shadow_counts_equal_a_direct_comparison_of_the_two_versions(start_serve
     difference = _metric(server, "nnserve_shadow_difference_sum")[labels]
     assert difference == pytest.approx(gap, abs=1e-4 * len(texts))
     assert _metric(server, "nnserve_shadow_difference_count")[labels] == len(texts)
-    assert server.wait_for_log("shadow disagrees").count("shadow disagrees") == min(flips, 5)
+    logged = server.wait_for_log("shadow disagrees", count=min(flips, 5))
+    assert logged.count("shadow disagrees") == min(flips, 5)
 
 
 def test_the_shadows_failures_never_reach_the_client(start_server: StartServer, tmp_path: Path) -> None:
@@ -165,9 +198,11 @@ def test_the_shadows_failures_never_reach_the_client(start_server: StartServer, 
     def failed() -> float:
         return _metric(server, "nnserve_shadow_failures_total").get(_labels(**labels, reason="failed"), 0)
 
-    assert _wait_for(failed, 25) >= 25
-    compared = _metric(server, "nnserve_shadow_rows_total").get(_labels(**labels, outcome="unlabelled"), 0)
-    assert compared + failed() == len(inputs) and compared > 0
+    def compared() -> float:
+        return _metric(server, "nnserve_shadow_rows_total").get(_labels(**labels, outcome="unlabelled"), 0)
+
+    assert _wait_for(lambda: compared() + failed(), len(inputs)) == len(inputs)
+    assert failed() >= 25 and compared() > 0
     assert "shadow churn v2 failed" in server.wait_for_log("shadow churn v2 failed")
 
 
@@ -194,9 +229,15 @@ def admin(make_client: MakeClient) -> httpx.Client:
 def test_a_policy_the_repository_cannot_follow_is_refused(
     admin: httpx.Client, body: dict[str, object], status: int, message: str
 ) -> None:
-    refused = admin.post("/v2/repository/models/spam/traffic", json=body, headers=ADMIN)
-    assert refused.status_code == status and message in refused.text
-    assert admin.get("/models/spam").json()["traffic"] is None  # the old policy stays
+    url = "/v2/repository/models/spam/traffic"
+    old = {"weights": {"2": 30, "1": 70}, "shadow": None}
+    assert admin.post(url, json=old, headers=ADMIN).status_code == 200
+    try:
+        refused = admin.post(url, json=body, headers=ADMIN)
+        assert refused.status_code == status and message in refused.text
+        assert admin.get("/models/spam").json()["traffic"] == old  # the old policy stays
+    finally:
+        admin.post(url, json={}, headers=ADMIN)
 
 
 def test_the_policy_changes_through_the_admin_api_and_shows_in_models(admin: httpx.Client) -> None:
@@ -344,3 +385,22 @@ def test_a_traffic_key_picks_by_its_bytes_over_rest_as_over_grpc() -> None:
         assert {key: over_rest(key.encode()) for key in NON_ASCII_KEYS} == over_grpc
         assert set(over_grpc.values()) == {2, 3}, "both versions were picked"
         assert "".join(str(over_rest(f"user-{n}".encode())) for n in range(40)) == ASCII_PICKS
+
+
+def test_the_shadow_judges_what_the_client_got(make_client: MakeClient) -> None:
+    """The client's verdicts follow the operator's threshold (here 0: everything is spam) and a
+    test pattern's answer: the shadow is judged alike, so the two never disagree, and the rows
+    the pattern answered, which no network ran, are not compared."""
+    oldest = versions("spam")[0]
+    http = make_client(shadow=f"spam:{oldest}", spam_threshold=0.0)
+    emails = [{"text": sample.input["text"]} for sample in samples("spam")[:120]]
+    answers = http.post("/predict/spam", json={"batch": [*emails, {"text": GTUBE}]}).json()
+    assert {a["spam"] for a in answers["predictions"]} == {True}
+    serving = str(answers["model"]["version"])
+
+    def compared(outcome: str) -> float:
+        labels = _labels(model="spam", shadow=str(oldest), version=serving, outcome=outcome)
+        return _metric(http, "nnserve_shadow_rows_total").get(labels, 0)
+
+    assert _wait_for(lambda: compared("agree") + compared("disagree"), len(emails)) == len(emails)
+    assert compared("disagree") == 0

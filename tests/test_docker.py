@@ -270,6 +270,7 @@ def test_a_replica_killed_under_load_costs_no_request_and_comes_back(
         f"{load.answered} answered, {len(load.failures)} failed; served per replica {served}",
     )
     assert not load.failures, load.failures[:5]
+    assert load.answered_after_action > 0, "no request was answered after the kill"
     assert all(count > 0 for count in served), f"requests were not spread: {served}"
     wait_until(
         lambda: stack.docker.inspect(victim)["RestartCount"] > before["RestartCount"],

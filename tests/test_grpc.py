@@ -102,19 +102,50 @@ def _same_as_rest(failure: tuple[grpc.StatusCode, str, dict[str, str]], rest: ht
     assert (details, trailer["error-code"]) == (body["error"], body["code"])
 
 
+@pytest.fixture(scope="module")
+def split(start_server: StartServer) -> Server:
+    """A server whose canary weights split digit and spam between two versions each."""
+    return start_server(NNSERVE_TRAFFIC="digit=2:50,1:50;spam=3:50,2:50", NNSERVE_LOG_LEVEL="warning")
+
+
 @pytest.mark.smoke
-def test_live_ready_and_metadata_as_over_rest(triton: Any, server: Server) -> None:
-    assert triton.is_server_live() and triton.is_server_ready()
-    assert triton.is_model_ready("digit") and triton.is_model_ready("wine", "1")
-    metadata = triton.get_server_metadata(as_json=True)
-    assert metadata == httpx.get(f"{server.url}/v2").json()
+def test_live_ready_and_metadata_as_over_rest(split: Server, grpcclient: Any) -> None:
+    client = grpcclient.InferenceServerClient(split.grpc_address)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digit") and client.is_model_ready("wine", "1")
+    metadata = client.get_server_metadata(as_json=True)
+    assert metadata == httpx.get(f"{split.url}/v2").json()
     for name in ("wine", "digit"):
-        rest = httpx.get(f"{server.url}/v2/models/{name}").json()
+        rest = httpx.get(f"{split.url}/v2/models/{name}").json()
         del rest["parameters"]  # the card's kind: REST's addition, not in the protocol's message
-        got = triton.get_model_metadata(name, as_json=True)
+        got = client.get_model_metadata(name, as_json=True)
         for tensor in (*got["inputs"], *got["outputs"]):  # protobuf's JSON spells int64 as strings
             tensor["shape"] = [int(d) for d in tensor["shape"]]
         assert got == rest
+    client.close()
+
+
+@pytest.mark.smoke
+def test_the_traffic_key_picks_the_version_as_over_rest(split: Server, grpcclient: Any) -> None:
+    """Canary weights split by the client's key (x-traffic-key): the same key gets the same
+    version whichever protocol it speaks, for inference (digit's versions take the same tensor)
+    and for metadata (spam's take other tensors)."""
+    stub = _stub(grpcclient, split)
+    _, tensor = _tensor("digit")
+    metadata = grpcclient.service_pb2.ModelMetadataRequest(name="spam")
+    answered, described = {}, {}
+    for key in (f"client-{n}" for n in range(12)):
+        headers = {"X-Traffic-Key": key}
+        grpc_key = [("x-traffic-key", key)]
+        inferred = stub.ModelInfer(_request(grpcclient, "digit", tensor, raw=True), metadata=grpc_key)
+        answered[key] = inferred.model_version
+        assert answered[key] == _rest_v2(split, "digit", tensor, headers=headers).json()["model_version"], key
+        rest = httpx.get(f"{split.url}/v2/models/spam", headers=headers, timeout=10).json()
+        answer = stub.ModelMetadata(metadata, metadata=grpc_key)
+        described[key] = [(t.name, list(t.shape)) for t in answer.inputs]  # v2 and v3 take other tensors
+        assert described[key] == [(t["name"], t["shape"]) for t in rest["inputs"]], key
+    assert set(answered.values()) == {"1", "2"}, "both versions were picked"
+    assert len({repr(inputs) for inputs in described.values()}) == 2, "both versions were picked"
 
 
 @pytest.mark.parametrize("name", ["wine", "digit"])
@@ -209,6 +240,7 @@ def _malformed(grpcclient: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.smoke  # the codec's checks, on the server the fast ring already runs
 def test_no_malformed_request_ends_in_unknown_or_internal(grpcclient: Any, server: Server) -> None:
     stub = _stub(grpcclient, server)
     client_errors = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
@@ -257,21 +289,6 @@ def test_a_model_name_of_20000_characters_is_not_found_with_the_name_cut(
     code, details, trailer = _failure(lambda: _stub(grpcclient, server).ModelInfer(request))
     assert code == grpc.StatusCode.NOT_FOUND and trailer["error-code"] == "model_not_found"
     assert len(details) <= 1000 and "www" in details
-
-
-def test_the_traffic_key_picks_the_version_as_over_rest(start_server: StartServer, grpcclient: Any) -> None:
-    """Canary weights split by the client's key (x-traffic-key): the same key gets the same
-    version whichever protocol it speaks."""
-    server = start_server(NNSERVE_TRAFFIC="spam=3:50,2:50", NNSERVE_LOG_LEVEL="warning")
-    stub = _stub(grpcclient, server)
-    request = grpcclient.service_pb2.ModelMetadataRequest(name="spam")
-    picked = {}
-    for key in (f"client-{n}" for n in range(12)):
-        rest = httpx.get(f"{server.url}/v2/models/spam", headers={"X-Traffic-Key": key}, timeout=10).json()
-        answer = stub.ModelMetadata(request, metadata=[("x-traffic-key", key)])
-        picked[key] = [(t.name, list(t.shape)) for t in answer.inputs]  # v2 and v3 take other tensors
-        assert picked[key] == [(t["name"], t["shape"]) for t in rest["inputs"]], key
-    assert len({repr(inputs) for inputs in picked.values()}) == 2, "both versions were picked"
 
 
 def test_a_missing_key_is_unauthenticated(grpcclient: Any, keyed: Server) -> None:
@@ -356,7 +373,7 @@ def test_a_busy_server_is_unavailable(grpcclient: Any, slow: Server) -> None:
     request = _request(grpcclient, "wine", tensor, raw=True)
     first = threading.Thread(target=lambda: _rest_v2(slow, "wine", tensor))
     first.start()
-    time.sleep(0.2)
+    slow.wait_until_inferring()
     try:
         code, details, trailer = _failure(lambda: _stub(grpcclient, slow).ModelInfer(request))
     finally:
@@ -424,13 +441,18 @@ def test_the_grpc_port_closes_when_the_drain_ends(start_server: StartServer, slo
     assert live.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
     slow = threading.Thread(target=lambda: httpx.post(f"{server.url}/predict/wine", json=PARTY, timeout=30))
     slow.start()
-    time.sleep(0.3)  # the REST request is inside onnxruntime
+    server.wait_until_inferring()
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(1.2)
+    give_up = time.monotonic() + 10
+    while True:  # a new channel each time: the port closes when the drain ends
+        fresh: Any = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
+        try:
+            fresh.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError as refused:
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE
+            break
+        assert time.monotonic() < give_up, "the gRPC port still answers 10 s after SIGTERM"
+        time.sleep(0.05)
     assert server.process.poll() is None, "the REST request in flight holds the process"
-    fresh: Any = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
-    with pytest.raises(grpc.RpcError) as refused:
-        fresh.Check(health_pb2.HealthCheckRequest(), timeout=2)
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     slow.join()
     assert server.process.wait(15) == 0

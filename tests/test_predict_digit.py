@@ -55,6 +55,16 @@ def test_a_100px_png_in_either_polarity_gives_the_digit(client: httpx.Client, da
         assert response.json()["digit"] == int(sample.label)
 
 
+@pytest.mark.parametrize("page", [0.6, 0.8, 1.0])
+def test_dark_ink_on_a_grey_page_gives_the_digit(client: httpx.Client, page: float) -> None:
+    """A photo's paper is rarely white: any page lighter than mid-grey is read as dark ink on
+    light, and inverted."""
+    sample = _confident_digit()
+    ink = np.asarray(sample.input["pixels"], dtype=np.float64)
+    pixels = (page * (1.0 - ink)).tolist()
+    assert client.post("/predict/digit", json={"pixels": pixels}).json()["digit"] == int(sample.label)
+
+
 def test_a_batch_mixes_pixels_and_images_in_order(client: httpx.Client) -> None:
     sample = _confident_digit()
     batch = [sample.input, {"image": _png(sample.input["pixels"], 64, True)}]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from samples import Sample, latest_version, samples
+from prometheus_client.parser import text_string_to_metric_families
+from samples import Sample, latest_version, samples, versions
 
 from service.card import ModelCard
 from service.features import BagOfWords
@@ -127,9 +128,47 @@ def test_the_gtube_test_string_anywhere_is_spam_with_probability_one(client: htt
     assert client.post("/predict/spam", json={"text": GTUBE}).json()["test_pattern"] == "GTUBE"
 
 
-def test_a_version_whose_card_names_no_test_pattern_reads_gtube_as_words(client: httpx.Client) -> None:
-    answer = client.post("/predict/spam", params={"version": 2}, json={"text": f"{LUNCH} {GTUBE}"}).json()
-    assert "test_pattern" not in answer and answer["probability"] < 1.0
+def _spam_inferences(http: httpx.Client) -> float:
+    """Network runs of spam's versions for clients so far (nnserve_model_inferences_total)."""
+    families = text_string_to_metric_families(http.get("/metrics").text)
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "nnserve_model_inferences_total" and sample.labels["model"] == "spam"
+    )
+
+
+def test_a_batch_of_test_patterns_is_answered_without_the_network(client: httpx.Client) -> None:
+    """The pattern decides the answer, so the network is not run on it (and then thrown away)."""
+    before = _spam_inferences(client)
+    batch = {"batch": [{"text": GTUBE}, {"text": f"{LUNCH}\n{GTUBE}"}]}
+    answers = client.post("/predict/spam", json=batch).json()["predictions"]
+    assert [a["test_pattern"] for a in answers] == ["GTUBE", "GTUBE"]
+    assert _spam_inferences(client) == before
+    client.post("/predict/spam", json={"batch": [{"text": GTUBE}, {"text": LUNCH}]})
+    assert _spam_inferences(client) == before + 1  # the lunch email alone ran
+
+
+@pytest.mark.parametrize("how", ["pinned", "canary"])
+def test_every_version_answers_the_test_pattern(
+    client: httpx.Client, make_client: MakeClient, how: str
+) -> None:
+    """The pattern is the model's, not one version's: a client pinned to the oldest version, whose
+    card names no pattern, or sent to it by a canary, gets the same answer to the filter test."""
+    oldest = versions("spam")[0]
+    http, params = (
+        (client, {"version": oldest}) if how == "pinned" else (make_client(traffic=f"spam={oldest}:100"), {})
+    )
+    answer = http.post("/predict/spam", params=params, json={"text": f"{LUNCH} {GTUBE}"}).json()
+    assert answer == {
+        "spam": True,
+        "probability": 1.0,
+        "test_pattern": "GTUBE",
+        "model": {"name": "spam", "version": oldest},
+    }
+    explained = http.post("/explain/spam", params=params, json={"text": f"{LUNCH} {GTUBE}"}).json()
+    assert explained["test_pattern"] == "GTUBE" and explained["model"]["version"] == oldest
 
 
 @pytest.mark.parametrize("path", ["tests/data/short_messages.json", "tests/data/everyday_messages.json"])

@@ -32,6 +32,9 @@ def test_the_readme_shows_curl_and_python_examples() -> None:
     assert any("/predict/digit" in example.code for example in EXAMPLES)
 
 
+# The server fixture is chosen per example (request.getfixturevalue), out of conftest's sight:
+# the marker it would add is given here.
+@pytest.mark.process
 @pytest.mark.parametrize("example", EXAMPLES, ids=[f"README.md:{e.line}" for e in EXAMPLES])
 def test_a_readme_example_answers_as_printed(
     example: Example,
@@ -39,9 +42,24 @@ def test_a_readme_example_answers_as_printed(
     record_property: Callable[[str, object], None],
     api_key: str,
 ) -> None:
+    server: Server = request.getfixturevalue("keyed_server" if example.needs_key else "server")
+    _answers_as_printed(example, server, api_key, record_property)
+
+
+@pytest.mark.smoke
+def test_the_first_curl_example_answers_as_printed(
+    server: Server, record_property: Callable[[str, object], None], api_key: str
+) -> None:
+    """The fast ring's one example: the first a reader meets, on the server it already runs."""
+    first = next(example for example in EXAMPLES if example.kind == "sh" and not example.needs_key)
+    _answers_as_printed(first, server, api_key, record_property)
+
+
+def _answers_as_printed(
+    example: Example, server: Server, api_key: str, record_property: Callable[[str, object], None]
+) -> None:
     if example.kind == "sh":
         require_tool("curl")
-    server: Server = request.getfixturevalue("keyed_server" if example.needs_key else "server")
     actual = example.run(server.url.removeprefix("http://"), api_key, server.grpc_address)
     now = reprint(example.answer, actual)
     record_property(ANSWER_PROPERTY, (example.answer_line, now))

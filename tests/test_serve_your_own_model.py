@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from dropin_models import CHURN_FEATURES, IMAGE_SIDE, cat_graph, churn_graph, save, text_graph, v2_request
+from prometheus_client.parser import text_string_to_metric_families
 
 from support.inprocess import MakeClient
 from support.server import StartServer
@@ -201,14 +202,32 @@ def test_a_real_server_serves_a_dropped_in_model(start_server: StartServer, mode
     )
 
 
+def _calls(http: httpx.Client, model: str) -> dict[str, float]:
+    """The model's onnxruntime calls so far, the rows they took, and the calls of at most 4 rows
+    (nnserve_batch_size)."""
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for sample in family.samples
+        if sample.name.startswith("nnserve_batch_size") and sample.labels.get("model") == model
+    }
+    return {
+        "calls": samples.get(("nnserve_batch_size_count", None), 0),
+        "rows": samples.get(("nnserve_batch_size_sum", None), 0),
+        "up to 4 rows": samples.get(("nnserve_batch_size_bucket", "4.0"), 0),
+    }
+
+
 @pytest.mark.parametrize("with_example", [False, True], ids=["graph alone", "card with its example"])
 def test_a_graph_with_a_fixed_batch_takes_exactly_that_many_rows(
     make_client: MakeClient, tmp_path: Path, with_example: bool
 ) -> None:
     """Exported with batch 4 fixed: requests of 4 rows each are served even when they arrive
     together (never stacked into one call of 8), and any other row count is a 400. A small
-    card's example request of 4 rows is its warm-up."""
+    card's example request of 4 rows is its warm-up. The same burst to the same graph with its
+    batch free shows that the requests did arrive together: it is stacked into larger calls."""
     graph = churn_graph()
+    save(graph, tmp_path / "flexible" / "1")
     for tensor in (*graph.input, *graph.output):
         batch = tensor.type.tensor_type.shape.dim[0]
         batch.ClearField("dim_param")
@@ -217,10 +236,20 @@ def test_a_graph_with_a_fixed_batch_takes_exactly_that_many_rows(
     save(graph, tmp_path / "fixed" / "1", {"example": four} if with_example else None)
     http = make_client(models_dir=tmp_path)
     assert http.get("/v2/models/fixed").json()["inputs"][0]["shape"] == [4, CHURN_FEATURES]
-    with ThreadPoolExecutor(8) as pool:
-        statuses = list(
-            pool.map(lambda _: http.post("/v2/models/fixed/infer", json=four).status_code, range(64))
-        )
-    assert set(statuses) == {200}
+
+    def burst(model: str) -> dict[str, float]:
+        """64 requests of 4 rows from 8 threads; the model's calls and the rows they took."""
+        before = _calls(http, model)
+        with ThreadPoolExecutor(8) as pool:
+            statuses = pool.map(
+                lambda _: http.post(f"/v2/models/{model}/infer", json=four).status_code, range(64)
+            )
+        assert set(statuses) == {200}
+        return {what: value - before[what] for what, value in _calls(http, model).items()}
+
+    flexible, fixed = burst("flexible"), burst("fixed")
+    assert flexible["rows"] == fixed["rows"] == 64 * 4
+    assert flexible["up to 4 rows"] < flexible["calls"], "no two requests arrived together"
+    assert fixed["up to 4 rows"] == fixed["calls"] == 64
     one = http.post("/v2/models/fixed/infer", json=_customer())
     assert one.status_code == 400 and "the model takes [4, 11]" in one.json()["error"]

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from service.admission import drain
+
 from support.server import Server, StartServer
 from support.slow_model import SlowModels
 
@@ -28,6 +30,7 @@ class Shutdown:
     refused_after_sigterm: bool
     exit_code: int
     seconds: float  # from SIGTERM to the process's exit
+    one_call: float  # a request alone just before, timed: the slow model's speed on this machine now
 
 
 def _sigterm_during_slow_requests(
@@ -51,23 +54,36 @@ def _sigterm_during_slow_requests(
     def call(_: int) -> httpx.Response:
         return httpx.post(f"{server.url}/predict/wine", json={"guests": []}, timeout=30)
 
+    started = time.monotonic()
+    assert call(0).status_code == 200
+    one_call = time.monotonic() - started
     with ThreadPoolExecutor(in_flight) as pool:
         futures = [pool.submit(call, i) for i in range(in_flight)]
-        # All sent, the first inside onnxruntime: early in the call, so that a slow model that
-        # runs faster than asked (it is timed on a busy machine) is still inside it at the grace.
-        time.sleep(min(slow_ms / 1000 / 2, 0.3))
+        # All sent (the scrape that asks is in flight too), the first inside onnxruntime: early
+        # in the call, so that it is still inside it at the grace.
+        server.wait_for_metrics(
+            lambda value: (
+                value("nnserve_requests_in_flight") >= in_flight + 1
+                and value("nnserve_inferences_running", model="wine") >= 1
+            ),
+            f"{in_flight} requests in flight, one inside onnxruntime",
+        )
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with socket.socket() as probe:
-            refused = probe.connect_ex(("127.0.0.1", server.port)) != 0
+        refused = False
+        while server.process.poll() is None and time.monotonic() < signalled + 5:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", server.port)) != 0:
+                    refused = server.process.poll() is None  # by the live process, its work in flight
+                    break
+            time.sleep(0.02)
         answers = [f.result() for f in futures]
     exit_code = server.process.wait(grace_s + 30)
-    result = Shutdown(answers, refused, exit_code, time.monotonic() - signalled)
+    result = Shutdown(answers, refused, exit_code, time.monotonic() - signalled, one_call)
     print(
         f"\nshutdown with {in_flight} x {slow_ms} ms in flight, grace {grace_s} s: answers "
         f"{[a.status_code for a in answers]}, new connection refused: {refused}, "
-        f"exit {exit_code} after {result.seconds:.2f} s"
+        f"exit {exit_code} after {result.seconds:.2f} s (one request alone: {one_call:.2f} s)"
     )
     assert "Traceback" not in server.log()
     return result
@@ -83,8 +99,9 @@ def test_sigterm_without_a_drain_finishes_in_flight_requests_and_exits_0(
     assert [a.status_code for a in result.answers] == [200] * in_flight
     assert result.refused_after_sigterm, "a new connection was accepted after SIGTERM"
     assert result.exit_code == 0
-    # Finishing takes as long as the work in flight, not the whole grace period.
-    assert result.seconds < in_flight * slow_ms / 1000 + 2
+    # Finishing takes as long as the work in flight (timed here, not the model's nominal
+    # speed: a busy machine runs it slower, and unevenly, hence twice), not the whole grace.
+    assert result.seconds < 2 * in_flight * result.one_call + 2 < grace_s
 
 
 def test_work_past_the_grace_period_gets_503_and_the_exit_is_on_time(
@@ -100,7 +117,8 @@ def test_work_past_the_grace_period_gets_503_and_the_exit_is_on_time(
     assert result.refused_after_sigterm
     assert result.exit_code == 0
     # A call already inside onnxruntime cannot be interrupted: the exit waits for that one only.
-    assert result.seconds < grace_s + slow_ms / 1000 + 1
+    # (Twice one call, timed here, for a busy machine's unevenness: still less than the three.)
+    assert result.seconds < grace_s + 2 * result.one_call < in_flight * result.one_call
 
 
 DRAIN_S = 2.5  # long enough for every client to be served during it on a busy machine
@@ -238,3 +256,20 @@ def test_more_signals_during_the_drain_still_end_in_exit_0_within_the_grace(
         assert exit_code == 0, f"{second.name}s {gap} s apart: exit {exit_code}\n{server.log()}"
         assert time.monotonic() - signalled < grace_s + 1
         assert "Traceback" not in server.log()
+
+
+def test_while_draining_readiness_is_503_and_every_answer_closes_its_connection(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What SIGTERM sets (service/admission/drain.py), in process: balancers and probes turn
+    away (both readiness paths 503), liveness holds, and requests are still served, each with
+    `Connection: close` so that its client reconnects elsewhere."""
+    assert client.get("/ready").status_code == 200
+    assert "close" not in client.post("/predict/wine", json={"guests": ["Stiffy"]}).headers.get(
+        "connection", ""
+    )
+    monkeypatch.setattr(drain.draining, "_set", True)
+    assert client.get("/ready").status_code == client.get("/v2/health/ready").status_code == 503
+    assert client.get("/health").status_code == 200
+    served = client.post("/predict/wine", json={"guests": ["Stiffy"]})
+    assert served.status_code == 200 and served.headers["connection"] == "close"

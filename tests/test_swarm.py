@@ -72,10 +72,13 @@ class Swarm:
     def node_state(self) -> str:
         return self.docker.swarm_state()
 
-    def replicas(self) -> list[str]:
-        """The api containers running now."""
+    def replicas(self, *, healthy: bool = False) -> list[str]:
+        """The api containers running now (`healthy`: and whose HEALTHCHECK passes)."""
         label = f"label=com.docker.swarm.service.name={self.api}"
-        return sorted(self.docker("ps", "--quiet", "--filter", label, "--filter", "status=running").split())
+        state = ["--filter", "health=healthy"] if healthy else []
+        return sorted(
+            self.docker("ps", "--quiet", "--filter", label, "--filter", "status=running", *state).split()
+        )
 
     def images(self) -> set[str]:
         return {self.docker.inspect(container)["Config"]["Image"] for container in self.replicas()}
@@ -220,6 +223,7 @@ def test_a_rolling_update_to_a_new_image_tag_loses_no_request(
         f"in all {load.answered} answered, {len(load.failures)} failed",
     )
     assert not load.failures, load.failures[:5]
+    assert load.answered_during_action > 0, "no request was answered while the update ran"
     assert status["State"] == "completed"
     after = swarm.replicas()
     assert len(after) == 2 and not set(before) & set(after), "every replica was replaced"
@@ -259,6 +263,7 @@ def test_an_update_whose_image_turns_unhealthy_rolls_back_by_itself_and_loses_no
     )
     assert done.returncode == 1 and f"rolled back to {serving}" in done.stderr, done.stderr
     assert not load.failures, load.failures[:5]
+    assert load.answered_during_action > 0, "no request was answered while the update ran"
     status = swarm.service()["UpdateStatus"]
     assert isinstance(status, dict) and status["State"] == "rollback_completed", status
     assert swarm.spec_image() == serving and swarm.images() == {serving}
@@ -284,7 +289,7 @@ def test_scaling_from_two_to_four_replicas_under_load_spreads_requests_over_all_
         after=6,
         headers=_authorized(),
     )
-    replicas = swarm.replicas()
+    replicas = swarm.replicas(healthy=True)
     served = [swarm.docker.served(replica, "scale-") for replica in replicas]
     report(
         capsys,
@@ -293,6 +298,7 @@ def test_scaling_from_two_to_four_replicas_under_load_spreads_requests_over_all_
         f"served per replica {served}",
     )
     assert not load.failures, load.failures[:5]
+    assert load.answered_during_action > 0, "no request was answered while the service scaled"
     assert len(replicas) == 4
     assert all(count > 0 for count in served), f"a replica served nothing: {served}"
 
@@ -313,7 +319,7 @@ def test_a_replica_killed_with_sigkill_under_load_loses_no_request_and_is_replac
 
     load = send_load(swarm.url, CLIENTS, prefix="kill", before=3, action=kill, after=8, headers=_authorized())
     wait_until(
-        lambda: len(now := swarm.replicas()) == len(replicas) and victim not in now,
+        lambda: len(now := swarm.replicas(healthy=True)) == len(replicas) and victim not in now,
         timeout=90,
         what="Swarm replaced the killed replica with a healthy one",
     )
@@ -322,9 +328,10 @@ def test_a_replica_killed_with_sigkill_under_load_loses_no_request_and_is_replac
         capsys,
         f"swarm kill: {CLIENTS} clients, one of {len(replicas)} replicas SIGKILLed: "
         f"{load.answered} answered, "
-        f"{len(load.failures)} lost; a new replica running within {replaced:.1f} s",
+        f"{len(load.failures)} lost; a new replica healthy within {replaced:.1f} s",
     )
     assert not load.failures, load.failures[:5]
+    assert load.answered_after_action > 0, "no request was answered after the kill"
 
 
 def test_down_removes_the_stack_and_leaves_a_swarm_it_created(

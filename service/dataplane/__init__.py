@@ -207,18 +207,21 @@ class DataPlane:
         shadow_feeds: ShadowFeeds | None = None,
         held_bytes: int = 0,
         kinds: tuple[TextKind, ...] | None = None,
+        threshold: float | None = None,
     ) -> list[np.ndarray]:
         """Every output of the graph, in the card's order, for an inference a client asked for:
         counted by the version that answered, and handed to the model's shadow version if it has
         one (`shadow_feeds` prepares the inputs for it, holding `held_bytes` of the request until
         it runs; without it the shadow gets `feeds`; `kinds`: each row's kind of text, for the
-        verdicts of cards that judge kinds apart)."""
+        verdicts of cards that judge kinds apart; `threshold`: the operator's decision threshold,
+        if the client's verdict used one, so that the shadow's verdict is judged alike)."""
         outputs = await model.runner.run(feeds)
         self._count(model)
         policy = self.traffic.get(model.name)
         if policy is not None and policy.shadow is not None and policy.shadow != model.version:
             size = held_bytes + sum(a.nbytes for a in feeds.values()) + sum(a.nbytes for a in outputs)
-            self._shadow.offer(policy.shadow, Shadowed(model, outputs, feeds, shadow_feeds, size, kinds))
+            shadowed = Shadowed(model, outputs, feeds, shadow_feeds, size, kinds, threshold)
+            self._shadow.offer(policy.shadow, shadowed)
         return outputs
 
     async def run(self, model: ServingModel, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -193,7 +193,11 @@ class ModelRunner:
 
     def run_sync(self, feeds: Feeds, options: ort.RunOptions | None = None) -> Outputs:
         started = time.perf_counter()
-        outputs: Outputs = self.session.run(self.output_names, feeds, options)
+        self._observer.on_running(1)
+        try:
+            outputs: Outputs = self.session.run(self.output_names, feeds, options)
+        finally:
+            self._observer.on_running(-1)
         rows = next(iter(feeds.values())).shape[0]
         self._observer.on_batch(rows, time.perf_counter() - started)
         return outputs

@@ -51,8 +51,10 @@ class Shadowed:
     shadow_feeds: ShadowFeeds | None
     nbytes: int  # the memory it holds until compared: what the queue's limit counts
     # Each row's kind of text ("email" or "text"), where a card judges kinds at thresholds of
-    # their own (spam v3): a verdict is compared as the client got it. None: the card's one.
+    # their own (spam v3), and the operator's threshold (NNSERVE_SPAM_THRESHOLD) if the client's
+    # verdict used one: a verdict is compared as the client got it. None: the card's.
     kinds: tuple[TextKind, ...] | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,15 @@ class _Prepared:
 
 
 def verdicts(
-    card: ModelCard | GraphCard, output: np.ndarray, kinds: Sequence[TextKind] | None = None
+    card: ModelCard | GraphCard,
+    output: np.ndarray,
+    kinds: Sequence[TextKind] | None = None,
+    threshold: float | None = None,
 ) -> np.ndarray | None:
     """Each row's verdict, as a client would read it from the first output: the class for a
-    classifier (a binary one at its card's threshold for the row's kind of text), None for a
-    model without classes (a regression, or a drop-in whose card names no labels)."""
+    classifier (a binary one at `threshold` if the operator set one, else at its card's for the
+    row's kind of text), None for a model without classes (a regression, or a drop-in whose card
+    names no labels)."""
     if output.ndim != 2 or output.dtype.kind != "f":
         return None
     if isinstance(card, ModelCard):
@@ -77,8 +83,8 @@ def verdicts(
             return None
         if card.task == "binary_classification":
             if kinds is None:
-                return np.asarray(output[:, -1] >= card.decision_threshold())
-            return np.asarray(output[:, -1] >= [card.decision_threshold(kind=kind) for kind in kinds])
+                return np.asarray(output[:, -1] >= card.decision_threshold(threshold))
+            return np.asarray(output[:, -1] >= [card.decision_threshold(threshold, kind) for kind in kinds])
         return np.asarray(output.argmax(axis=1))
     if card.labels is None:
         return None
@@ -234,7 +240,9 @@ class Shadow:
         kinds = None
         if all(p.item.kinds is not None for p in group):
             kinds = [kind for p in group for kind in p.item.kinds or ()]
-        mine, yours = verdicts(serving.card, ours, kinds), verdicts(first.shadow.card, theirs, kinds)
+        threshold = first.item.threshold  # the operator's: one setting for every request
+        mine = verdicts(serving.card, ours, kinds, threshold)
+        yours = verdicts(first.shadow.card, theirs, kinds, threshold)
         flipped = None if mine is None or yours is None else mine != yours
         labels = (serving.name, str(serving.version), str(version))
         histogram = self._metrics.shadow_difference.labels(*labels)

@@ -49,7 +49,7 @@ class ModelTraffic:
         """The version for a request with this key (or none: a random draw); None without weights."""
         if not self.weights:
             return None
-        bucket = _bucket(key) if key is not None else random.randrange(BUCKETS)
+        bucket = key_bucket(key) if key is not None else random.randrange(BUCKETS)
         for version, weight in self.weights:
             if bucket < weight:
                 return version
@@ -63,12 +63,13 @@ class ModelTraffic:
         }
 
 
-def _bucket(key: TrafficKey) -> int:
+def key_bucket(key: TrafficKey) -> int:
     """A stable bucket for a client key: the same in every process (unlike hash()), so a user
     stays on one version across replicas and restarts. The key's bytes as the client sent them
     pick it, whatever the protocol (issue 30): REST hands them over as they came, and gRPC's
     metadata arrives decoded as UTF-8, which encoding gives back. A plain ASCII key buckets as it
-    always did."""
+    always did. Changing it (another hash, encoding or modulus) moves every user on the next
+    deploy: tests/test_canary_and_shadow.py pins it."""
     raw = key.encode(errors="replace") if isinstance(key, str) else key
     digest = hashlib.blake2b(raw, digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS

@@ -49,6 +49,8 @@ class BatchObserver:
 
     on_batch: Callable[[int, float], None] = lambda rows, seconds: None
     on_queue_wait: Callable[[float], None] = lambda seconds: None
+    # +1 as a call enters onnxruntime, -1 as it leaves: what is inside it now.
+    on_running: Callable[[int], None] = lambda change: None
 
 
 # Shadow and canary (service/models/traffic.py, service/models/shadow.py)
@@ -109,6 +111,7 @@ class Metrics:
     inference_seconds: Histogram
     batch_size: Histogram
     queue_wait_seconds: Histogram
+    running: Gauge
     # Tracing (service/observability/tracing.py): what the span export queue had no room for.
     spans_dropped: Counter
     traffic: TrafficMetrics
@@ -164,6 +167,13 @@ class Metrics:
                 buckets=_LATENCY_BUCKETS,
                 registry=own,
             ),
+            running=Gauge(
+                "nnserve_inferences_running",
+                "onnxruntime calls under way now (a call that started and has not finished)",
+                ["model", "version"],
+                registry=own,
+                multiprocess_mode="livesum",
+            ),
             spans_dropped=Counter(
                 "nnserve_trace_spans_dropped",
                 "Spans dropped because the export queue was full (the collector is down or slow)",
@@ -182,12 +192,13 @@ class Metrics:
         inference = self.inference_seconds.labels(*labels)
         batch = self.batch_size.labels(*labels)
         wait = self.queue_wait_seconds.labels(*labels)
+        running = self.running.labels(*labels)
 
         def on_batch(rows: int, seconds: float) -> None:
             batch.observe(rows)
             inference.observe(seconds)
 
-        return BatchObserver(on_batch=on_batch, on_queue_wait=wait.observe)
+        return BatchObserver(on_batch=on_batch, on_queue_wait=wait.observe, on_running=running.inc)
 
 
 class _ModelReadyCollector(Collector):

@@ -250,6 +250,8 @@ class LoadResult:
     answered_during_action: int
     failed_during_action: int
     action_seconds: float
+    # Answered once the action returned: an instant action (a kill) has no "during" to count.
+    answered_after_action: int = 0
 
 
 def send_load(
@@ -306,4 +308,5 @@ def send_load(
         answered_during_action=during.count(None),
         failed_during_action=len(during) - during.count(None),
         action_seconds=ended - started,
+        answered_after_action=sum(failure is None for when, failure in outcomes if when > ended),
     )

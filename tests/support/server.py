@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "models"
@@ -58,13 +59,47 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_log(self, text: str, timeout: float = 5) -> str:
-        """The log once it contains `text`: a request's line is written after its response is
-        sent, so it can trail what the client has already seen by a moment."""
+    def wait_for_log(self, text: str, timeout: float = 5, count: int = 1) -> str:
+        """The log once `count` whole lines of it contain `text`: a request's line is written
+        after its response is sent, so it can trail what the client has already seen by a
+        moment, and a line being written is not there until its end is."""
         deadline = time.monotonic() + timeout
-        while text not in (log := self.log()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            log = self.log()
+            whole = log[: log.rfind("\n") + 1]
+            if sum(text in line for line in whole.splitlines()) >= count:
+                return log
             time.sleep(0.05)
-        return log
+        return self.log()
+
+    def metrics(self) -> Callable[..., float]:
+        """One scrape of /metrics, as a function: (name, **labels) -> the sum of the samples of
+        that name whose labels include `labels`."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+        def value(name: str, **labels: str) -> float:
+            return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+        return value
+
+    def wait_for_metrics(
+        self, seen: Callable[[Callable[..., float]], bool], what: str, timeout: float = 15
+    ) -> None:
+        """Returns once one scrape shows what `seen` looks for: a test that needs work in flight
+        waits for the server to show it, not for a guessed while."""
+        deadline = time.monotonic() + timeout
+        while not seen(self.metrics()):
+            assert time.monotonic() < deadline, f"not seen on /metrics in {timeout} s: {what}"
+            time.sleep(0.02)
+
+    def wait_until_inferring(self, model: str = "wine", timeout: float = 15) -> None:
+        """Returns once a call of `model` is inside onnxruntime (nnserve_inferences_running)."""
+        self.wait_for_metrics(
+            lambda value: value("nnserve_inferences_running", model=model) >= 1,
+            f"a {model} call inside onnxruntime",
+            timeout,
+        )
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
@@ -98,6 +133,13 @@ def _wait_until_up(server: Server, path: str, timeout: float) -> None:
     raise RuntimeError(f"nnserve did not answer 200 on {path} in {timeout}s:\n{server.log()}")
 
 
+def clean_environment() -> dict[str, str]:
+    """The test process's environment without what configures nnserve or its traces (NNSERVE_*,
+    OTEL_*): a server started by a test is configured by the test alone, not by the shell of
+    whoever runs it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("NNSERVE_", "OTEL_"))}
+
+
 def launch(
     log_dir: Path,
     *,
@@ -110,13 +152,16 @@ def launch(
     **env_overrides: str,
 ) -> Server:
     """Starts the console script on a free port (and gRPC on another) with NNSERVE_* overrides
-    and waits until it answers 200 on /ready (or /health); its stdout and stderr go to
+    and waits until it answers 200 on /ready (or /health); the development install's console
+    script runs this checkout's `service` (PYTHONPATH: the editable install may point at another
+    worktree), in a clean environment (clean_environment); its stdout and stderr go to
     `log_dir/server-PORT.log`. `command` runs another server instead (make bench's reference
     apps), with `{port}` in it replaced by the port, ready when `ready_path` answers 200."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     env = {
-        **os.environ,
+        **clean_environment(),
+        **({"PYTHONPATH": str(REPO)} if command is None and executable == NNSERVE else {}),
         "NNSERVE_HOST": "127.0.0.1",
         "NNSERVE_PORT": str(port),
         "NNSERVE_GRPC_PORT": str(free_port()),  # not 8081: servers run side by side

@@ -164,15 +164,20 @@ def email_encoder(settings: Settings, encoder: BagOfWords) -> Callable[[str], np
 
 def spam_rows(
     settings: Settings, encoder: BagOfWords, texts: Sequence[str], batched: bool
-) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-    """Each text's encoded row, and the model's feeds for them all."""
-    rows = encode_rows(texts, batched, lambda _: "text", email_encoder(settings, encoder))
-    return rows, encoder.feeds(rows)
+) -> list[np.ndarray]:
+    """Each text's encoded row (the first that fails is named by its index in the batch)."""
+    return encode_rows(texts, batched, lambda _: "text", email_encoder(settings, encoder))
 
 
-def test_pattern(encoder: BagOfWords, text: str) -> str | None:
-    """The test pattern (GTUBE) the model's card names and the text contains, if any."""
-    return encoder.test_pattern(text) if isinstance(encoder, TokenIds) else None
+def test_pattern(request: Request, model: ServingModel, text: str) -> str | None:
+    """The test pattern (GTUBE) the text contains, among those the card of any ready version of
+    the model names: a pattern is the model's, not one version's, so a client pinned to an older
+    version, or sent to one by a canary, gets the same answer to a filter's end-to-end test."""
+    for version in NNServe.of(request).dataplane.entry(model.name).versions.values():
+        encoder = version.serving.encoder if version.serving is not None else None
+        if isinstance(encoder, TokenIds) and (pattern := encoder.test_pattern(text)) is not None:
+            return pattern
+    return None
 
 
 def spam_threshold(model: ServingModel, settings: Settings, encoder: BagOfWords, row: np.ndarray) -> float:

@@ -90,7 +90,7 @@ async def explain_spam(request: Request) -> Response:
         row,
         settings.explain_max_words,
         spam_threshold(model, settings, encoder, row),
-        test_pattern(encoder, texts[0]),
+        test_pattern(request, model, texts[0]),
     )
     return answer(model, [explanation], False)
 

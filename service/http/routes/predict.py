@@ -61,14 +61,19 @@ Feeds = Callable[[ServingModel], Awaitable[dict[str, np.ndarray]]]
 
 
 async def _run(
-    request: Request, model: ServingModel, feeds: Feeds, kinds: tuple[TextKind, ...] | None = None
+    request: Request,
+    model: ServingModel,
+    feeds: Feeds,
+    kinds: tuple[TextKind, ...] | None = None,
+    threshold: float | None = None,
 ) -> np.ndarray:
     """The model's first output (the card's) for the request's items as `feeds` prepares them for
     a version; a shadow version gets them prepared by its own card (its vocabulary, even its
-    input tensors, may differ)."""
+    input tensors, may differ), and its verdicts judged as the client's were (`kinds`,
+    `threshold`: see DataPlane.infer)."""
     held = len(await request.body())  # what `feeds` holds (the items) until a shadow has run
     dataplane = NNServe.of(request).dataplane
-    return (await dataplane.infer(model, await feeds(model), feeds, held, kinds))[0]
+    return (await dataplane.infer(model, await feeds(model), feeds, held, kinds, threshold))[0]
 
 
 def _first_input(rows: Rows) -> Feeds:
@@ -99,25 +104,35 @@ async def predict_wine(request: Request) -> Response:
 
 @router.post("/spam", **documented(SpamRequest, SpamResponse | SpamBatchResponse))
 async def predict_spam(request: Request) -> Response:
-    """Spam probability of an email: raw RFC 822 with headers, or just a body."""
+    """Spam probability of an email: raw RFC 822 with headers, or just a body. A text holding a
+    test pattern (GTUBE) is answered by the pattern, without running the network on it."""
     body, model = await begin(request, SpamRequest, "spam")
     settings: Settings = NNServe.of(request).settings
     encoder = model_encoder(model, BagOfWords)
     texts = body.items()
     _check_batch(settings, texts)
-    rows, served_feeds = spam_rows(settings, encoder, texts, body.batched)
+    rows = spam_rows(settings, encoder, texts, body.batched)
+    patterns = [test_pattern(request, model, text) for text in texts]
+    judged = [n for n, pattern in enumerate(patterns) if pattern is None]
+    probabilities: list[float] = []
+    if judged:
+        judged_texts = [texts[n] for n in judged]
+        served = encoder.feeds([rows[n] for n in judged])
 
-    async def feeds(version: ServingModel) -> dict[str, np.ndarray]:
-        if version is model:
-            return served_feeds
-        return spam_rows(settings, model_encoder(version, BagOfWords), texts, body.batched)[1]
+        async def feeds(version: ServingModel) -> dict[str, np.ndarray]:
+            if version is model:
+                return served
+            other = model_encoder(version, BagOfWords)
+            return other.feeds(spam_rows(settings, other, judged_texts, body.batched))
 
-    kinds = tuple(encoder.kind(row) for row in rows)
-    probabilities = (await _run(request, model, feeds, kinds))[:, 1].tolist()
+        kinds = tuple(encoder.kind(rows[n]) for n in judged)
+        run = await _run(request, model, feeds, kinds, settings.spam_threshold)
+        probabilities = run[:, 1].tolist()
+    verdicts = iter(zip([rows[n] for n in judged], probabilities, strict=True))
     predictions: list[dict[str, Any]] = []
-    for text, row, p in zip(texts, rows, probabilities, strict=True):
-        pattern = test_pattern(encoder, text)
+    for pattern in patterns:
         if pattern is None:
+            row, p = next(verdicts)
             predictions.append({"spam": p >= spam_threshold(model, settings, encoder, row), "probability": p})
         else:
             predictions.append({"spam": True, "probability": 1.0, "test_pattern": pattern})
