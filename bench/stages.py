@@ -38,6 +38,7 @@ from service.guard.shedding import Admission
 from service.loading import spam_encoder
 from service.logs import BufferedHandler, JsonFormatter, log_access
 from service.metrics import Metrics
+from service.pixel_body import read_pixels
 from service.schemas import DigitRequest, SpamRequest, WineRequest
 from service.v2.codec import CARD_DATATYPES, encode_response, feeds_for, parse_request
 
@@ -131,7 +132,7 @@ def stage_split(path: str, body: bytes, header_length: int | None, folder: Path)
             return pixels_to_digit(np.asarray(item.pixels, dtype=np.float32), floor)[np.newaxis, np.newaxis]
 
         return _split(
-            lambda: DigitRequest.model_validate_json(body),
+            lambda: read_pixels(body) or DigitRequest.model_validate_json(body),  # as the route reads it
             digit,
             model,
             _json(
