@@ -16,6 +16,9 @@ import httpx
 import numpy as np
 
 from bench.cases import Case
+from bench.worst_case import server_cpu_seconds
+
+from support.server import Server
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # each figure split in rounds; medians reported
@@ -46,9 +49,11 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    cpu_us: float = float("nan")  # the server's CPU per request: its every thread and worker
 
 
-Variant = tuple[str, str, Case]  # (variant name, server URL, case)
+Variant = tuple[str, Server, Case]  # (variant name, server, case)
 
 
 def tool_path(command: str, package: str) -> str:
@@ -89,8 +94,13 @@ class Wrk:
         command = [self.path, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "-s", str(self.lua)]
         return subprocess.Popen(command + [url + case.path], env=env, stdout=subprocess.PIPE, text=True)
 
-    def run(self, url: str, case: Case, connections: int, variant: str, seconds: float) -> Run:
-        return self.finish(self.start(url, case, connections, seconds), case, connections, variant)
+    def run(self, server: Server, case: Case, connections: int, variant: str, seconds: float) -> Run:
+        """One run, with the server's CPU per request over it (anything else the server did
+        meanwhile, such as explanations beside it, counts too)."""
+        before = server_cpu_seconds(server.process.pid)
+        run = self.finish(self.start(server.url, case, connections, seconds), case, connections, variant)
+        run.cpu_us = (server_cpu_seconds(server.process.pid) - before) * 1e6 / max(1, run.requests)
+        return run
 
     @staticmethod
     def finish(process: subprocess.Popen[str], case: Case, connections: int, variant: str) -> Run:
@@ -109,6 +119,7 @@ class Wrk:
             p50 / 1000,
             p99 / 1000,
             status_errors + socket_errors,
+            requests,
         )
 
 
@@ -121,13 +132,15 @@ def median(case: str, rounds: list[Run]) -> Run:
         float(np.median([r.p50_ms for r in rounds])),
         float(np.median([r.p99_ms for r in rounds])),
         sum(r.errors for r in rounds),
+        sum(r.requests for r in rounds),
+        float(np.median([r.cpu_us for r in rounds])),
     )
 
 
 def show(run: Run) -> None:
     print(
         f"  {run.case:32s} c={run.connections:<3d} {run.variant:12s} {run.rps:9.0f} req/s "
-        f"p50 {run.p50_ms:6.2f} ms p99 {run.p99_ms:6.2f} ms",
+        f"p50 {run.p50_ms:6.2f} ms p99 {run.p99_ms:6.2f} ms, server CPU {run.cpu_us:5.0f} us a request",
         flush=True,
     )
 
@@ -135,7 +148,7 @@ def show(run: Run) -> None:
 def interleaved(wrk: Wrk, name: str, connections: int, variants: list[Variant]) -> list[Run]:
     """Each variant in turn, ROUNDS times; the median of each variant's rounds."""
     rounds = [
-        [wrk.run(url, target, connections, variant, ROUND_SECONDS) for variant, url, target in variants]
+        [wrk.run(server, target, connections, variant, ROUND_SECONDS) for variant, server, target in variants]
         for _ in range(ROUNDS)
     ]
     runs = [median(name, list(measured)) for measured in zip(*rounds, strict=True)]

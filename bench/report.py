@@ -72,6 +72,41 @@ def stage_rows(runs: list[Run], stages: dict[str, dict[str, float]]) -> list[str
     return rows
 
 
+STAGE_NAMES = {"parse": "parse", "preprocess": "features", "model": "model", "response": "respond"}
+
+
+def cpu_rows(runs: list[Run], stages: dict[str, dict[str, float]]) -> list[str]:
+    """Each endpoint's server CPU per request at the bench's most connections (nnserve,
+    batching on), split: the framework (what the bare FastAPI app's server spent a request in
+    the same rounds: uvicorn, HTTP, routing, a JSON answer), the request's own stages timed in
+    process (parse, features, the model at batch 1, respond), and the remainder: the queue
+    hand-over to the model and back, and nnserve's own layers (guard, metrics, access line)."""
+    if not runs:
+        return []
+    connections = max(r.connections for r in runs)
+    by = {(r.case, r.connections, r.variant): r for r in runs}
+    rows = [
+        f"Server CPU per request at {connections} connections, us (nnserve batching on; stages in process):",
+        "",
+        "| endpoint | server CPU | framework (bare FastAPI) | "
+        + " | ".join(STAGE_NAMES[s] for s in STAGES)
+        + " | queue hand-over and the rest |",
+        "|---|---|---|" + "---|" * len(STAGES) + "---|",
+    ]
+    for name, split in stages.items():
+        if (name, connections, "on") not in by:
+            continue
+        total = by[(name, connections, "on")].cpu_us
+        framework = by[(name, connections, "reference")].cpu_us
+        rest = total - framework - sum(split.values())
+        rows.append(
+            f"| {name} | {total:.0f} | {framework:.0f} | "
+            + " | ".join(f"{split[s]:.0f}" for s in STAGES)
+            + f" | {rest:.0f} |"
+        )
+    return [*rows, ""]
+
+
 Section = tuple[str, str, list[Run]]  # (key in the results file, heading, runs)
 
 

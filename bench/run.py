@@ -28,9 +28,9 @@ from bench import grpc_case, servers, shadow, worst_case
 from bench.cases import REFERENCE, Case, bench_email, http_cases, latest_version
 from bench.isolation import explanation_load
 from bench.load import Run, Wrk, interleaved, warm
-from bench.report import Section, report, stage_rows
-from bench.stages import bookkeeping_us, normalisation_us, raw_onnxruntime, stage_split
-from bench.targets import Target, isolation_targets, ratio_targets, standing_targets
+from bench.report import Section, cpu_rows, report, stage_rows
+from bench.stages import bookkeeping_us, model_us, normalisation_us, raw_onnxruntime, stage_split
+from bench.targets import Target, in_process_targets, isolation_targets, ratio_targets, standing_targets
 from bench.tracing_cost import summary, tracing_us
 from service.config import Settings
 
@@ -66,13 +66,13 @@ def main_runs(wrk: Wrk, workdir: Path, cases: list[Case]) -> tuple[list[Run], di
         rss_mb = servers.rss_mb(batching_on)
         runs: list[Run] = []
         for connections in CONNECTIONS:
-            constant = [("reference", reference.url, REFERENCE), ("floor", floor.url, REFERENCE)]
+            constant = [("reference", reference, REFERENCE), ("floor", floor, REFERENCE)]
             runs += interleaved(wrk, REFERENCE.name, connections, constant)
             for case in cases:
                 variants = [
-                    ("reference", reference.url, REFERENCE),
-                    ("on", batching_on.url, case),
-                    ("off", batching_off.url, case),
+                    ("reference", reference, REFERENCE),
+                    ("on", batching_on, case),
+                    ("off", batching_off, case),
                 ]
                 runs += interleaved(wrk, case.name, connections, variants)
         return runs, servers.mean_batch_sizes(batching_on), rss_mb, start_s
@@ -90,7 +90,7 @@ def isolation_runs(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[Run]:
     served, _ = servers.nnserve(workdir)
     try:
         warm(served.url, [*predictions, explanation])
-        return explanation_load(wrk, served.url, predictions, explanation)
+        return explanation_load(wrk, served, predictions, explanation)
     finally:
         served.stop()
 
@@ -113,10 +113,10 @@ def hop_runs(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[Run]:
         for server in started:
             warm(server.url, [digit])
         variants = [
-            ("reference", reference.url, REFERENCE),
-            ("loop", on_loop.url, digit),
-            ("thread", on_thread.url, digit),
-            ("on", shipped.url, digit),
+            ("reference", reference, REFERENCE),
+            ("loop", on_loop, digit),
+            ("thread", on_thread, digit),
+            ("on", shipped, digit),
         ]
         return [run for c in CONNECTIONS for run in interleaved(wrk, digit.name, c, variants)]
     finally:
@@ -132,9 +132,7 @@ def two_workers(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[Run]:
     reference = servers.reference(workdir, "fastapi_constant", workers=2)
     try:
         warm(served.url, [wine])
-        return interleaved(
-            wrk, wine.name, 32, [("reference", reference.url, REFERENCE), ("on", served.url, wine)]
-        )
+        return interleaved(wrk, wine.name, 32, [("reference", reference, REFERENCE), ("on", served, wine)])
     finally:
         _stop(served, reference)
 
@@ -178,14 +176,16 @@ def main() -> None:
     )
     bookkeeping = bookkeeping_us() | tracing_us()
     normalisation = normalisation_us(latest_version("digit"))
+    digit_model_us = model_us(latest_version("digit"))
     targets: list[Target] = ratio_targets(runs) + isolation_targets(isolation)
+    targets += in_process_targets(digit_model_us, normalisation["one at a time"])
     if runs:
         targets += standing_targets(runs, rss_mb, start_s)
     sections: list[Section] = [
         ("runs", "", runs),
         (
             "explanation_isolation",
-            "Predictions alone and with 8 clients on /explain/digit (one server):",
+            "Predictions alone and with 8 clients on /explain/digit (one server, 8 connections):",
             isolation,
         ),
         ("digit_on_loop_or_thread", "The digit model on the event loop or on the inference thread:", hop),
@@ -194,6 +194,7 @@ def main() -> None:
     notes = [
         *grpc,
         *([""] if grpc else []),
+        *cpu_rows(runs, stages),
         *stage_rows(runs, stages),
         "",
         "| raw onnxruntime (in-process, 1 thread) | batch | calls/s | rows/s | us/call |",
@@ -223,6 +224,7 @@ def main() -> None:
         "start_to_ready_s": start_s,
         "bookkeeping_us": bookkeeping,
         "digit_normalisation_us": normalisation,
+        "digit_model_us": digit_model_us,
     }
     report(sections, notes, targets, record)
 

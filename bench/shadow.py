@@ -37,7 +37,7 @@ def measure(wrk: Wrk, workdir: Path, cases: list[Case]) -> list[str]:
         warm(plain.url, [case])
         warm(shadowed.url, [case])
         before = [_cpu_and_requests(service) for service in (plain, shadowed)]
-        variants = [("no shadow", plain.url, case), (f"shadow {shadow}", shadowed.url, case)]
+        variants = [("no shadow", plain, case), (f"shadow {shadow}", shadowed, case)]
         off, on = interleaved(wrk, case.name, 1, variants)
         cpu_off, cpu_on = (
             _per_request(start, _cpu_and_requests(service))

@@ -23,6 +23,7 @@ import onnxruntime as ort
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bench.cases import MODELS, latest_version
 from service.admission.budgets import Admission
 from service.card import BagOfWordsVocabulary, GuestRoster, MnistNormalisation, ModelCard, TokenIdVocabulary
 from service.config import Settings
@@ -34,6 +35,7 @@ from service.features import (
     pixels_to_digits,
 )
 from service.http.guard import RequestGuard
+from service.http.pixel_body import read_pixels
 from service.http.schemas import DigitRequest, SpamRequest, WineRequest
 from service.models.loading import spam_encoder
 from service.observability.logs import BufferedHandler, JsonFormatter, log_access
@@ -44,15 +46,17 @@ STAGES = ("parse", "preprocess", "model", "response")
 
 
 def _microseconds(call: Callable[[], object], seconds: float = 0.3) -> float:
-    """Median time of one call, from batches of calls over `seconds`."""
+    """Median CPU time of one call, from batches of calls over `seconds` of it: this thread's
+    CPU (time.thread_time), so that other processes on a shared machine do not count."""
     call()
     samples: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(samples) < 5:
-        started = time.perf_counter()
+    spent = 0.0
+    while spent < seconds or len(samples) < 5:
+        started = time.thread_time()
         for _ in range(10):
             call()
-        samples.append((time.perf_counter() - started) / 10)
+        samples.append((time.thread_time() - started) / 10)
+        spent += samples[-1] * 10
     return float(np.median(samples)) * 1e6
 
 
@@ -128,7 +132,7 @@ def stage_split(path: str, body: bytes, header_length: int | None, folder: Path)
             return pixels_to_digit(np.asarray(item.pixels, dtype=np.float32), floor)[np.newaxis, np.newaxis]
 
         return _split(
-            lambda: DigitRequest.model_validate_json(body),
+            lambda: read_pixels(body) or DigitRequest.model_validate_json(body),  # as the route reads it
             digit,
             model,
             _json(
@@ -272,3 +276,29 @@ def normalisation_us(folder: Path, batch: int = 32) -> dict[str, float]:
         "one at a time": _microseconds(lambda: [pixels_to_digit(p, floor) for p in pixels]) / len(pixels),
         f"{len(pixels)} stacked": _microseconds(lambda: pixels_to_digits(pixels, floor)) / len(pixels),
     }
+
+
+def model_us(folder: Path) -> float:
+    """A batch-1 call of a committed version on one thread, in CPU microseconds (a digit of
+    zeros: an int8 or float graph costs the same whatever the pixels)."""
+    model = Model(folder)
+    rows = _raw_feeds(model, 1, "")
+    return _microseconds(lambda: model.run(rows), 1.0)
+
+
+def main() -> None:
+    """The in-process figures alone, in seconds rather than make bench's many minutes: the
+    digit normalisation per image and every committed digit version's batch-1 call on one
+    thread (`python -m bench.stages`)."""
+    normalisation = normalisation_us(latest_version("digit"))
+    print(
+        "digit normalisation per image: "
+        + ", ".join(f"{how} {us:.1f} us" for how, us in normalisation.items())
+    )
+    for folder in sorted((MODELS / "digit").iterdir()):
+        if folder.name.isdigit():
+            print(f"digit v{folder.name}: {model_us(folder):.1f} us a row (batch 1, one thread)")
+
+
+if __name__ == "__main__":
+    main()

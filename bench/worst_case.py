@@ -76,9 +76,13 @@ def worst_requests(settings: Settings) -> dict[str, Request]:
 
 
 def server_cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of the process so far, in nanoseconds' resolution."""
-    tasks = Path(f"/proc/{pid}/task").iterdir()
-    return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks) / 1e9
+    """CPU time of every thread of the process and of its children (uvicorn's workers with
+    NNSERVE_WORKERS) so far, in nanoseconds' resolution."""
+    seconds = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        seconds += int((task / "schedstat").read_text().split()[0]) / 1e9
+        seconds += sum(server_cpu_seconds(int(child)) for child in (task / "children").read_text().split())
+    return seconds
 
 
 def request_cpu_seconds(url: str, pid: int, request: Request, repeats: int = REPEATS) -> tuple[int, float]:

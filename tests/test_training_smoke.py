@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from training_fixtures import write_mnist, write_modern_sets, write_shorteners, write_sms, write_spam
@@ -66,6 +67,30 @@ def test_one_epoch_exports_a_model_that_onnxruntime_serves(
     assert (models / trained.name / "README.md").is_file()
     assert (models / trained.name / "training_curve_v1.png").stat().st_size > 1000
     assert write_model(trained, models) == models / trained.name / "2"  # never overwrites
+
+
+def test_the_digit_version_serves_an_int8_graph_its_card_measures(tmp_path: Path) -> None:
+    """The digit recipe quantises its CNN (training/quantise.py): the version's model.onnx is
+    the int8 graph (weights int8 per channel, the first convolution in float), calibrated on
+    training inputs; the card's metric is that graph's, and says how far it is from the float
+    graph whose export parity with torch the card's parity section holds."""
+    trained = _digit(tmp_path / "cache")
+    folder = write_model(trained, tmp_path / "models")
+    graph = onnx.load(folder / "model.onnx").graph
+    weights = {w.name: w for w in graph.initializer}
+    convolutions = [n for n in graph.node if n.op_type == "Conv"]
+    assert weights[convolutions[0].input[1]].data_type == onnx.TensorProto.FLOAT
+    assert all(n.input[1] not in weights for n in convolutions[1:])  # their weights dequantised
+    assert sum(w.data_type == onnx.TensorProto.INT8 for w in graph.initializer) >= 4
+    card = ModelCard.read(folder)
+    quantisation = (card.model_extra or {})["quantisation"]
+    assert quantisation["calibration_items"] == trained.data["train_count"] * 3  # the first epoch's inputs
+    assert quantisation["held_out"]["items"] == card.metrics["held_out_count"]
+    x_test = trained.test_feeds()[0]["image"][: card.metrics["held_out_count"]]
+    served = ort.InferenceSession(str(folder / "model.onnx")).run(None, {"image": x_test})[0]
+    _, labels = data.load_digits(tmp_path / "cache")
+    y_test = labels[card.data["held_out"]["indices"]]
+    assert card.metrics["accuracy"] == float((served.argmax(1) == y_test).mean())
 
 
 def test_the_command_line_trains_a_quick_run_into_new_versions(tmp_path: Path) -> None:

@@ -64,8 +64,9 @@ class Trained:
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     known_limits: list[str] = field(default_factory=list)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Graphs derived from the exported model.onnx (wine's hidden layer, training/explain.py):
-    # called on the staged version folder, writes its files there and returns card sections.
+    # Graphs derived from the exported model.onnx (wine's hidden layer, training/explain.py; the
+    # digit's int8 graph, which replaces it): called on the staged version folder once the export
+    # is checked against torch, writes its files there and returns card sections.
     derive: Callable[[Path], dict[str, Any]] | None = None
 
     @property
@@ -158,6 +159,8 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
     chunks = trained.test_feeds()
     example = {name: tensor[:2] for name, tensor in chunks[0].items()}
     export_onnx(trained.net, example, staging / MODEL_FILE, trained.inputs, trained.output)
+    # The export checked against torch before `derive`, which may replace it (an int8 graph).
+    exported = parity(trained.net, staging / MODEL_FILE, trained.inputs, chunks)
     derived = trained.derive(staging) if trained.derive is not None else {}
     outputs = onnx_outputs(staging / MODEL_FILE, chunks)
     card = ModelCard(
@@ -171,7 +174,7 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
         preprocessing=trained.preprocessing,
         metrics=trained.metrics,
         baseline=trained.baseline,
-        parity=parity(trained.net, staging / MODEL_FILE, trained.inputs, chunks),
+        parity=exported,
         data=trained.data,
         training=trained.training | {"seconds": round(trained.history.seconds, 1)},
         libraries=library_versions(),

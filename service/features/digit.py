@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import math
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -114,45 +115,59 @@ def normalise_digit(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
         raise FeatureError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if not np.isfinite(gray).all():
         raise FeatureError("image values must be finite numbers")
-    digit: np.ndarray = _normalise(gray[np.newaxis], noise_floor)[0]
+    digit = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    _normalise_one(gray, noise_floor, digit)
     return digit
 
 
 def _normalise(grays: np.ndarray, noise_floor: float) -> np.ndarray:
-    """normalise_digit on a stack of checked, finite float32 images of one size. Every digit
-    served and every digit trained on passes here, so its cost is per image, and at 28x28 the
-    overhead of a numpy call is most of its time: what can be is done for the whole stack at
-    once (border statistics, polarity, noise floor, ink, its peak and its extent, one call each),
-    what cannot (the crop's resize, its centre of mass) per image. Each value is computed as
-    the one-image steps computed it, in float32 where they did, so the answer is bit for bit
-    the same whatever the stack's size (tests/test_preprocessing.py pins the bits)."""
-    count, height, width = grays.shape
-    border = np.concatenate((grays[:, 0], grays[:, -1], grays[:, :, 0], grays[:, :, -1]), axis=1)
-    middle = border.shape[1] // 2
-    median = np.partition(border, middle, axis=1)[:, middle]  # as np.sort()[:, middle]
-    floor = None
-    if noise_floor:
-        deviation = np.partition(np.abs(border - median[:, None]), middle, axis=1)[:, middle]
-        floor = (noise_floor * 1.4826 * deviation.astype(np.float64)).astype(np.float32)
-    dark_on_light = median > 0.5
-    if dark_on_light.any():
-        grays = np.where(dark_on_light[:, None, None], 1.0 - grays, grays)
-        median = np.where(dark_on_light, 1.0 - median, median)
-    ink = grays - median[:, None, None]  # what is left above the background
-    if floor is not None:
-        ink -= floor[:, None, None]
-    np.maximum(ink, 0.0, out=ink)
-    peaks = ink.max(axis=(1, 2))
-    inked = peaks > 1e-6
-    np.divide(ink, peaks[:, None, None], out=ink, where=inked[:, None, None])
-    rows_inked = ink.max(axis=2) > 0.05
-    cols_inked = ink.max(axis=1) > 0.05
-    out = np.zeros((count, MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
-    for index in np.flatnonzero(inked).tolist():
-        (rows,), (cols,) = rows_inked[index].nonzero(), cols_inked[index].nonzero()
-        crop = np.ascontiguousarray(ink[index, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
-        _paste_centred(crop, out[index])
+    """normalise_digit on a stack of checked, finite float32 images of one size."""
+    out = np.zeros((len(grays), MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    for gray, digit in zip(grays, out, strict=True):
+        _normalise_one(gray, noise_floor, digit)
     return out
+
+
+def _normalise_one(gray: np.ndarray, noise_floor: float, out: np.ndarray) -> None:
+    """One image's normalisation into `out` (zeros). Every digit served and every digit trained
+    on passes here, and at 28x28 the overhead of a numpy call (about a microsecond) is most of
+    the time, so each step is the fewest calls that compute it: one image at a time beats a
+    stack's 3-D calls. Up to the crop, each value is computed as the first pipeline computed
+    it, in float32, so the crop is the same; the resize and the centring are within a last bit
+    of Pillow's (_resized; tests/test_preprocessing.py checks both)."""
+    height, width = gray.shape
+    border = np.concatenate((gray[0], gray[-1], gray[:, 0], gray[:, -1]))
+    middle = len(border) // 2
+    border.partition(middle)
+    median = border[middle]
+    floor = np.float32(0.0)
+    if noise_floor:
+        spread = np.abs(border - median)
+        spread.partition(middle)
+        floor = np.float32(noise_floor * 1.4826 * float(spread[middle]))
+    if median > 0.5:  # dark on light
+        gray = 1.0 - gray
+        median = 1.0 - median
+    if median or floor:
+        ink = gray - median  # what is left above the background
+        if floor:
+            ink -= floor
+        np.maximum(ink, 0.0, out=ink)
+        peak = np.maximum.reduce(ink, axis=None)
+        if not peak > 1e-6:
+            return
+        ink /= peak
+    else:  # a clean black border (most digits): nothing to subtract, and no pixel is below 0
+        peak = np.maximum.reduce(gray, axis=None)
+        if not peak > 1e-6:
+            return
+        ink = gray / peak
+    inked = ink > 0.05
+    # The first and last inked pixel in row order give the rows; the columns, their own.
+    by_rows, (columns,) = np.flatnonzero(inked), np.logical_or.reduce(inked, axis=0).nonzero()
+    top, bottom = int(by_rows[0]) // width, int(by_rows[-1]) // width
+    left, right = int(columns[0]), int(columns[-1])
+    _paste_centred(ink[top : bottom + 1, left : right + 1], out)
 
 
 def _paste_centred(ink: np.ndarray, out: np.ndarray) -> None:
@@ -161,14 +176,12 @@ def _paste_centred(ink: np.ndarray, out: np.ndarray) -> None:
     scale = MNIST_BOX / max(height, width)
     new_w = max(1, round(width * scale))
     new_h = max(1, round(height * scale))
-    # Image.frombuffer on the float32 bytes: what Image.fromarray does, without its checks.
-    image = Image.frombuffer("F", (width, height), ink, "raw", "F", 0, 1)
-    resized = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
-    box = np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(new_h, new_w).clip(0.0, 1.0)
-    rows_mass, cols_mass = box.sum(axis=1), box.sum(axis=0)
-    mass = float(rows_mass.sum())
-    centre_y = float(rows_mass @ _POSITIONS[:new_h]) / mass if mass > 0 else new_h / 2
-    centre_x = float(cols_mass @ _POSITIONS[:new_w]) / mass if mass > 0 else new_w / 2
+    box = _resized(ink, new_h, new_w)
+    # [[mass, sum of x times mass], [sum of y times mass, -]] in two products, in double.
+    moments = _MOMENTS[:, :new_h] @ box @ _MOMENTS_T[:new_w]
+    mass = float(moments[0, 0])
+    centre_y = float(moments[1, 0]) / mass if mass > 0 else new_h / 2
+    centre_x = float(moments[0, 1]) / mass if mass > 0 else new_w / 2
     top = int(round(MNIST_SIZE / 2 - 0.5 - centre_y))
     left = int(round(MNIST_SIZE / 2 - 0.5 - centre_x))
     top = min(max(top, 0), MNIST_SIZE - new_h)
@@ -176,7 +189,62 @@ def _paste_centred(ink: np.ndarray, out: np.ndarray) -> None:
     out[top : top + new_h, left : left + new_w] = box
 
 
-_POSITIONS = np.arange(MNIST_BOX)
+_MOMENTS = np.stack([np.ones(MNIST_BOX), np.arange(MNIST_BOX, dtype=np.float64)])
+_MOMENTS_T = _MOMENTS.T
+
+
+def _resized(ink: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
+    """Pillow's LANCZOS resize of a float32 ("F") image, clipped to [0, 1], as matrix products
+    in double: each output pixel a sum of input pixels times _lanczos_weights, rows then
+    columns; a side whose size is unchanged is not resampled.
+
+    Within a float32 rounding of Pillow's, not always its bits: Pillow rounds to float32
+    between its two passes, resamples the columns first for some tall crops, and sums in its
+    own order. tests/test_preprocessing.py holds the normalised digits within 1e-6 of the
+    Pillow pipeline's."""
+    height, width = ink.shape
+    if new_w == width and new_h == height:
+        return ink  # in [0, 1] already
+    box = ink
+    if new_w != width:
+        box = box @ _lanczos_weights(width, new_w)
+    if new_h != height:
+        box = _lanczos_weights(height, new_h).T @ box
+    np.minimum(box, 1.0, out=box)
+    np.maximum(box, 0.0, out=box)
+    return box
+
+
+@lru_cache(maxsize=4096)
+def _lanczos_weights(size: int, new_size: int) -> np.ndarray:
+    """[size, new_size]: each input pixel's weight in each output pixel, as Pillow's
+    precompute_coeffs (libImaging/Resample.c) computes them in double: a Lanczos-3 window,
+    widened by the reduction factor when shrinking, centred on the output pixel, normalised to
+    sum 1. Cached: a digit's crop has one of a few hundred sizes."""
+    scale = size / new_size
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    step = 1.0 / filterscale
+    weights = np.zeros((size, new_size))
+    for column in range(new_size):
+        centre = (column + 0.5) * scale
+        first = max(int(centre - support + 0.5), 0)
+        last = min(int(centre + support + 0.5), size)
+        taps = [_lanczos((x - centre + 0.5) * step) for x in range(first, last)]
+        total = 0.0
+        for tap in taps:  # Pillow's order: the sum's last bit is in every weight
+            total += tap
+        weights[first:last, column] = [tap / total for tap in taps] if total != 0.0 else taps
+    weights.flags.writeable = False
+    return weights
+
+
+def _lanczos(x: float) -> float:
+    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+
+
+def _sinc(x: float) -> float:
+    return 1.0 if x == 0.0 else math.sin(x * math.pi) / (x * math.pi)
 
 
 def image_bytes_to_digit(data: bytes, limit: int | PixelBudget, noise_floor: float = 0.0) -> np.ndarray:
@@ -185,25 +253,27 @@ def image_bytes_to_digit(data: bytes, limit: int | PixelBudget, noise_floor: flo
 
 def pixels_to_digit(pixels: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     """784 values or 28x28 in [0, 1], light on dark, through the same normalisation as images."""
-    digit: np.ndarray = _normalise(pixel_grid(pixels)[np.newaxis], noise_floor)[0]
+    digit = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    _normalise_one(pixel_grid(pixels), noise_floor, digit)
     return digit
 
 
 def pixels_to_digits(pixels: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
-    """A stack of digits, each 784 values or 28x28 in [0, 1], as pixels_to_digit gives each, in
-    a few calls for the whole stack (training's and a batch's way)."""
+    """A stack of digits, each 784 values or 28x28 in [0, 1], as pixels_to_digit gives each
+    (training's and a batch's way: the range is checked once for the whole stack)."""
     return _normalise(_grids(np.asarray(pixels, dtype=np.float32)), noise_floor)
 
 
 def pixel_grid(pixels: np.ndarray) -> np.ndarray:
     """One digit's 784 values or 28x28 in [0, 1], checked, as a 28x28 float32 grid."""
-    grid: np.ndarray = _grids(np.asarray(pixels, dtype=np.float32)[np.newaxis])[0]
+    grid: np.ndarray = _grids(np.asarray(pixels, dtype=np.float32).reshape(1, -1))[0]
     return grid
 
 
 def _grids(pixels: np.ndarray) -> np.ndarray:
     if pixels.size != len(pixels) * MNIST_SIZE * MNIST_SIZE:
         raise FeatureError(f"expected 784 pixels (28x28), got {pixels.size // max(1, len(pixels))}")
-    if not (pixels.min() >= 0.0 and pixels.max() <= 1.0):  # also refuses NaN; infinity is out of range
+    # Also refuses NaN; infinity is out of range.
+    if not (np.minimum.reduce(pixels, axis=None) >= 0.0 and np.maximum.reduce(pixels, axis=None) <= 1.0):
         raise FeatureError("pixel values must be numbers in [0, 1]")
     return pixels.reshape(-1, MNIST_SIZE, MNIST_SIZE)

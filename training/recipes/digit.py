@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,14 +15,15 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from service.card import MnistNormalisation, TensorSpec
+from service.card import MODEL_FILE, MnistNormalisation, TensorSpec
 from service.features import image_bytes_to_digit
 from training import data
 from training.augment import FOREIGN, foreign_mix, inverted, noisy_photos
-from training.export import Trained
+from training.export import Trained, export_onnx, onnx_outputs
 from training.fit import FitConfig, History, fit, make_deterministic, predict, random_affine
 from training.fonts import RenderedDigit, rendered_digits
 from training.nets import WithSoftmax, digit_cnn, digit_mlp
+from training.quantise import OnnxPredictor, agreement, quantise
 from training.recipes.common import SAMPLES, determinism, spread
 
 DIGIT_TEST_SIZE = 2_000
@@ -37,6 +39,10 @@ UPLOAD_MAX_PIXELS = 1 << 20
 NOISE_FLOOR = 4.0
 TRANSFORM_VIEWS = [name for name in FOREIGN if name != "inverted"]
 """Polarity is not a view of its own: every view is measured both ways."""
+CALIBRATION_ITEMS = 1024
+"""Training inputs the int8 graph's activation ranges are calibrated on."""
+IMAGE = TensorSpec(name="image", dtype="float32", shape=[-1, 1, 28, 28])
+PROBABILITIES = TensorSpec(name="probabilities", dtype="float32", shape=[-1, 10])
 
 
 def _digit_data(seed: int, idx_dir: Path | None, cache: Path | None, test_size: int) -> dict[str, Any]:
@@ -68,6 +74,10 @@ def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict(model, x).argmax(1) == y).mean())
 
 
+Predict = Callable[[np.ndarray], np.ndarray]
+"""The served graph's outputs for a stack of inputs: every view is measured on it."""
+
+
 def _foreign_epochs(raw: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
     """Each epoch's inputs: COPIES_PER_EPOCH independently augmented copies of every training
     digit, through the service's normalisation, seeded by the epoch so a rerun sees the same."""
@@ -94,7 +104,7 @@ def _rounded(raw: np.ndarray) -> np.ndarray:
 
 
 def _transform_views(
-    net: nn.Module, raw_test: np.ndarray, y_test: np.ndarray, seed: int
+    model: Predict, raw_test: np.ndarray, y_test: np.ndarray, seed: int
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Clean, then each foreign transform alone, on the held-out digits, each in both
     polarities (dark on light is the same image inverted, as training's last step does; the
@@ -107,7 +117,7 @@ def _transform_views(
     views = {}
     for name, light in raw.items():
         hits = [
-            predict(net, data.normalise_digits(images, NOISE_FLOOR)).argmax(1) == y_test
+            model(data.normalise_digits(images, NOISE_FLOOR)).argmax(1) == y_test
             for images in (light, inverted(light, rng))
         ]
         views[name] = _row(*hits)
@@ -121,12 +131,12 @@ def _uploaded(blobs: list[bytes]) -> np.ndarray:
     ]
 
 
-def _photo_view(net: nn.Module, raw_test: np.ndarray, y_test: np.ndarray, seed: int) -> dict[str, Any]:
+def _photo_view(model: Predict, raw_test: np.ndarray, y_test: np.ndarray, seed: int) -> dict[str, Any]:
     """The held-out digits as noisy phone photos on a larger canvas (augment.noisy_photos):
     a known limit of the normalisation, measured rather than trained on."""
     rng = np.random.default_rng([seed, len(raw_test), 1])
     hits = [
-        predict(net, _uploaded(noisy_photos(raw_test, rng, dark_on_light=dark))).argmax(1) == y_test
+        model(_uploaded(noisy_photos(raw_test, rng, dark_on_light=dark))).argmax(1) == y_test
         for dark in (False, True)
     ]
     return _row(*hits)
@@ -176,10 +186,10 @@ def _samples(
     return samples, extra
 
 
-def _font_view(net: nn.Module, rendered: list[RenderedDigit]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _font_view(model: Predict, rendered: list[RenderedDigit]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The printed digits' view, and their card section: by font, by size, and the first
     MISREAD_SHOWN misread ones."""
-    predicted = predict(net, _uploaded([d.png for d in rendered])).argmax(1)
+    predicted = model(_uploaded([d.png for d in rendered])).argmax(1)
     hits = predicted == np.array([d.label for d in rendered])
     polarity = np.array([d.polarity for d in rendered])
 
@@ -274,7 +284,8 @@ def train_digit(
     digits = _load(config, idx_dir, cache, test_size, subset)
     mlp, baseline_history = _fit_baseline(digits, baseline_config)
     cnn, history, epochs, first_epoch = _fit_cnn(digits, config)
-    evaluation = _evaluate(cnn, digits, rendered, config.seed)
+    served = _quantised(cnn, digits, first_epoch)
+    evaluation = _evaluate(served.predict, digits, rendered, config.seed)
     baseline = {
         "model": "MLP 784-128-64-10, no augmentation",
         "accuracy": _accuracy(mlp, digits.x_test, digits.y_test),
@@ -282,7 +293,7 @@ def train_digit(
         "seconds": round(baseline_history.seconds, 1),
     }
     determinism_check = _determinism(digits, config, epochs, first_epoch)
-    return _card(cnn, digits, evaluation, history, baseline, determinism_check, config, len(rendered))
+    return _card(cnn, served, digits, evaluation, history, baseline, determinism_check, config, len(rendered))
 
 
 def _load(
@@ -359,19 +370,52 @@ def _cnn_loss(config: FitConfig) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
 
-def _evaluate(cnn: nn.Module, digits: _DigitData, rendered: list[RenderedDigit], seed: int) -> _Evaluation:
-    predicted = predict(cnn, digits.x_test).argmax(1)
+@dataclass
+class _Served:
+    """The int8 graph the version serves, its predictor and the card's quantisation section."""
+
+    graph: bytes
+    predict: OnnxPredictor
+    section: dict[str, Any]
+
+    def install(self, staging: Path) -> dict[str, Any]:
+        """Trained.derive: the staged float export (its parity with torch checked) replaced by
+        the int8 graph, which the samples' outputs and the parity tests then come from."""
+        (staging / MODEL_FILE).write_bytes(self.graph)
+        return {"quantisation": self.section}
+
+
+def _quantised(cnn: nn.Module, digits: _DigitData, first_epoch: np.ndarray) -> _Served:
+    """The CNN's float export quantised to int8, calibrated on CALIBRATION_ITEMS of the first
+    epoch's training inputs (augmented training digits through the service's normalisation, so
+    the ranges cover foreign-looking digits too); its agreement with the float graph on the
+    held-out digits goes on the card."""
+    with tempfile.TemporaryDirectory() as scratch:
+        float_graph = Path(scratch) / MODEL_FILE
+        export_onnx(WithSoftmax(cnn), {IMAGE.name: digits.x_test[:2]}, float_graph, [IMAGE], PROBABILITIES)
+        calibration = first_epoch[spread(list(range(len(first_epoch))), CALIBRATION_ITEMS)]
+        graph, section = quantise(float_graph, IMAGE.name, calibration)
+        float_outputs = onnx_outputs(float_graph, [{IMAGE.name: digits.x_test}])
+    predictor = OnnxPredictor(graph, IMAGE.name)
+    held_out = agreement(predictor(digits.x_test), float_outputs)
+    float_accuracy = float((float_outputs.argmax(1) == digits.y_test).mean())
+    return _Served(graph, predictor, section | {"held_out": held_out | {"float_accuracy": float_accuracy}})
+
+
+def _evaluate(model: Predict, digits: _DigitData, rendered: list[RenderedDigit], seed: int) -> _Evaluation:
+    predicted = model(digits.x_test).argmax(1)
     confusion = np.zeros((10, 10), dtype=np.int64)
     np.add.at(confusion, (digits.y_test, predicted), 1)
-    views, view_raw = _transform_views(cnn, digits.raw_test, digits.y_test, seed)
-    views["rendered_fonts"], fonts = _font_view(cnn, rendered)
-    views["noisy_photo"] = _photo_view(cnn, digits.raw_test, digits.y_test, seed)
+    views, view_raw = _transform_views(model, digits.raw_test, digits.y_test, seed)
+    views["rendered_fonts"], fonts = _font_view(model, rendered)
+    views["noisy_photo"] = _photo_view(model, digits.raw_test, digits.y_test, seed)
     samples, x_extra = _samples(digits.raw_test, digits.y_test, view_raw, rendered)
     return _Evaluation(predicted, confusion, views, fonts, samples, x_extra)
 
 
 def _card(
     cnn: nn.Module,
+    served: _Served,
     digits: _DigitData,
     evaluation: _Evaluation,
     history: History,
@@ -384,8 +428,8 @@ def _card(
     return Trained(
         name="digit",
         net=WithSoftmax(cnn),
-        input=TensorSpec(name="image", dtype="float32", shape=[-1, 1, 28, 28]),
-        output=TensorSpec(name="probabilities", dtype="float32", shape=[-1, 10]),
+        input=IMAGE,
+        output=PROBABILITIES,
         task="multiclass_classification",
         labels=[str(d) for d in range(10)],
         preprocessing=MnistNormalisation(noise_floor=NOISE_FLOOR),
@@ -423,6 +467,7 @@ def _card(
         views=views,
         known_limits=_known_limits(views, evaluation.fonts),
         sections={"printed_digits": evaluation.fonts},
+        derive=served.install,
         notes=[
             "The digit in an image: handwritten, printed, on paper or on a screen, either "
             "polarity. A small CNN with BatchNorm, trained on MNIST digits made to look like "
@@ -430,6 +475,10 @@ def _card(
             "shear, elastic distortion, noise, small off-centre ink, inverted polarity) before "
             "the same MNIST-style normalisation the service applies to any image (crop to the "
             "ink, longer side 20 px, centre of mass at the centre of 28x28).",
+            "Served in int8 (static quantisation by onnxruntime, calibrated on training "
+            "inputs; the first convolution in float): every metric and view below is the int8 "
+            "graph's, and the card's quantisation section gives its agreement with the float "
+            "graph it came from.",
             "Views: accuracy on the held-out digits clean and under each foreign transform "
             "alone, light on dark and inverted (dark on light), on printed digits rendered from "
             "fonts, and on noisy phone photos. Every view uses held-out digits only (training "

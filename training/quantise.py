@@ -1,0 +1,97 @@
+"""Static int8 quantisation of an exported graph (onnxruntime.quantization), calibrated on
+training inputs, and onnxruntime as a predictor, so that a recipe evaluates the graph it serves.
+
+The digit CNN's batch-1 call is most of a digit request's model time; in int8 its convolutions
+and dense layer read a quarter of the bytes and use the CPU's integer dot products. The first
+convolution stays in float: with one input channel, onnxruntime's int8 convolution costs more
+than its float one (measured: python -m bench.stages).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+CALIBRATION_BATCH = 64
+
+
+class OnnxPredictor:
+    """A graph's first output for a stack of inputs, as training.fit.predict gives a net's."""
+
+    def __init__(self, graph: bytes, input_name: str, batch_size: int = 1024) -> None:
+        self.session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        self.input_name = input_name
+        self.batch_size = batch_size
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [
+                self.session.run(None, {self.input_name: x[start : start + self.batch_size]})[0]
+                for start in range(0, len(x), self.batch_size)
+            ]
+        )
+
+
+class _Batches(CalibrationDataReader):  # type: ignore[misc]
+    def __init__(self, input_name: str, calibration: np.ndarray) -> None:
+        self.batches = iter(
+            [
+                {input_name: calibration[i : i + CALIBRATION_BATCH]}
+                for i in range(0, len(calibration), CALIBRATION_BATCH)
+            ]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+def quantise(float_graph: Path, input_name: str, calibration: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    """The int8 graph of `float_graph` (bytes) and the card's account of it: weights int8 per
+    output channel, activations uint8 with ranges from `calibration` (MinMax: the ranges the
+    training inputs reach, so no served digit of their kind is clipped), the first convolution
+    kept in float. Deterministic: the same graph and calibration give the same bytes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared, quantised = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
+        quant_pre_process(str(float_graph), str(prepared))
+        first_conv = next(node.name for node in onnx.load(prepared).graph.node if node.op_type == "Conv")
+        quantize_static(
+            str(prepared),
+            str(quantised),
+            _Batches(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=[first_conv],
+        )
+        onnx.checker.check_model(str(quantised))
+        graph = quantised.read_bytes()
+    return graph, {
+        "format": "static int8 (onnxruntime.quantization, QDQ): weights int8 per output channel, "
+        "activations uint8, ranges calibrated by MinMax",
+        "calibration_items": len(calibration),
+        "kept_in_float": "the first convolution (one input channel: slower in int8)",
+    }
+
+
+def agreement(quantised: np.ndarray, float_outputs: np.ndarray) -> dict[str, Any]:
+    """How far the int8 graph's outputs are from the float graph's on the same inputs."""
+    return {
+        "items": len(quantised),
+        "argmax_agreement": float((quantised.argmax(1) == float_outputs.argmax(1)).mean()),
+        "max_abs_diff": float(np.abs(quantised - float_outputs).max()),
+    }
