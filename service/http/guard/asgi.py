@@ -142,18 +142,20 @@ class RequestGuard:
         return seconds
 
     def _wants_body(self, scope: Scope) -> bool:
-        """Whether the request's body is to be read: refused (raised) without the key its path
-        needs; False for a path no route serves with this method, which the app answers (404,
-        405) without its body. Inference paths are the hot path's, which finds its own routes."""
+        """Whether the request's body is to be read: False for a path no route serves with this
+        method, which the app answers (404, 405) without its body; else refused (raised) without
+        the key its path needs. Inference paths are the hot path's, which finds its own routes."""
         path: str = scope["path"]
         if is_inference(path):
             if self.settings.api_keys:  # open inference: no header to look for on the hot path
                 check_key(_authorization(scope), self.settings)
             return True
+        routes = scope["app"].router.routes
+        if not any(route.matches(scope)[0] is Match.FULL for route in routes):
+            return False  # a 404 or 405 says more than a key refused for a call that cannot be made
         if path.startswith(_ADMIN_PREFIX):
             check_admin_key(_authorization(scope), self.settings)
-        routes = scope["app"].router.routes
-        return any(route.matches(scope)[0] is Match.FULL for route in routes)
+        return True
 
     def _record(
         self, scope: Scope, status: int, started: float, rid: bytes, trace: RequestTrace | None
