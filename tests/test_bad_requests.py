@@ -115,7 +115,7 @@ def test_an_unknown_path_is_404_in_the_error_shape(client: httpx.Client) -> None
 def test_a_wrong_method_is_405(client: httpx.Client) -> None:
     _assert_error(client.get("/predict/wine"), 405)
     # Before any key is asked for: no key opens a call that cannot be made.
-    _assert_error(client.request("TRACE", "/v2/repository/models/spam/traffic"), 405)
+    _assert_error(client.request("TRACE", "/v2/repository/models/spam/traffic", json={"weights": {}}), 405)
 
 
 def _read(body: bytes, limit: int, *, declared: bool, received: list[Message]) -> bytes:
