@@ -34,6 +34,17 @@ ADMIN_KEY = "balancer-admin-key"
 ADMIN_CALLS = 12  # of each kind: the two replicas take turns
 
 
+def _written_on_loopback(conf: str, listen: int, grpc_listen: int, tmp_path: Path) -> Path:
+    """An nginx configuration listening on loopback ports of the test's, with its temporary
+    files in the test's folder, written there."""
+    assert "listen 8000;" in conf and "listen 8081 http2;" in conf
+    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
+    conf = conf.replace("listen 8081 http2;", f"listen 127.0.0.1:{grpc_listen} http2;")
+    path = tmp_path / "nginx.conf"
+    path.write_text(conf.replace("/tmp/", f"{tmp_path}/"))
+    return path
+
+
 def local_conf(tmp_path: Path, replicas: list[Server], listen: int, grpc_listen: int) -> Path:
     """deploy/nginx.conf with only the addresses changed: each `server api:PORT` upstream line
     becomes one line per loopback replica (same parameters; 8000 the replica's HTTP port, 8081
@@ -46,12 +57,7 @@ def local_conf(tmp_path: Path, replicas: list[Server], listen: int, grpc_listen:
         indent, parameters = server_line.group(1), server_line.group(2) or ""
         lines = "\n".join(f"{indent}server 127.0.0.1:{port}{parameters};" for port in ports)
         conf = conf.replace(server_line.group(0), lines)
-    assert "listen 8000;" in conf and "listen 8081 http2;" in conf
-    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
-    conf = conf.replace("listen 8081 http2;", f"listen 127.0.0.1:{grpc_listen} http2;")
-    path = tmp_path / "nginx.conf"
-    path.write_text(conf.replace("/tmp/", f"{tmp_path}/"))
-    return path
+    return _written_on_loopback(conf, listen, grpc_listen, tmp_path)
 
 
 def test_a_replica_killed_mid_stream_costs_no_request(
@@ -179,12 +185,7 @@ def swarm_conf(tmp_path: Path, dead: Unanswering, live: Server, listen: int, grp
         "grpc://$api:8081;", "grpc://replicas_grpc;"
     )
     conf = conf.replace("    server {\n", f"{upstreams}\n\n    server {{\n", 1)
-    assert "listen 8000;" in conf and "listen 8081 http2;" in conf
-    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{listen};")
-    conf = conf.replace("listen 8081 http2;", f"listen 127.0.0.1:{grpc_listen} http2;")
-    path = tmp_path / "nginx.conf"
-    path.write_text(conf.replace("/tmp/", f"{tmp_path}/"))
-    return path
+    return _written_on_loopback(conf, listen, grpc_listen, tmp_path)
 
 
 def test_the_swarm_balancer_retries_inference_on_another_replica_but_never_an_admin_call(
