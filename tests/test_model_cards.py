@@ -44,8 +44,8 @@ def test_digit_v1_targets() -> None:
     assert card.training["seconds_total"] <= 300
 
 
-def _digit_v2_views() -> dict[str, dict[str, float]]:
-    views: dict[str, dict[str, float]] = (_version("digit", 2).model_extra or {})["views"]
+def _digit_views(version: int) -> dict[str, dict[str, float]]:
+    views: dict[str, dict[str, float]] = (_version("digit", version).model_extra or {})["views"]
     return views
 
 
@@ -61,17 +61,17 @@ def test_digit_v2_reads_clean_held_out_digits_as_well_as_v1_on_the_same_split() 
 
 @pytest.mark.parametrize("transform", [name for name in FOREIGN if name != "inverted"])
 def test_digit_v2_holds_up_under_each_foreign_transform_in_both_polarities(transform: str) -> None:
-    view = _digit_v2_views()[transform]
+    view = _digit_views(2)[transform]
     assert view["items"] == 2 * 2000
     assert view["light_on_dark"] >= 0.97 and view["dark_on_light"] >= 0.97
 
 
 def test_digit_v2_reads_inverted_held_out_digits() -> None:
-    assert _digit_v2_views()["clean"]["dark_on_light"] >= 0.994
+    assert _digit_views(2)["clean"]["dark_on_light"] >= 0.994
 
 
 def test_digit_v2_reads_printed_digits_in_both_polarities() -> None:
-    view = _digit_v2_views()["rendered_fonts"]
+    view = _digit_views(2)["rendered_fonts"]
     assert view["light_on_dark"] >= 0.95 and view["dark_on_light"] >= 0.95
     printed = (_version("digit", 2).model_extra or {})["printed_digits"]
     fonts = {row["font"] for row in printed["by_font"]}
@@ -101,10 +101,28 @@ DIGIT_V2_VIEWS = {  # view: (accuracy, light_on_dark, dark_on_light)
     "rendered_fonts": (1.0, 1.0, 1.0),
     "noisy_photo": (0.98775, 0.988, 0.9875),
 }
+DIGIT_V3_VIEWS = {  # v2's own graph in int8 (python -m training digit-int8)
+    "clean": (0.995, 0.995, 0.995),
+    "thin_pen": (0.986, 0.986, 0.986),
+    "bold_pen": (0.984, 0.984, 0.984),
+    "blur": (0.992, 0.992, 0.992),
+    "low_resolution": (0.9835, 0.9835, 0.9835),
+    "rotation": (0.9915, 0.9915, 0.9915),
+    "shear": (0.9935, 0.9935, 0.9935),
+    "elastic": (0.975, 0.975, 0.975),
+    "noise": (0.992, 0.992, 0.992),
+    "off_centre": (0.9955, 0.9955, 0.9955),
+    "rendered_fonts": (1.0, 1.0, 1.0),
+    "noisy_photo": (0.9875, 0.988, 0.987),
+}
+DIGIT_VIEWS = {2: DIGIT_V2_VIEWS, 3: DIGIT_V3_VIEWS}
 DIGIT_METRICS = {  # version: (accuracy, errors): every held-out figure of the card
     1: (0.9955, 9),
     2: (0.9955, 9),
+    3: (0.995, 10),
 }
+INT8_GATE = 0.003
+"""How far below the float version an int8 version's view may be, on every view and polarity."""
 WINE_V1_ERRORS = {  # the most each error may be, in bottles
     "mae": 0.043973393738269806,
     "mae_vs_noise_free_truth": 0.03517217934131622,
@@ -113,21 +131,22 @@ WINE_V1_ERRORS = {  # the most each error may be, in bottles
 }
 
 
-def test_no_digit_v2_view_falls_below_todays_figures() -> None:
-    views = _digit_v2_views()
-    assert set(views) == set(DIGIT_V2_VIEWS), "a view without a floor, or a floor without its view"
+@pytest.mark.parametrize("version", sorted(DIGIT_VIEWS))
+def test_no_digit_view_falls_below_todays_figures(version: int) -> None:
+    views, floors = _digit_views(version), DIGIT_VIEWS[version]
+    assert set(views) == set(floors), "a view without a floor, or a floor without its view"
     stated = {
         name: tuple(views[name][k] for k in ("accuracy", "light_on_dark", "dark_on_light")) for name in views
     }
     below = {
         name: (stated[name], floor)
-        for name, floor in DIGIT_V2_VIEWS.items()
+        for name, floor in floors.items()
         if any(got < least for got, least in zip(stated[name], floor, strict=True))
     }
     assert not below
-    metrics = _version("digit", 2).metrics
+    metrics = _version("digit", version).metrics
     assert metrics["rendered_fonts_accuracy"] >= 1.0 and metrics["worst_foreign_accuracy"] >= 0.975
-    printed = (_version("digit", 2).model_extra or {})["printed_digits"]
+    printed = (_version("digit", version).model_extra or {})["printed_digits"]
     assert printed["misread_count"] == 0
     assert min(row["accuracy"] for row in printed["by_font"] + printed["by_size"]) >= 1.0
 
@@ -138,6 +157,27 @@ def test_no_digit_held_out_figure_falls_below_today(version: int) -> None:
     accuracy, errors = DIGIT_METRICS[version]
     assert metrics["accuracy"] >= accuracy and metrics["errors"] <= errors
     assert metrics["held_out_count"] == 2000
+
+
+def test_digit_v3_is_v2_in_int8_within_the_gate_on_every_view() -> None:
+    """v3 serves v2's own weights in int8: on every view and polarity it reads at most
+    INT8_GATE below v2, clean digits at least 0.993, and its card says where it came from."""
+    v2, v3 = _version("digit", 2), _version("digit", 3)
+    quantisation = (v3.model_extra or {})["quantisation"]
+    assert quantisation["source_version"] == 2 and quantisation["calibration_items"] == 1024
+    assert quantisation["held_out"]["float_accuracy"] == v2.metrics["accuracy"]
+    assert quantisation["held_out"]["argmax_agreement"] >= 0.999
+    assert v3.preprocessing == v2.preprocessing and v3.data == v2.data and v3.parity == v2.parity
+    float_views, int8_views = _digit_views(2), _digit_views(3)
+    assert list(int8_views) == list(float_views)
+    lost = {
+        (name, key): (float_views[name][key], int8_views[name][key])
+        for name in float_views
+        for key in ("accuracy", "light_on_dark", "dark_on_light")
+        if int8_views[name][key] < float_views[name][key] - INT8_GATE
+    }
+    assert not lost
+    assert int8_views["clean"]["accuracy"] >= 0.993
 
 
 def test_no_wine_error_grows_above_today() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from training.__main__ import main
 from training.export import Trained, write_model
 from training.fit import FitConfig
 from training.recipes import train_digit, train_spam, train_wine
+from training.recipes.digit import NOISE_FLOOR
 
 ONE_EPOCH = FitConfig(epochs=1, learning_rate=0.01, batch_size=32, seed=0)
 
@@ -76,12 +78,7 @@ def test_the_digit_version_serves_an_int8_graph_its_card_measures(tmp_path: Path
     graph whose export parity with torch the card's parity section holds."""
     trained = _digit(tmp_path / "cache")
     folder = write_model(trained, tmp_path / "models")
-    graph = onnx.load(folder / "model.onnx").graph
-    weights = {w.name: w for w in graph.initializer}
-    convolutions = [n for n in graph.node if n.op_type == "Conv"]
-    assert weights[convolutions[0].input[1]].data_type == onnx.TensorProto.FLOAT
-    assert all(n.input[1] not in weights for n in convolutions[1:])  # their weights dequantised
-    assert sum(w.data_type == onnx.TensorProto.INT8 for w in graph.initializer) >= 4
+    _assert_int8_with_first_convolution_in_float(folder)
     card = ModelCard.read(folder)
     quantisation = (card.model_extra or {})["quantisation"]
     assert quantisation["calibration_items"] == trained.data["train_count"] * 3  # the first epoch's inputs
@@ -91,6 +88,48 @@ def test_the_digit_version_serves_an_int8_graph_its_card_measures(tmp_path: Path
     _, labels = data.load_digits(tmp_path / "cache")
     y_test = labels[card.data["held_out"]["indices"]]
     assert card.metrics["accuracy"] == float((served.argmax(1) == y_test).mean())
+
+
+def _assert_int8_with_first_convolution_in_float(folder: Path) -> None:
+    graph = onnx.load(folder / "model.onnx").graph
+    weights = {w.name: w for w in graph.initializer}
+    convolutions = [n for n in graph.node if n.op_type == "Conv"]
+    assert weights[convolutions[0].input[1]].data_type == onnx.TensorProto.FLOAT
+    assert all(n.input[1] not in weights for n in convolutions[1:])  # their weights dequantised
+    assert sum(w.data_type == onnx.TensorProto.INT8 for w in graph.initializer) >= 4
+
+
+def test_digit_int8_quantises_the_newest_float_version_without_retraining(tmp_path: Path) -> None:
+    """`python -m training digit-int8`: the newest float digit version's own graph (v1 here, a
+    float export as the committed v1 and v2 are) becomes a new int8 version, its views measured
+    on the int8 graph, its card naming the source; a rerun gives the same graph byte for byte."""
+    cache, models = tmp_path / "cache", tmp_path / "models"
+    source = write_model(replace(_digit(cache), derive=None), models)  # the float export kept
+    args = ["digit-int8", "--cache", str(cache), "--models-dir", str(models)]
+    assert main(args) == [models / "digit" / "2"]
+    folder = models / "digit" / "2"
+    _assert_int8_with_first_convolution_in_float(folder)
+    float_card, card = ModelCard.read(source), ModelCard.read(folder)
+    extra = card.model_extra or {}
+    assert extra["quantisation"]["source_version"] == 1
+    assert extra["quantisation"]["calibration_items"] == float_card.data["train_count"] * 3
+    assert card.preprocessing == float_card.preprocessing and card.data == float_card.data
+    assert list(extra["views"]) == list((float_card.model_extra or {})["views"])
+    images, labels = data.load_digits(cache)
+    held_out = card.data["held_out"]["indices"]
+    x_test, y_test = data.normalise_digits(images[held_out], NOISE_FLOOR), labels[held_out]
+    served, floats = (
+        ort.InferenceSession(str(f / "model.onnx")).run(None, {"image": x_test})[0] for f in (folder, source)
+    )
+    assert card.metrics["accuracy"] == float((served.argmax(1) == y_test).mean())
+    assert extra["views"]["clean"]["light_on_dark"] == card.metrics["accuracy"]
+    agreement = extra["quantisation"]["held_out"]
+    assert agreement["argmax_agreement"] == float((served.argmax(1) == floats.argmax(1)).mean())
+    assert agreement["max_abs_diff"] == pytest.approx(float(np.abs(served - floats).max()), abs=1e-6)
+    assert (folder / "held_out.npz").is_file() and (folder / "samples.json").is_file()
+    assert "make train MODEL=digit-int8" in (models / "digit" / "README.md").read_text()
+    assert main(args) == [models / "digit" / "3"]  # v2 is int8: v1 is still the newest float one
+    assert (models / "digit" / "3" / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
 
 
 def test_the_command_line_trains_a_quick_run_into_new_versions(tmp_path: Path) -> None:

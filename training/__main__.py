@@ -1,4 +1,5 @@
-"""python -m training {wine,spam,digit,all}: train, evaluate, export and write a new version."""
+"""python -m training {wine,spam,digit,digit-int8,all}: train, evaluate, export and write a new
+version (digit-int8: the newest float digit version quantised to int8, without retraining)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from training import samples
 from training.data import DataError
 from training.export import Trained, write_model
 from training.fit import FitConfig
-from training.recipes import train_digit, train_spam, train_wine
+from training.recipes import quantise_digit, train_digit, train_spam, train_wine
 
 DEFAULTS = {
     "wine": FitConfig(epochs=60, learning_rate=0.01, batch_size=256, seed=0),
@@ -30,6 +31,8 @@ def _config(name: str, args: argparse.Namespace) -> FitConfig:
 def train(name: str, args: argparse.Namespace) -> Trained:
     if name == "wine":
         return train_wine(_config("wine", args), **({"train_parties": args.subset} if args.subset else {}))
+    if name == "digit-int8":
+        return quantise_digit(args.models_dir, args.data_dir, args.cache)
     if name == "spam":
         return train_spam(_config("spam", args), cache=args.cache, subset=args.subset)
     return train_digit(
@@ -39,7 +42,7 @@ def train(name: str, args: argparse.Namespace) -> Trained:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("model", choices=["wine", "spam", "digit", "all"])
+    parser.add_argument("model", choices=["wine", "spam", "digit", "digit-int8", "all"])
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--data-dir", type=Path, help="folder of MNIST IDX files (digit only)")
     parser.add_argument("--cache", type=Path, help="npm data cache (default $NNSERVE_DATA_DIR)")

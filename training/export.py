@@ -35,12 +35,21 @@ Feeds = dict[str, np.ndarray]
 SAMPLES_FILE = "samples.json"
 
 
+@dataclass(frozen=True)
+class Exported:
+    """A graph already exported and checked against torch (a committed version's model.onnx),
+    for a version derived from it without retraining: its card's parity section comes along."""
+
+    graph: Path
+    parity: dict[str, Any]
+
+
 @dataclass
 class Trained:
     """Everything a training recipe hands to export: the net, its tensors, its evaluation."""
 
     name: str
-    net: torch.nn.Module
+    net: torch.nn.Module | Exported
     input: TensorSpec | list[TensorSpec]  # several for spam v3 on (token ids and weights)
     output: TensorSpec
     task: str
@@ -68,6 +77,8 @@ class Trained:
     # digit's int8 graph, which replaces it): called on the staged version folder once the export
     # is checked against torch, writes its files there and returns card sections.
     derive: Callable[[Path], dict[str, Any]] | None = None
+    # The `python -m training` model that makes this version again, when not its name (digit-int8).
+    command: str | None = None
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -158,9 +169,13 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
     staging.mkdir(parents=True)
     chunks = trained.test_feeds()
     example = {name: tensor[:2] for name, tensor in chunks[0].items()}
-    export_onnx(trained.net, example, staging / MODEL_FILE, trained.inputs, trained.output)
-    # The export checked against torch before `derive`, which may replace it (an int8 graph).
-    exported = parity(trained.net, staging / MODEL_FILE, trained.inputs, chunks)
+    if isinstance(trained.net, Exported):
+        shutil.copyfile(trained.net.graph, staging / MODEL_FILE)
+        exported = trained.net.parity
+    else:
+        export_onnx(trained.net, example, staging / MODEL_FILE, trained.inputs, trained.output)
+        # The export checked against torch before `derive`, which may replace it (an int8 graph).
+        exported = parity(trained.net, staging / MODEL_FILE, trained.inputs, chunks)
     derived = trained.derive(staging) if trained.derive is not None else {}
     outputs = onnx_outputs(staging / MODEL_FILE, chunks)
     card = ModelCard(
@@ -300,9 +315,11 @@ def _sections(card: ModelCard) -> list[str]:
 
 def _write_readme(folder: Path, card: ModelCard, trained: Trained) -> None:
     """The human-readable model card of the newest version, beside its plots."""
-    curve = f"training_curve_v{card.version}.png"
-    _plot_history(trained.history, folder / curve, f"{card.name} v{card.version}")
-    images = [f"![training curve]({curve})"]
+    images = []
+    if trained.history.loss:  # a version derived from a committed graph was not trained itself
+        curve = f"training_curve_v{card.version}.png"
+        _plot_history(trained.history, folder / curve, f"{card.name} v{card.version}")
+        images.append(f"![training curve]({curve})")
     if trained.confusion is not None and trained.labels:
         matrix = f"confusion_matrix_v{card.version}.png"
         _plot_confusion(trained.confusion, trained.labels, folder / matrix)
@@ -354,6 +371,6 @@ def _write_readme(folder: Path, card: ModelCard, trained: Trained) -> None:
         *images,
         "",
         f"Everything above is also in `{card.version}/card.json`; regenerate with "
-        f"`make train MODEL={card.name}`.",
+        f"`make train MODEL={trained.command or card.name}`.",
     ]
     (folder / "README.md").write_text("\n".join(lines) + "\n")

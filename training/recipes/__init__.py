@@ -4,8 +4,8 @@ One module per model. Every input passes through service.features, the package t
 uses, so what a model saw in training is exactly what it sees in serving.
 """
 
-from training.recipes.digit import train_digit
+from training.recipes.digit import quantise_digit, train_digit
 from training.recipes.spam import train_spam
 from training.recipes.wine import train_wine
 
-__all__ = ["train_digit", "train_spam", "train_wine"]
+__all__ = ["quantise_digit", "train_digit", "train_spam", "train_wine"]

@@ -8,18 +8,18 @@ import base64
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from service.card import MODEL_FILE, MnistNormalisation, TensorSpec
+from service.card import MODEL_FILE, MnistNormalisation, ModelCard, TensorSpec
 from service.features import image_bytes_to_digit
 from training import data
 from training.augment import FOREIGN, foreign_mix, inverted, noisy_photos
-from training.export import Trained, export_onnx, onnx_outputs
+from training.export import Exported, Trained, export_onnx, onnx_outputs
 from training.fit import FitConfig, History, fit, make_deterministic, predict, random_affine
 from training.fonts import RenderedDigit, rendered_digits
 from training.nets import WithSoftmax, digit_cnn, digit_mlp
@@ -281,10 +281,13 @@ def train_digit(
     """Fit (the MLP baseline, then the CNN on foreign-looking copies), evaluate on every view,
     and write it all into the card's fields."""
     rendered = rendered_digits()  # first, so missing fonts fail before minutes of training
-    digits = _load(config, idx_dir, cache, test_size, subset)
+    digits = _load(config.seed, idx_dir, cache, test_size, subset)
     mlp, baseline_history = _fit_baseline(digits, baseline_config)
     cnn, history, epochs, first_epoch = _fit_cnn(digits, config)
-    served = _quantised(cnn, digits, first_epoch)
+    with tempfile.TemporaryDirectory() as scratch:
+        float_graph = Path(scratch) / MODEL_FILE
+        export_onnx(WithSoftmax(cnn), {IMAGE.name: digits.x_test[:2]}, float_graph, [IMAGE], PROBABILITIES)
+        served = _quantised(float_graph, digits, first_epoch)
     evaluation = _evaluate(served.predict, digits, rendered, config.seed)
     baseline = {
         "model": "MLP 784-128-64-10, no augmentation",
@@ -292,16 +295,62 @@ def train_digit(
         "epochs": baseline_config.epochs,
         "seconds": round(baseline_history.seconds, 1),
     }
-    determinism_check = _determinism(digits, config, epochs, first_epoch)
-    return _card(cnn, served, digits, evaluation, history, baseline, determinism_check, config, len(rendered))
+    training = asdict(config) | {
+        "augmentation": (
+            f"each epoch, {COPIES_PER_EPOCH} copies of every training digit, each given 0-2 "
+            f"foreign transforms at random ({', '.join(TRANSFORM_VIEWS)}) and inverted half the "
+            "time, before the service's normalisation; then random rotation +-12 deg, shift "
+            "+-8%, scale 0.9-1.1 after it"
+        ),
+        "determinism": _determinism(digits, config, epochs, first_epoch),
+        "load_average_5min": round(os.getloadavg()[1], 1),  # the seconds depend on it
+    }
+    return _card(WithSoftmax(cnn), served, digits, evaluation, history, baseline, training, len(rendered))
+
+
+def quantise_digit(models_dir: Path, idx_dir: Path | None = None, cache: Path | None = None) -> Trained:
+    """The newest float digit version's own graph quantised to int8, as train_digit quantises a
+    CNN it has just trained: calibrated on the same training inputs (the recipe's first epoch,
+    rebuilt from the source card's seed, held-out split and training count) and evaluated on
+    every view by the same code. A retrain moves every view; this keeps the float version's
+    weights, so only the quantisation error separates the two cards."""
+    source = _newest_float(models_dir)
+    card = ModelCard.read(source)
+    seed = card.training["seed"]
+    rendered = rendered_digits()
+    digits = _load(seed, idx_dir, cache, card.metrics["held_out_count"], card.data["train_count"])
+    if digits.source["held_out"] != card.data["held_out"]:
+        raise RuntimeError(f"the held-out split rebuilt for {source} is not the one its card names")
+    served = _quantised(source / MODEL_FILE, digits, _foreign_epochs(digits.raw_train, seed)(0))
+    served.section["source_version"] = card.version
+    evaluation = _evaluate(served.predict, digits, rendered, seed)
+    training = card.training | {
+        "quantised_from": f"{card.name} v{card.version} (python -m training digit-int8): "
+        "the settings above trained that version's float net"
+    }
+    net = Exported(source / MODEL_FILE, card.parity)
+    history = History(seconds=card.training["seconds"])
+    trained = _card(net, served, digits, evaluation, history, card.baseline, training, len(rendered))
+    return replace(trained, command="digit-int8")
+
+
+def _newest_float(models_dir: Path) -> Path:
+    """The highest digit version that serves a float graph (its card has no quantisation section)."""
+    versions = sorted(
+        (p for p in (models_dir / "digit").glob("*") if p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    floats = [p for p in versions if "quantisation" not in (ModelCard.read(p).model_extra or {})]
+    if not floats:
+        raise SystemExit(f"python -m training digit-int8: no float digit version under {models_dir}")
+    return floats[-1]
 
 
 def _load(
-    config: FitConfig, idx_dir: Path | None, cache: Path | None, test_size: int, subset: int | None
+    seed: int, idx_dir: Path | None, cache: Path | None, test_size: int, subset: int | None
 ) -> _DigitData:
-    source = _digit_data(config.seed, idx_dir, cache, test_size)
+    source = _digit_data(seed, idx_dir, cache, test_size)
     raw_train, y_train = source["train"]
-    kept = data.subsample(range(len(y_train)), subset, config.seed)
+    kept = data.subsample(range(len(y_train)), subset, seed)
     raw_train, y_train = raw_train[kept], y_train[kept]
     raw_test, y_test = source["test"]
     return _DigitData(
@@ -385,17 +434,14 @@ class _Served:
         return {"quantisation": self.section}
 
 
-def _quantised(cnn: nn.Module, digits: _DigitData, first_epoch: np.ndarray) -> _Served:
-    """The CNN's float export quantised to int8, calibrated on CALIBRATION_ITEMS of the first
+def _quantised(float_graph: Path, digits: _DigitData, first_epoch: np.ndarray) -> _Served:
+    """A float digit graph quantised to int8, calibrated on CALIBRATION_ITEMS of the first
     epoch's training inputs (augmented training digits through the service's normalisation, so
     the ranges cover foreign-looking digits too); its agreement with the float graph on the
     held-out digits goes on the card."""
-    with tempfile.TemporaryDirectory() as scratch:
-        float_graph = Path(scratch) / MODEL_FILE
-        export_onnx(WithSoftmax(cnn), {IMAGE.name: digits.x_test[:2]}, float_graph, [IMAGE], PROBABILITIES)
-        calibration = first_epoch[spread(list(range(len(first_epoch))), CALIBRATION_ITEMS)]
-        graph, section = quantise(float_graph, IMAGE.name, calibration)
-        float_outputs = onnx_outputs(float_graph, [{IMAGE.name: digits.x_test}])
+    calibration = first_epoch[spread(list(range(len(first_epoch))), CALIBRATION_ITEMS)]
+    graph, section = quantise(float_graph, IMAGE.name, calibration)
+    float_outputs = onnx_outputs(float_graph, [{IMAGE.name: digits.x_test}])
     predictor = OnnxPredictor(graph, IMAGE.name)
     held_out = agreement(predictor(digits.x_test), float_outputs)
     float_accuracy = float((float_outputs.argmax(1) == digits.y_test).mean())
@@ -414,20 +460,19 @@ def _evaluate(model: Predict, digits: _DigitData, rendered: list[RenderedDigit],
 
 
 def _card(
-    cnn: nn.Module,
+    net: nn.Module | Exported,
     served: _Served,
     digits: _DigitData,
     evaluation: _Evaluation,
     history: History,
     baseline: dict[str, Any],
-    determinism_check: dict[str, Any],
-    config: FitConfig,
+    training: dict[str, Any],
     renderings: int,
 ) -> Trained:
     views, y_test, predicted = evaluation.views, digits.y_test, evaluation.predicted
     return Trained(
         name="digit",
-        net=WithSoftmax(cnn),
+        net=net,
         input=IMAGE,
         output=PROBABILITIES,
         task="multiclass_classification",
@@ -450,17 +495,7 @@ def _card(
             "printed_digits": f"{renderings} renderings from the fonts of Debian's "
             "fonts-dejavu-core and fonts-liberation (evaluation only)",
         },
-        training={
-            **asdict(config),
-            "augmentation": (
-                f"each epoch, {COPIES_PER_EPOCH} copies of every training digit, each given 0-2 "
-                f"foreign transforms at random ({', '.join(TRANSFORM_VIEWS)}) and inverted half the "
-                "time, before the service's normalisation; then random rotation +-12 deg, shift "
-                "+-8%, scale 0.9-1.1 after it"
-            ),
-            "determinism": determinism_check,
-            "load_average_5min": round(os.getloadavg()[1], 1),  # the seconds depend on it
-        },
+        training=training,
         history=history,
         samples=evaluation.samples,
         confusion=evaluation.confusion,
