@@ -4,7 +4,9 @@ training inputs, and onnxruntime as a predictor, so that a recipe evaluates the 
 The digit CNN's batch-1 call is most of a digit request's model time; in int8 its convolutions
 and dense layer read a quarter of the bytes and use the CPU's integer dot products. The first
 convolution stays in float: with one input channel, onnxruntime's int8 convolution costs more
-than its float one (measured: python -m bench.stages).
+than its float one (measured: python -m bench.stages). So do the last layer and the softmax, whose
+probabilities the service returns: in uint8 the unlikely digits would tie on a few steps of 1/255
+and the runner-up would be picked by the tie, not by the net.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ def quantise(float_graph: Path, input_name: str, calibration: np.ndarray) -> tup
     with tempfile.TemporaryDirectory() as scratch:
         prepared, quantised = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
         quant_pre_process(str(float_graph), str(prepared))
-        first_conv = next(node.name for node in onnx.load(prepared).graph.node if node.op_type == "Conv")
+        nodes = onnx.load(prepared).graph.node
+        first_conv = next(node.name for node in nodes if node.op_type == "Conv")
+        # Uint8 logits or probabilities come in 256 steps: the unlikely digits tie and the
+        # smallest probabilities vanish. The layer giving the logits and the softmax stay float.
+        softmax = [node for node in nodes if node.op_type == "Softmax"]
+        logits = [node.name for node in nodes if set(node.output) & {s.input[0] for s in softmax}]
         quantize_static(
             str(prepared),
             str(quantised),
@@ -76,7 +83,7 @@ def quantise(float_graph: Path, input_name: str, calibration: np.ndarray) -> tup
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=[first_conv],
+            nodes_to_exclude=[first_conv, *logits, *(node.name for node in softmax)],
         )
         onnx.checker.check_model(str(quantised))
         graph = quantised.read_bytes()
@@ -84,7 +91,8 @@ def quantise(float_graph: Path, input_name: str, calibration: np.ndarray) -> tup
         "format": "static int8 (onnxruntime.quantization, QDQ): weights int8 per output channel, "
         "activations uint8, ranges calibrated by MinMax",
         "calibration_items": len(calibration),
-        "kept_in_float": "the first convolution (one input channel: slower in int8)",
+        "kept_in_float": "the first convolution (one input channel: slower in int8), the layer giving "
+        "the logits and the softmax (in uint8 the unlikely digits' probabilities would tie)",
     }
 
 
