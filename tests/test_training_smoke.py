@@ -97,6 +97,10 @@ def _assert_int8_with_first_convolution_in_float(folder: Path) -> None:
     assert weights[convolutions[0].input[1]].data_type == onnx.TensorProto.FLOAT
     assert all(n.input[1] not in weights for n in convolutions[1:])  # their weights dequantised
     assert sum(w.data_type == onnx.TensorProto.INT8 for w in graph.initializer) >= 4
+    # The logits and probabilities in float: in uint8, the unlikely digits tie (the runner-up).
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    softmax = next(n for n in graph.node if n.op_type == "Softmax")
+    assert made_by[softmax.input[0]] == "Gemm" and made_by[graph.output[0].name] == "Softmax"
 
 
 def test_digit_int8_quantises_the_newest_float_version_without_retraining(tmp_path: Path) -> None:
