@@ -7,8 +7,9 @@ packages from above and requirements.lock pins them; an upgrade starts by runnin
 - service/http/hotpath.py reads FastAPI's routes (`dependant`, `param_convertors`, `matches`) and the
   app's exception handlers, and calls endpoints itself.
 - service/nnserve.py overrides FastAPI's `build_middleware_stack` to put layers in front.
-- service/admission/drain.py overrides uvicorn.Server's signal handler and its per-tick hook, and closes
-  its listeners (`servers`) a tick before its shutdown.
+- service/admission/drain.py overrides uvicorn.Server's signal handler, the context that installs it
+  (`capture_signals`) and its per-tick hook, and closes its listeners (`servers`) a tick before its
+  shutdown.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def test_drain_uvicorn_server_hooks_keep_their_names_and_meaning(monkeypatch: py
     assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"]
     assert list(inspect.signature(uvicorn.Server.on_tick).parameters) == ["self", "counter"]
     assert "self.handle_exit" in inspect.getsource(uvicorn.Server.capture_signals)
+    # DrainingServer replaces capture_signals: serve() must still enter it around the serving,
+    # and the signals it handles must still be the stop signals.
+    assert "with self.capture_signals():" in inspect.getsource(uvicorn.Server.serve)
+    assert {signal.SIGINT, signal.SIGTERM} <= set(uvicorn.server.HANDLED_SIGNALS)
     assert "should_exit" in inspect.getsource(uvicorn.Server.on_tick)
     shutdown = inspect.getsource(uvicorn.Server.shutdown)
     assert "self.force_exit" in shutdown

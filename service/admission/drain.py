@@ -11,7 +11,10 @@ within the rest of NNSERVE_SHUTDOWN_GRACE_SECONDS, and exits.
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import uvicorn
@@ -64,6 +67,23 @@ class DrainingServer(uvicorn.Server):
             return
         draining.set()
         self.should_exit = True
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, but when serving ends the stop signals are ignored rather than handed back
+        to the handlers from before: the event loop is still closing then, and a handler that
+        raised there (__main__.py's exit) turned a clean stop into exit 1 when a SIGINT of a
+        storm landed in that window. Nothing is left to stop, and no signal is raised again."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        for stop in uvicorn.server.HANDLED_SIGNALS:
+            signal.signal(stop, self.handle_exit)
+        try:
+            yield
+        finally:
+            for stop in uvicorn.server.HANDLED_SIGNALS:
+                signal.signal(stop, signal.SIG_IGN)
 
     async def on_tick(self, counter: int) -> bool:
         """uvicorn's loop calls this every 0.1 s. The drain ends over two ticks: the first past it
