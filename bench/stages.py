@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,7 +36,7 @@ from service.features import (
 from service.http.guard import RequestGuard
 from service.http.pixel_body import read_pixels
 from service.http.schemas import DigitRequest, SpamRequest, WineRequest
-from service.models.loading import spam_encoder
+from service.models.loading import open_session, spam_encoder
 from service.observability.logs import BufferedHandler, JsonFormatter, log_access
 from service.observability.metrics import Metrics
 from service.v2.codec import CARD_DATATYPES, encode_response, feeds_for, parse_request
@@ -65,11 +64,7 @@ class Model:
 
     def __init__(self, folder: Path) -> None:
         self.card = ModelCard.read(folder)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = open_session(str(folder / "model.onnx"), 1, self.card.session.disabled_optimizers)
 
     def run(self, rows: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         feeds = rows if isinstance(rows, dict) else {self.card.inputs[0].name: rows}

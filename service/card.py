@@ -113,6 +113,19 @@ Preprocessing = Annotated[
 ]
 
 
+class GraphSession(BaseModel):
+    """How onnxruntime should open the graph where its defaults serve it slower than they need:
+    the recipe that writes this checks that the outputs stay the same, bit for bit. Only the
+    optimisers named here can be turned off, so a card cannot make a graph run another way."""
+
+    disabled_optimizers: list[Literal["QDQPropagationTransformer"]] = Field(
+        [],
+        description="onnxruntime graph optimisers left out: QDQPropagationTransformer moves an int8 "
+        "graph's quantisation ahead of a float max pool, which onnxruntime then pools in uint8 on its "
+        "slow path",
+    )
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -130,6 +143,7 @@ class ModelCard(BaseModel):
     data: dict[str, Any] = {}
     training: dict[str, Any] = {}
     libraries: dict[str, str] = {}
+    session: GraphSession = GraphSession()
     threshold: float | None = Field(
         None,
         ge=0.0,

@@ -43,6 +43,11 @@ def _claim_three_classes(folder: Path) -> None:
     _edit_card(folder, lambda card: card["outputs"][0].update(shape=[-1, 3]))
 
 
+def _turn_off_an_unlisted_optimiser(folder: Path) -> None:
+    """A card may turn off only the optimisers the service knows to keep the outputs the same."""
+    _edit_card(folder, lambda card: card.update(session={"disabled_optimizers": ["ConstantFolding"]}))
+
+
 def _const(name: str, values: object, dtype: type) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
@@ -86,6 +91,7 @@ BREAKAGES: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("card input name", _rename_card_input, "wine", "not_the_graph_input"),
     ("card output shape", _claim_three_classes, "spam", "card outputs"),
     ("graph output shape", _graph_lying_about_its_output, "digit", "has shape [1, 5] on warm-up"),
+    ("card session optimiser", _turn_off_an_unlisted_optimiser, "wine", "session.disabled_optimizers"),
 ]
 
 

@@ -116,6 +116,8 @@ def test_digit_int8_quantises_the_newest_float_version_without_retraining(tmp_pa
     float_card, card = ModelCard.read(source), ModelCard.read(folder)
     extra = card.model_extra or {}
     assert extra["quantisation"]["source_version"] == 1
+    # Its first pool stays in float beside the float convolution (same outputs, faster).
+    assert card.session.disabled_optimizers == ["QDQPropagationTransformer"]
     assert extra["quantisation"]["calibration_items"] == float_card.data["train_count"] * 3
     assert card.preprocessing == float_card.preprocessing and card.data == float_card.data
     assert list(extra["views"]) == list((float_card.model_extra or {})["views"])

@@ -25,9 +25,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service.card import MODEL_FILE, ModelCard, TensorSpec
+from service.card import MODEL_FILE, GraphSession, ModelCard, TensorSpec
 from service.features import BagOfWords
 from service.features.spam import TextKind
+from service.models.loading import open_session
 from training.fit import History
 
 PARITY_TOLERANCE = 1e-4
@@ -125,9 +126,10 @@ def export_onnx(
     onnx.checker.check_model(str(path))
 
 
-def onnx_outputs(path: Path, chunks: list[Feeds]) -> np.ndarray:
-    """The graph's first output for every chunk of feeds, concatenated."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def onnx_outputs(path: Path, chunks: list[Feeds], opened: GraphSession | None = None) -> np.ndarray:
+    """The graph's first output for every chunk of feeds, concatenated, from a session opened as
+    the service opens it for a card whose session section is `opened`."""
+    session = open_session(str(path), 0, (opened or GraphSession()).disabled_optimizers)
     return np.concatenate([session.run(None, feeds)[0] for feeds in chunks])
 
 
@@ -177,7 +179,6 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
         # The export checked against torch before `derive`, which may replace it (an int8 graph).
         exported = parity(trained.net, staging / MODEL_FILE, trained.inputs, chunks)
     derived = trained.derive(staging) if trained.derive is not None else {}
-    outputs = onnx_outputs(staging / MODEL_FILE, chunks)
     card = ModelCard(
         name=trained.name,
         version=version,
@@ -201,6 +202,7 @@ def write_model(trained: Trained, models_dir: Path) -> Path:
         **derived,
     )
     card.write(staging)
+    outputs = onnx_outputs(staging / MODEL_FILE, chunks, card.session)
     _write_samples(staging / SAMPLES_FILE, trained.samples, outputs)
     staging.rename(final)
     _write_readme(models_dir / trained.name, card, trained)

@@ -27,7 +27,7 @@ def judge(folder: Path, spec: data.SharedSet, cache: Path | None = None) -> dict
     encoder = spam_encoder(card)
     messages = data.load_shared(spec, cache)
     rows = [encoder.encode(message.text) for message in messages]
-    probability = onnx_outputs(folder / MODEL_FILE, chunked(encoder, rows))[:, 1]
+    probability = onnx_outputs(folder / MODEL_FILE, chunked(encoder, rows), card.session)[:, 1]
     called = probability >= np.array([card.decision_threshold(kind=encoder.kind(row)) for row in rows])
     spam = np.array([message.spam for message in messages])
     return {

@@ -170,7 +170,7 @@ def write(folder: Path, cache: Path | None = None, idx_dir: Path | None = None) 
     card = ModelCard.read(folder)
     held = held_out(card, cache, idx_dir)
     chunks = held.x if isinstance(held.x, list) else [{card.inputs[0].name: held.x.astype(np.float32)}]
-    outputs = onnx_outputs(folder / MODEL_FILE, chunks)
+    outputs = onnx_outputs(folder / MODEL_FILE, chunks, card.session)
     recomputed = _check(card, outputs, held)
     extras = _extras(folder, held)
     candidates = [row for row, sent in enumerate(held.sent) if sent is not None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,7 +246,7 @@ def _load_hidden(
         units = hidden_units(card)
         if units is None:
             raise ModelLoadError(f"the card has no {SECTION!r} section naming the hidden units")
-        session = _session(path / HIDDEN_FILE, intra_op_threads)
+        session = _session(path / HIDDEN_FILE, intra_op_threads, card)
         _check_matches("inputs", card.inputs, graph_specs(session.get_inputs()))
         width = [TensorSpec(name=HIDDEN_OUTPUT, dtype="float32", shape=[-1, len(units.units)])]
         _check_matches("hidden units", width, graph_specs(session.get_outputs()))
@@ -273,14 +273,25 @@ def _without_paths(error: str, path: Path, name: str, version: int) -> str:
     return without_paths(error)
 
 
-def _session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
+def _session(path: Path, intra_op_threads: int, card: ModelCard | SmallCard | None) -> ort.InferenceSession:
     if not path.is_file():
         raise FileNotFoundError(2, "missing", str(path))
+    disabled = card.session.disabled_optimizers if isinstance(card, ModelCard) else []
+    return open_session(str(path), intra_op_threads, disabled)
+
+
+def open_session(
+    graph: str | bytes, intra_op_threads: int = 1, disabled_optimizers: Sequence[str] = ()
+) -> ort.InferenceSession:
+    """An onnxruntime session as the service opens one (CPU, one inter-op thread): training and the
+    bench open theirs here too, so they compute and time what is served."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        graph, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers)
+    )
 
 
 def version_folders(model_dir: Path) -> list[tuple[int, Path]]:
@@ -349,7 +360,7 @@ def load_version(
                     f"card names {written.name} v{written.version}, folder is {name}/{version}"
                 )
         _check_size(path / MODEL_FILE, max_model_bytes)
-        session = _session(path / MODEL_FILE, intra_op_threads)
+        session = _session(path / MODEL_FILE, intra_op_threads, written)
         if isinstance(written, ModelCard):
             _check_matches("inputs", written.inputs, graph_specs(session.get_inputs()))
             _check_matches("outputs", written.outputs, graph_specs(session.get_outputs()))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from service.card import MODEL_FILE, MnistNormalisation, ModelCard, TensorSpec
+from service.card import MODEL_FILE, GraphSession, MnistNormalisation, ModelCard, TensorSpec
 from service.features import image_bytes_to_digit
 from training import data
 from training.augment import FOREIGN, foreign_mix, inverted, noisy_photos
@@ -426,12 +426,13 @@ class _Served:
     graph: bytes
     predict: OnnxPredictor
     section: dict[str, Any]
+    opened: GraphSession
 
     def install(self, staging: Path) -> dict[str, Any]:
         """Trained.derive: the staged float export (its parity with torch checked) replaced by
         the int8 graph, which the samples' outputs and the parity tests then come from."""
         (staging / MODEL_FILE).write_bytes(self.graph)
-        return {"quantisation": self.section}
+        return {"quantisation": self.section, "session": self.opened}
 
 
 def _quantised(float_graph: Path, digits: _DigitData, first_epoch: np.ndarray) -> _Served:
@@ -440,12 +441,13 @@ def _quantised(float_graph: Path, digits: _DigitData, first_epoch: np.ndarray) -
     the ranges cover foreign-looking digits too); its agreement with the float graph on the
     held-out digits goes on the card."""
     calibration = first_epoch[spread(list(range(len(first_epoch))), CALIBRATION_ITEMS)]
-    graph, section = quantise(float_graph, IMAGE.name, calibration)
+    graph, section, opened = quantise(float_graph, IMAGE.name, calibration)
     float_outputs = onnx_outputs(float_graph, [{IMAGE.name: digits.x_test}])
-    predictor = OnnxPredictor(graph, IMAGE.name)
+    predictor = OnnxPredictor(graph, IMAGE.name, opened=opened)
     held_out = agreement(predictor(digits.x_test), float_outputs)
     float_accuracy = float((float_outputs.argmax(1) == digits.y_test).mean())
-    return _Served(graph, predictor, section | {"held_out": held_out | {"float_accuracy": float_accuracy}})
+    section["held_out"] = held_out | {"float_accuracy": float_accuracy}
+    return _Served(graph, predictor, section, opened)
 
 
 def _evaluate(model: Predict, digits: _DigitData, rendered: list[RenderedDigit], seed: int) -> _Evaluation:
