@@ -9,8 +9,9 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from samples import latest_version
+from samples import latest_version, samples
 
+import service.features.spam as spam_features
 from service.card import LinkLists
 from service.features import (
     MNIST_BOX,
@@ -253,6 +254,15 @@ def test_links_numbers_and_amounts_are_read_whole_as_what_they_are(unit: str, fe
     links = _v4_links()
     assert links.units(f"see {unit} today") == ["see", unit, "today"]
     assert set(links.features(unit)) == features
+
+
+def test_a_texts_units_are_the_units_each_one_is_judged_as() -> None:
+    """units() reads a text in one findall over a group-free copy of the pattern that features()
+    then judges each unit with: on every committed spam sample the two must cut it the same."""
+    links = _v4_links()
+    for sample in samples("spam"):
+        text = str(sample.input["text"]).lower()
+        assert links.units(text) == [match.group() for match in spam_features._UNIT.finditer(text)]
 
 
 def test_a_full_stop_without_a_space_is_not_a_link() -> None:

@@ -369,13 +369,18 @@ _UNITS = {"url": _URL, "money": _MONEY, "phone": _PHONE}
 # ordinary word the regex goes straight to the word, which made reading a text 2-3 times faster.
 # It only rules out what the alternatives could not match, so it changes no unit.
 _UNIT_START = r"(?=https?://|www\.|[a-z0-9][a-z0-9-]*\.|[$\u00a3\u20ac+(0-9]|rs|inr|usd)"
-_UNIT = re.compile(
-    _UNIT_START
-    + "(?:"
-    + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _UNITS.items())
-    + ")|"
-    + _TOKEN.pattern
-)
+
+
+def _unit_pattern(named: bool) -> re.Pattern[str]:
+    """A link, amount or phone number (each a group of its name if `named`), else a token."""
+    kinds = (f"(?P<{name}>{pattern})" if named else f"(?:{pattern})" for name, pattern in _UNITS.items())
+    return re.compile(_UNIT_START + "(?:" + "|".join(kinds) + ")|" + _TOKEN.pattern)
+
+
+_UNIT = _unit_pattern(named=True)  # which kind one unit is (its last group)
+# The same units without groups, so that findall gives their strings with no match object each:
+# a quarter less time a text than finditer.
+_UNITS_IN_TEXT = _unit_pattern(named=False)
 _IP_HOST = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _HOST = re.compile(r"^(?:https?://)?([^/?#:\s]+)")
 _SECOND_LEVEL = frozenset({"co", "com", "gov", "org", "ac", "net", "edu"})
@@ -414,7 +419,8 @@ class Links:
     def units(self, text: str) -> list[str]:
         """The text's units in reading order: each link, phone number and money amount whole, and
         every other token as `tokenize` finds it."""
-        return [match.group() for match in _UNIT.finditer(text.lower())]
+        units: list[str] = _UNITS_IN_TEXT.findall(text.lower())
+        return units
 
     def features(self, unit: str) -> tuple[str, ...]:
         match = _UNIT.fullmatch(unit)
