@@ -81,6 +81,17 @@ def test_a_drawn_digit_is_recognised(page: Page, digit: int) -> None:
     assert page.locator("#digit-answer").inner_text() == "?"
 
 
+def test_predict_on_an_empty_canvas_asks_for_a_digit(page: Page) -> None:
+    """A blank image is a valid input the network still names a digit for (a 1, at 74%): the page
+    asks for a drawing instead of sending one."""
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.click("#digit-predict")
+    page.wait_for_function("document.querySelector('#digit-runner-up').textContent === 'Draw a digit first.'")
+    assert page.locator("#digit-answer").inner_text() == "?"
+    assert not [url for url in asked if "/predict/digit" in url]
+
+
 def test_an_api_error_is_shown_in_words(browser: Browser, start_server: StartServer) -> None:
     strict = start_server(NNSERVE_MAX_EMAIL_CHARS="50")
     context = browser.new_context()

@@ -323,6 +323,11 @@ canvas.addEventListener("pointerup", () => {
 });
 
 async function predictDigit() {
+  if (!inked) {  // a blank canvas is all background: the network would still name a digit
+    clearCanvas();
+    $("digit-runner-up").textContent = "Draw a digit first.";
+    return;
+  }
   const answer = await api("predict/digit", { image: canvas.toDataURL("image/png") });
   $("digit-answer").textContent = String(answer.digit);
   $("digit-bars").replaceChildren(...answer.probabilities.map((p, digit) => {
