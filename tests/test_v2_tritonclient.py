@@ -58,3 +58,21 @@ def test_infer_equals_predict(
     assert result.get_response()["id"] == "abc"
     expected = predict_outputs(name, httpx.post(f"{server.url}/predict/{name}", json=body).json())
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4 if name == "wine" else 1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_a_request_the_client_compresses_is_answered_as_sent_plain(
+    triton: Any, httpclient: Any, server: Server, algorithm: str
+) -> None:
+    """Triton's client compresses the request body when asked (Content-Encoding gzip or deflate);
+    the binary tensor's header length counts the decompressed body."""
+    inputs, body = tensors()["digit"]
+    (input_name, tensor), *_ = inputs.items()
+    tensor_input = httpclient.InferInput(input_name, list(tensor.shape), DATATYPES[tensor.dtype])
+    tensor_input.set_data_from_numpy(tensor, binary_data=True)
+    requested = httpclient.InferRequestedOutput(OUTPUTS["digit"], binary_data=True)
+    result = triton.infer(
+        "digit", [tensor_input], outputs=[requested], request_compression_algorithm=algorithm
+    )
+    expected = predict_outputs("digit", httpx.post(f"{server.url}/predict/digit", json=body).json())
+    np.testing.assert_allclose(result.as_numpy(OUTPUTS["digit"]), expected, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,14 @@ from service.admission.keys import check_admin_key, check_key
 from service.config import Settings
 from service.errors import ApiError, BadRequest, ShuttingDown
 from service.http.errors import error_answer
-from service.http.guard.body import declares_body, read_body, replay
+from service.http.guard.body import (
+    content_encoding,
+    declares_body,
+    decompressed,
+    read_body,
+    replay,
+    without_encoding,
+)
 from service.nnserve import NNServe
 from service.observability.metrics import Metrics
 from service.observability.record import RequestRecorder
@@ -105,6 +112,10 @@ class RequestGuard:
             body = b""
             if declares_body(scope, self.max_body_bytes) and self._wants_body(scope):
                 body, held = await read_body(receive, self.max_body_bytes, self.admission, self.body_timeout)
+                if (encoding := content_encoding(scope)) is not None:
+                    body = decompressed(body, encoding, self.max_body_bytes)
+                    held = self.admission.hold(held, len(body))
+                    scope["headers"] = without_encoding(scope, len(body))
             await self.app(scope, replay(body, receive), send_with_id)
         except ApiError as refused:  # the key, the body's size, its deadline or the byte budget
             await error_answer(refused)(scope, receive, send_with_id)
