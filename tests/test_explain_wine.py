@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,12 @@ import pytest
 from onnx import numpy_helper
 from samples import latest_version
 
-from service.config import Settings
-from service.models.loading import load_version
-from service.models.runner import ModelRunner
 from training.explain import derive_committed
 from training.export import write_model
 from training.fit import FitConfig
 from training.recipes import train_wine
 
-from support.inprocess import MakeClient
+from support.inprocess import MakeClient, loaded_version
 from support.server import MODELS_DIR
 
 ROSTER = ["Agatha", "Dahlia", "Stiffy", "Bertie", "Bingo", "Gussie", "Spode", "Madeline", "Watkyn", "Tuppy"]
@@ -258,14 +254,5 @@ def test_a_newly_trained_wine_version_ships_its_hidden_layer(tmp_path: Path) -> 
     section = json.loads((folder / "card.json").read_text())["hidden_units"]
     assert section["parity"]["against"] == "torch" and section["parity"]["max_abs_diff"] <= 1e-4
     assert len(section["units"]) == trained.training["hidden"]
-    with ThreadPoolExecutor(1) as executor:
-        loaded = load_version(
-            "wine",
-            1,
-            folder,
-            intra_op_threads=1,
-            make_runner=lambda session, _, __: ModelRunner(session, executor, max_batch_rows=8),
-            max_model_bytes=Settings().max_model_bytes,
-            max_warm_up_bytes=Settings().max_warm_up_bytes,
-        )
+    with loaded_version("wine", 1, folder) as loaded:
         assert loaded.serving is not None and loaded.serving.hidden is not None, loaded.error

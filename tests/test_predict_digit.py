@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -15,10 +14,8 @@ from PIL import Image
 from samples import Sample, samples
 
 from service.card import ModelCard
-from service.config import Settings
-from service.models.loading import load_version
-from service.models.runner import ModelRunner
 
+from support.inprocess import loaded_version
 from support.server import MODELS_DIR
 
 
@@ -124,15 +121,6 @@ def test_the_int8_digit_version_is_opened_as_its_card_says(monkeypatch: pytest.M
             super().__init__(graph, *args, disabled_optimizers=disabled_optimizers, **kwargs)
 
     monkeypatch.setattr(ort, "InferenceSession", Watched)
-    with ThreadPoolExecutor(1) as executor:
-        loaded = load_version(
-            "digit",
-            3,
-            folder,
-            intra_op_threads=1,
-            make_runner=lambda session, _, __: ModelRunner(session, executor, max_batch_rows=8),
-            max_model_bytes=Settings().max_model_bytes,
-            max_warm_up_bytes=Settings().max_warm_up_bytes,
-        )
-    assert loaded.serving is not None, loaded.error
+    with loaded_version("digit", 3, folder) as loaded:
+        assert loaded.serving is not None, loaded.error
     assert opened == [["QDQPropagationTransformer"]]

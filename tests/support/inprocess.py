@@ -5,11 +5,17 @@ executor) was entered too, so requests see exactly what a served app does, minus
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
+
+from service.config import Settings
+from service.models.loading import ModelVersion, load_version
+from service.models.runner import ModelRunner
 
 MakeClient = Callable[..., httpx.Client]
 
@@ -39,3 +45,20 @@ def in_process_client(app: FastAPI, base_url: str = "http://nnserve.test") -> It
     ):
         with httpx.Client(transport=_PortalTransport(portal, app), base_url=base_url, timeout=30) as client:
             yield client
+
+
+@contextmanager
+def loaded_version(name: str, version: int, folder: Path) -> Iterator[ModelVersion]:
+    """One model version loaded as the service loads it, with the default limits and its runner
+    on a thread of its own (open while the block runs): for tests of the loader itself."""
+    settings = Settings()
+    with ThreadPoolExecutor(1) as executor:
+        yield load_version(
+            name,
+            version,
+            folder,
+            intra_op_threads=1,
+            make_runner=lambda session, _, __: ModelRunner(session, executor, max_batch_rows=8),
+            max_model_bytes=settings.max_model_bytes,
+            max_warm_up_bytes=settings.max_warm_up_bytes,
+        )
