@@ -14,10 +14,11 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from dropin_models import CHURN_FEATURES, churn_graph, model
 from samples import latest_version, samples
 
 from service import deadline
-from service.models.runner import DeadlineExceeded, ModelRunner
+from service.models.runner import DeadlineExceeded, ModelFailed, ModelRunner
 from service.observability.metrics import BatchObserver
 
 from support import slow_model
@@ -151,25 +152,52 @@ def test_a_call_nobody_waits_for_any_more_is_stopped_inside_onnxruntime() -> Non
     assert recorder.entered == 1 and recorder.batches == []
 
 
-def test_a_failing_batch_reaches_every_caller_and_the_runner_goes_on() -> None:
+def test_a_failing_input_fails_only_its_own_request_and_the_runner_goes_on() -> None:
+    """onnxruntime refuses the batch a wrong input joined; each caller's inputs then run alone, so
+    the others sharing its batch get their answers and only its caller hears the failure."""
     recorder = Recorder()
     runner = _runner(recorder)
     wrong = {"guests": np.zeros((1, 10), dtype=np.float64)}  # joins the batch, which onnxruntime refuses
 
     async def scenario() -> tuple[list[object], list[np.ndarray]]:
-        failed: list[object] = list(
+        answers: list[object] = list(
             await asyncio.gather(
                 runner.run(_party(1)), runner.run(wrong), runner.run(_party(2)), return_exceptions=True
             )
         )
-        return failed, await runner.run(_party(3))
+        return answers, await runner.run(_party(3))
 
-    failed, after = asyncio.run(scenario())
-    assert all(isinstance(r, Exception) and "type" in str(r) for r in failed), (
-        failed
-    )  # one batch, one failure
-    np.testing.assert_array_equal(after[0], runner.session.run(None, _party(3))[0])
-    assert recorder.batches == [1]
+    (first, failed, second), after = asyncio.run(scenario())
+    assert isinstance(failed, ModelFailed) and "type" in str(failed), failed
+    for answer, party in ((first, 1), (second, 2), (after, 3)):
+        assert isinstance(answer, list), answer
+        np.testing.assert_array_equal(answer[0], runner.session.run(None, _party(party))[0])
+    assert recorder.batches == [1, 1, 1]  # the batch of three failed; each then alone
+
+
+@pytest.mark.parametrize("callers", [7, 8])
+def test_a_client_whose_values_fail_the_model_cannot_fail_the_others_in_its_batch(callers: int) -> None:
+    """A graph that fails at run time on some values only (churn v2 of the shadow tests: any input
+    over 0.5 reshapes its [rows, 1] output to [-1, 8], for the whole batch it is in): with 7 rows
+    onnxruntime refuses the batch; with 8 it answers one row of 8, no longer a row a caller. Either
+    way the other callers batched with such an input get what they would get alone."""
+    graph = model(churn_graph(fail_above=0.5)).SerializeToString()
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    runner = ModelRunner(session, ThreadPoolExecutor(1), max_batch_rows=64)
+
+    def customer(value: float) -> dict[str, np.ndarray]:
+        return {"customer": np.full((1, CHURN_FEATURES), value, np.float32)}
+
+    async def scenario() -> list[object]:
+        calls = (runner.run(customer(0.9 if n == 3 else n / 20)) for n in range(callers))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    answers = asyncio.run(scenario())
+    assert isinstance(answers[3], ModelFailed), answers[3]
+    for n, answer in enumerate(answers):
+        if n != 3:
+            assert isinstance(answer, list), (n, answer)
+            np.testing.assert_array_equal(answer[0], session.run(None, customer(n / 20))[0])
 
 
 def _concurrently(url: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -324,12 +324,9 @@ class ModelRunner:
         goes as one batch. A plain callback rather than a task, since nothing here waits."""
         try:
             while batch := self._take_batch():
-                outcome: Outputs | Exception
-                try:
-                    outcome = self._serve(self._feeds(batch))
-                except Exception as exc:  # the batch failed: every caller in it hears why
-                    outcome = exc
-                self._settle(batch, outcome)
+                outcomes = self._serve_batch(batch)
+                for part, outcome in outcomes:
+                    self._settle(part, outcome)
         finally:
             self._serving = False
 
@@ -337,19 +334,48 @@ class ModelRunner:
         loop = asyncio.get_running_loop()
         try:
             while batch := self._take_batch():
-                outcome: Outputs | Exception
                 options = ort.RunOptions()
                 self._running = (batch, options)
                 try:
-                    feeds = self._feeds(batch)
-                    outcome = await loop.run_in_executor(self._executor, self._serve, feeds, options)
-                except Exception as exc:
-                    outcome = exc
+                    outcomes = await loop.run_in_executor(self._executor, self._serve_batch, batch, options)
+                except Exception as exc:  # the executor itself could not run it
+                    outcomes = [(batch, exc)]
                 finally:
                     self._running = None
-                self._settle(batch, outcome)
+                for part, outcome in outcomes:
+                    self._settle(part, outcome)
         finally:
             self._serving = False
+
+    def _serve_batch(
+        self, batch: list[_Pending], options: ort.RunOptions | None = None
+    ) -> list[tuple[list[_Pending], Outputs | Exception]]:
+        """The batch's outputs, or why it failed. When onnxruntime refuses a batch of several
+        callers' inputs, each caller's inputs run again alone, so that only those whose own
+        inputs fail hear it: a client cannot fail the requests of others that shared its batch.
+        The same when the outputs do not have a row for each input row (a graph that mixes its rows,
+        as a drop-in may): each caller's rows could not be told apart. (A stopped run, its deadline
+        passed, is not run again.)"""
+        try:
+            outputs = self._serve(self._feeds(batch), options)
+        except InferenceRefused as exc:
+            if len(batch) == 1:
+                return [(batch, exc)]
+        except Exception as exc:
+            return [(batch, exc)]
+        else:
+            rows = sum(item.rows for item in batch)
+            if len(batch) == 1 or all(out.shape[:1] == (rows,) for out in outputs):
+                return [(batch, outputs)]
+        alone: list[tuple[list[_Pending], Outputs | Exception]] = []
+        for item in batch:
+            if item.future.done():  # its caller stopped waiting meanwhile
+                continue
+            try:
+                alone.append(([item], self._serve(item.feeds, options)))
+            except Exception as exc:
+                alone.append(([item], exc))
+        return alone
 
     def _feeds(self, batch: list[_Pending]) -> Feeds:
         now = time.perf_counter()
