@@ -16,7 +16,7 @@ from uvicorn.supervisors import Multiprocess
 
 from service.admission.drain import DrainingServer
 from service.config import METRICS_DIR_ENV, Settings
-from service.http.wire import OneWriteHttpProtocol
+from service.http.wire import OneWriteHttpProtocol, ServerConfig
 
 APP = "service.app:create_app"
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app cannot start
@@ -36,8 +36,9 @@ def _metrics_directory() -> Iterator[None]:
 
 
 def _config(settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(
+    return ServerConfig(
         APP,
+        head_timeout_seconds=settings.header_timeout_seconds,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -50,8 +51,9 @@ def _config(settings: Settings) -> uvicorn.Config:
         # X-Forwarded-For on every request is left out; no header names the server software.
         proxy_headers=False,
         server_header=False,
-        # The drain comes out of the grace, so the exit still comes within it.
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds - settings.drain_seconds,  # type: ignore[arg-type]  # any number of seconds works
+        # The drain comes out of the grace, so the exit still comes within it (uvicorn takes any
+        # number of seconds, though it declares an int).
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds - settings.drain_seconds,
     )
 
 

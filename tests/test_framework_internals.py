@@ -3,7 +3,8 @@ names one assumption a module makes about uvicorn, Starlette or FastAPI beyond t
 API, and fails when an upgrade breaks it, before a request does. pyproject.toml bounds these
 packages from above and requirements.lock pins them; an upgrade starts by running this module.
 
-- service/http/wire.py subclasses uvicorn's httptools protocol and swaps the transport it is given.
+- service/http/wire.py subclasses uvicorn's httptools protocol and swaps the transport it is given,
+  and times a request's head from its parser callbacks, reading the timeout from uvicorn's Config.
 - service/http/hotpath.py reads FastAPI's routes (`dependant`, `param_convertors`, `matches`) and the
   app's exception handlers, and calls endpoints itself.
 - service/nnserve.py overrides FastAPI's `build_middleware_stack` to put layers in front.
@@ -30,7 +31,7 @@ from service.admission.drain import DrainingServer
 from service.app import create_app
 from service.config import Settings
 from service.http.routes import predict, v2
-from service.http.wire import CoalescingTransport, OneWriteHttpProtocol
+from service.http.wire import CoalescingTransport, OneWriteHttpProtocol, ServerConfig
 from service.nnserve import NNServe
 
 from support.server import MODELS_DIR
@@ -70,6 +71,24 @@ def test_wire_uvicorns_protocol_keeps_the_transport_it_is_given_and_writes_throu
         assert recording.written == [b"ab"]
 
     asyncio.run(connect())
+
+
+def test_wire_uvicorns_protocol_calls_back_at_a_heads_start_and_end_and_keeps_its_config() -> None:
+    """wire.py: the parser calls on_message_begin when a request starts and on_headers_complete
+    when its head has ended, connection_lost when the connection goes; the protocol keeps the
+    Config it was made with as `self.config` and its loop as `self.loop`."""
+    for callback in ("on_message_begin", "on_headers_complete", "connection_lost"):
+        assert callback in vars(HttpToolsProtocol), callback
+
+    async def made() -> None:
+        config = ServerConfig(create_app, factory=True, head_timeout_seconds=3.0)
+        config.load()
+        protocol = OneWriteHttpProtocol(
+            config=config, server_state=uvicorn.server.ServerState(), app_state={}
+        )
+        assert protocol.config is config and protocol.loop is asyncio.get_running_loop()
+
+    asyncio.run(made())
 
 
 def test_hotpath_routes_say_their_path_parameters_converters_and_how_they_match() -> None:

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         description="a request's body must have arrived this long after its head; past it: 408. "
         "A stalled upload holds its part of the byte budget no longer",
     )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a request's head (request line and headers) must have arrived this long after its "
+        "first byte, or after the connection opened; past it the connection is closed (408 if a head "
+        "had begun). A client that sends nothing or trickles its headers holds a connection no longer",
+    )
     max_email_chars: int = Field(100_000, ge=1)
     max_image_bytes: int = Field(512 << 10, ge=1)
     max_image_side: int = Field(
