@@ -246,6 +246,7 @@ def test_the_committed_hidden_graph_and_meanings_are_derived_from_model_onnx(tmp
     assert (folder / "hidden.onnx").read_bytes() == (WINE / "hidden.onnx").read_bytes()
 
 
+@pytest.mark.slow  # trains and exports a net: test-all's, not the fast ring's
 def test_a_newly_trained_wine_version_ships_its_hidden_layer(tmp_path: Path) -> None:
     """Export cuts hidden.onnx out of every new wine version, checks it against PyTorch and names
     the units; the service loads it."""

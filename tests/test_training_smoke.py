@@ -121,6 +121,7 @@ def _assert_int8_with_first_convolution_in_float(folder: Path) -> None:
     assert made_by[softmax.input[0]] == "Gemm" and made_by[graph.output[0].name] == "Softmax"
 
 
+@pytest.mark.slow  # a whole command-line run: test-all's, not the fast ring's
 def test_digit_int8_quantises_the_newest_float_version_without_retraining(
     tmp_path: Path, train: Train
 ) -> None:
@@ -158,6 +159,7 @@ def test_digit_int8_quantises_the_newest_float_version_without_retraining(
     assert (models / "digit" / "3" / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
 
 
+@pytest.mark.slow  # a whole command-line run: test-all's, not the fast ring's
 def test_the_command_line_trains_a_quick_run_into_new_versions(tmp_path: Path) -> None:
     args = ["wine", "--subset", "300", "--epochs", "1", "--models-dir", str(tmp_path)]
     assert main(args) == [tmp_path / "wine" / "1"]
