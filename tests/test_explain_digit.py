@@ -155,7 +155,7 @@ def test_explanations_in_flight_leave_the_prediction_queue_alone(
 ) -> None:
     """Each explanation puts dozens of rows in a queue; they wait in the explanations' own
     (NNSERVE_EXPLAIN_*), so a prediction finds its model's queue empty instead of 503."""
-    client = make_client(models_dir=slow_models(50, "digit"), max_queued_rows=4)
+    client = make_client(models_dir=slow_models(150, "digit"), max_queued_rows=4)
     item = _confident_digit().input
     with ThreadPoolExecutor(4) as pool:
         explaining = [pool.submit(client.post, "/explain/digit", json=item) for _ in range(3)]
