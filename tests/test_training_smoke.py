@@ -67,7 +67,11 @@ def train(tmp_path_factory: pytest.TempPathFactory) -> Train:
     return trained
 
 
-@pytest.mark.parametrize("recipe", [_wine, _spam, _digit], ids=["wine", "spam", "digit"])
+# Digit's recipe (a CNN, its int8 graph, every view) takes most of a minute's budget: test-all's.
+DIGIT_SLOW = pytest.param(_digit, id="digit", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("recipe", [_wine, _spam, DIGIT_SLOW], ids=["wine", "spam", "digit"])
 def test_one_epoch_exports_a_model_that_onnxruntime_serves(
     tmp_path: Path, train: Train, recipe: Recipe
 ) -> None:
@@ -89,6 +93,7 @@ def test_one_epoch_exports_a_model_that_onnxruntime_serves(
     assert (models / trained.name / "training_curve_v1.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # trains digit's recipe: test-all's
 def test_the_digit_version_serves_an_int8_graph_its_card_measures(tmp_path: Path, train: Train) -> None:
     """The digit recipe quantises its CNN (training/quantise.py): the version's model.onnx is
     the int8 graph (weights int8 per channel, the first convolution in float), calibrated on
